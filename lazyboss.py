@@ -1,0 +1,1269 @@
+#!/usr/bin/env python3
+"""lazyboss: a job server for small hosts that delegates work to faceless workers.
+
+Clients submit jobs over HTTP, workers claim them by long polling and report
+progress, results and errors; lazyboss remembers what went to whom and when,
+and steps in when a worker goes silent. One SQLite file holds everything.
+
+The module reads top to bottom: configuration, store, reaper, HTTP API,
+command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import os
+import random
+import re
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import bottle
+import waitress
+from waitress import wasyncore
+
+__version__ = "0.1.0"
+
+log = logging.getLogger("lazyboss")
+
+# --------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------
+
+JOB_STATUSES = ("pending", "processing", "done", "failed", "cancelled")
+FINISHED_STATUSES = ("done", "failed", "cancelled")
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_PRIORITY = 0
+DEFAULT_BACKOFF_BASE = 1.0  # first retry after ~2 s, then ~4 s, ~8 s, ...
+DEFAULT_BACKOFF_MAX = 600.0
+
+# How often a waiting worker looks at the file even without a wake-up from
+# this process: another lazyboss process on the same file cannot wake it.
+FOREIGN_WRITE_POLL = 1.0
+
+TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+
+
+@dataclass
+class Config:
+    """Server settings; every field is a `--flag` and a `LAZYBOSS_*` variable."""
+
+    db: str = "lazyboss.sqlite"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    threads: int = 16
+    max_wait: float = 60.0
+    max_body: int = 1 << 20
+    sync: str = "full"
+    retain: str = "7d"
+    reap_interval: float = 1.0
+    log_level: str = "info"
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like `90`, `30s`, `10m`, `2h` or `7d`."""
+    match = DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h, 7d)")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    """A Unix time as RFC 3339 UTC with milliseconds, or None."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any) -> float:
+    """A Unix time from an RFC 3339 string (with a zone) or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time such as 2026-01-31T12:00:00Z")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an RFC 3339 time such as 2026-01-31T12:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone; add Z for UTC")
+    return moment.timestamp()
+
+
+def backoff_delay(failures: int, base: float, cap: float) -> float:
+    """Seconds before the next attempt: base·2^failures, ±25 % jitter, at most cap."""
+    delay = base * 2 ** min(failures, 62)
+    return min(cap, delay * random.uniform(0.75, 1.25))
+
+
+# --------------------------------------------------------------------------
+# Store
+# --------------------------------------------------------------------------
+
+
+class LazybossError(Exception):
+    """A refusal with an HTTP status, an error code and a human detail."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, code: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+
+
+class NotFound(LazybossError):
+    status, code = 404, "not_found"
+
+
+class Forbidden(LazybossError):
+    status, code = 403, "forbidden"
+
+
+class Conflict(LazybossError):
+    status, code = 409, "conflict"
+
+
+class Invalid(LazybossError):
+    status, code = 422, "invalid"
+
+
+MIGRATIONS = [
+    # 1: jobs, their attempts, the event log and per-type settings.
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('pending', 'processing', 'done', 'failed', 'cancelled')),
+        parameters TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        priority INTEGER NOT NULL,
+        run_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        budget_start INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        timeout REAL NOT NULL,
+        backoff_base REAL NOT NULL,
+        backoff_max REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        assignee TEXT,
+        attempt INTEGER,
+        lease_expires_at REAL,
+        progress REAL,
+        idempotency_key TEXT UNIQUE
+    );
+    CREATE INDEX jobs_queue ON jobs (status, priority DESC, run_at, id) WHERE status = 'pending';
+    CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE status = 'processing';
+    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX jobs_status ON jobs (status, id);
+    CREATE INDEX jobs_type_status ON jobs (type, status, id);
+
+    CREATE TABLE attempts (
+        job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        worker TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('processing', 'done', 'failed', 'expired', 'cancelled')),
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        result TEXT,
+        error TEXT,
+        PRIMARY KEY (job_id, id)
+    ) WITHOUT ROWID;
+
+    -- No foreign key: events outlive nothing, they are pruned with their jobs.
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        job TEXT NOT NULL
+    );
+    CREATE INDEX events_job ON events (job_id, id);
+
+    CREATE TABLE types (
+        name TEXT PRIMARY KEY,
+        timeout REAL,
+        max_attempts INTEGER,
+        backoff_base REAL,
+        backoff_max REAL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL
+    );
+    """,
+]
+
+
+class Signal:
+    """A generation counter threads can wait on: `fire` bumps it and wakes every waiter."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.generation = 0
+
+    def fire(self) -> None:
+        """Wake everybody waiting for a change."""
+        with self._condition:
+            self.generation += 1
+            self._condition.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Wait until the generation differs from `seen` (or timeout); return it."""
+        with self._condition:
+            self._condition.wait_for(lambda: self.generation != seen, timeout)
+            return self.generation
+
+
+def decode(text: str | None) -> Any:
+    """A JSON column's value."""
+    return None if text is None else json.loads(text)
+
+
+def encode(value: Any) -> str:
+    """Compact JSON for a column."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def job_view(row: sqlite3.Row) -> dict:
+    """The public JSON shape of a job row."""
+    return {
+        "id": str(row["id"]),
+        "type": row["type"],
+        "status": row["status"],
+        "parameters": decode(row["parameters"]),
+        "result": decode(row["result"]),
+        "error": decode(row["error"]),
+        "priority": row["priority"],
+        "run_at": rfc3339(row["run_at"]),
+        "attempts": row["attempts"],
+        "max_attempts": row["max_attempts"],
+        "timeout": float(row["timeout"]),
+        "created_at": rfc3339(row["created_at"]),
+        "updated_at": rfc3339(row["updated_at"]),
+        "finished_at": rfc3339(row["finished_at"]),
+        "assignee": row["assignee"],
+        "attempt": None if row["attempt"] is None else str(row["attempt"]),
+        "progress": row["progress"],
+    }
+
+
+def attempt_view(row: sqlite3.Row) -> dict:
+    """The public JSON shape of an attempt row."""
+    return {
+        "id": str(row["id"]),
+        "job": str(row["job_id"]),
+        "worker": row["worker"],
+        "status": row["status"],
+        "started_at": rfc3339(row["started_at"]),
+        "finished_at": rfc3339(row["finished_at"]),
+        "result": decode(row["result"]),
+        "error": decode(row["error"]),
+    }
+
+
+@dataclass
+class JobSpec:
+    """A validated submission, before the type's settings and defaults fill it in."""
+
+    type: str
+    parameters: Any = None
+    priority: int | None = None
+    run_at: float | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+
+
+SUBMIT_FIELDS = {"type", "parameters", "priority", "run_at", "delay", "max_attempts", "timeout"}
+
+
+def parse_job_spec(body: Any, now: float, where: str = "") -> JobSpec:
+    """Validate one submitted job object; raise Invalid naming the bad field."""
+    if not isinstance(body, dict):
+        raise Invalid(f"{where}a job must be a JSON object with at least a 'type'")
+    unknown = sorted(set(body) - SUBMIT_FIELDS)
+    if unknown:
+        raise Invalid(f"{where}unknown field {unknown[0]!r}; known: {', '.join(sorted(SUBMIT_FIELDS))}")
+    job_type = body.get("type")
+    if not isinstance(job_type, str) or not TYPE_NAME.match(job_type):
+        raise Invalid(f"{where}'type' must be a string of 1-100 letters, digits, '_', '.', ':' or '-'")
+    spec = JobSpec(type=job_type, parameters=body.get("parameters", {}))
+    if "priority" in body:
+        spec.priority = check_int(body["priority"], f"{where}priority", -(2**31), 2**31 - 1)
+    if "max_attempts" in body:
+        spec.max_attempts = check_int(body["max_attempts"], f"{where}max_attempts", 1, 1000)
+    if "timeout" in body:
+        spec.timeout = check_number(body["timeout"], f"{where}timeout", 0.001, 366 * 86400)
+    if "run_at" in body and "delay" in body:
+        raise Invalid(f"{where}give 'run_at' or 'delay', not both")
+    if "run_at" in body:
+        try:
+            spec.run_at = parse_time(body["run_at"])
+        except ValueError as error:
+            raise Invalid(f"{where}run_at: {error}") from None
+    if "delay" in body:
+        spec.run_at = now + check_number(body["delay"], f"{where}delay", 0, 366 * 86400)
+    return spec
+
+
+def check_int(value: Any, name: str, low: int, high: int) -> int:
+    """An integer within [low, high], or Invalid naming the field."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise Invalid(f"{name!r} must be an integer from {low} to {high}")
+    return value
+
+
+def check_number(value: Any, name: str, low: float, high: float) -> float:
+    """A number within [low, high], or Invalid naming the field."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise Invalid(f"{name!r} must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def resolve(own: Any, settings: sqlite3.Row | None, column: str, default: Any) -> Any:
+    """A job's effective setting: its own value, else its type's, else the default."""
+    if own is not None:
+        return own
+    if settings is not None and settings[column] is not None:
+        return settings[column]
+    return default
+
+
+class Store:
+    """The jobs database: one SQLite file in WAL mode, shared by threads and processes.
+
+    Every write is one IMMEDIATE transaction. Threads of this process queue on
+    a lock before it (cheaper than SQLite's busy back-off); other processes on
+    the same file wait in SQLite's busy timeout.
+    """
+
+    def __init__(self, path: str, sync: str = "full", clock: Callable[[], float] = time.time):
+        if sync not in ("full", "normal"):
+            raise ValueError("sync must be 'full' or 'normal'")
+        self.path = path
+        self.sync = sync
+        self.clock = clock
+        self.queue_changed = Signal()  # a job may have become claimable
+        self.events_added = Signal()  # the event log grew
+        self.stopping = threading.Event()  # no more claims: the server shuts down
+        self.waiting_workers = 0  # long polls now waiting for a job
+        self._waiting_lock = threading.Lock()
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self.migrate()
+
+    # -- connections and transactions
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE write transaction, committed on success, rolled back on error."""
+        conn = self.db
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def migrate(self) -> None:
+        """Bring the file's schema up to this release (PRAGMA user_version)."""
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise RuntimeError(f"{self.path} has schema {version}, newer than this lazyboss ({len(MIGRATIONS)})")
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close every connection this store opened."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as error:
+            log.warning("final checkpoint failed: %s", error)
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- the event log
+
+    def _record(self, db: sqlite3.Connection, kind: str, row: sqlite3.Row, **context: Any) -> dict:
+        """Append an event with the job as it now is; return the job's view."""
+        job = job_view(row)
+        db.execute(
+            "INSERT INTO events (job_id, type, kind, at, job) VALUES (?, ?, ?, ?, ?)",
+            (row["id"], row["type"], kind, row["updated_at"], encode(job)),
+        )
+        extra = "".join(f" {key}={value}" for key, value in context.items())
+        log.info("job %s %s type=%s%s", job["id"], kind, row["type"], extra)
+        return job
+
+    def _committed(self, queue_changed: bool) -> None:
+        """Wake streams (and waiting workers when a job became claimable)."""
+        self.events_added.fire()
+        if queue_changed:
+            self.queue_changed.fire()
+
+    # -- submitting
+
+    def type_settings(self, db: sqlite3.Connection, job_type: str) -> sqlite3.Row | None:
+        """The stored settings of a job type, if any."""
+        return db.execute("SELECT * FROM types WHERE name = ?", (job_type,)).fetchone()
+
+    def submit_jobs(self, specs: list[JobSpec], idempotency_key: str | None = None) -> tuple[list[dict], bool]:
+        """Insert jobs in one transaction; return their views and whether they are new.
+
+        With an idempotency key a repeated submission returns the jobs the
+        first one created (a batch keys its jobs KEY/0, KEY/1, ...).
+        """
+        now = self.clock()
+        jobs = []
+        created = False
+        with self.transaction() as db:
+            settings: dict[str, sqlite3.Row | None] = {}
+            for index, spec in enumerate(specs):
+                key = idempotency_key if len(specs) == 1 or idempotency_key is None else f"{idempotency_key}/{index}"
+                if key is not None:
+                    existing = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
+                    if existing:
+                        jobs.append(job_view(existing))
+                        continue
+                if spec.type not in settings:
+                    settings[spec.type] = self.type_settings(db, spec.type)
+                kind = settings[spec.type]
+                row = db.execute(
+                    """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts,
+                           timeout, backoff_base, backoff_max, created_at, updated_at, idempotency_key)
+                       VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                    (
+                        spec.type,
+                        encode(spec.parameters),
+                        spec.priority if spec.priority is not None else DEFAULT_PRIORITY,
+                        spec.run_at if spec.run_at is not None else now,
+                        resolve(spec.max_attempts, kind, "max_attempts", DEFAULT_MAX_ATTEMPTS),
+                        resolve(spec.timeout, kind, "timeout", DEFAULT_TIMEOUT),
+                        resolve(None, kind, "backoff_base", DEFAULT_BACKOFF_BASE),
+                        resolve(None, kind, "backoff_max", DEFAULT_BACKOFF_MAX),
+                        now,
+                        now,
+                        key,
+                    ),
+                ).fetchone()
+                jobs.append(self._record(db, "submitted", row))
+                created = True
+        if created:
+            self._committed(queue_changed=True)
+        return jobs, created
+
+    # -- reading
+
+    def get_job(self, job_id: str) -> dict:
+        """One job's view, or NotFound."""
+        return job_view(self._job_row(self.db, job_id))
+
+    def _job_row(self, db: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (parse_id(job_id, "job"),)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return row
+
+    def list_jobs(
+        self, statuses: list[str], types: list[str], limit: int, before: int | None
+    ) -> tuple[list[dict], int | None]:
+        """Jobs newest first, filtered; return them and the id to continue below."""
+        where, args = [], []
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args += statuses
+        if types:
+            where.append(f"type IN ({', '.join('?' * len(types))})")
+            args += types
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.execute(f"SELECT * FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*args, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [job_view(row) for row in rows], (rows[-1]["id"] if more else None)
+
+    def list_attempts(self, job_id: str) -> list[dict]:
+        """A job's attempts, oldest first."""
+        row = self._job_row(self.db, job_id)
+        rows = self.db.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],))
+        return [attempt_view(attempt) for attempt in rows]
+
+    def get_attempt(self, job_id: str, attempt_id: str) -> dict:
+        """One attempt of a job, or NotFound."""
+        return attempt_view(self._attempt_row(self.db, job_id, attempt_id))
+
+    def _attempt_row(self, db: sqlite3.Connection, job_id: str, attempt_id: str) -> sqlite3.Row:
+        row = db.execute(
+            "SELECT * FROM attempts WHERE job_id = ? AND id = ?",
+            (parse_id(job_id, "job"), parse_id(attempt_id, "attempt")),
+        ).fetchone()
+        if row is None:
+            self._job_row(db, job_id)
+            raise NotFound(f"job {job_id} has no attempt {attempt_id}")
+        return row
+
+    # -- claiming
+
+    def claim_next_job(self, worker: str, types: list[str] | None = None) -> dict | None:
+        """Hand the most urgent due job to `worker` as a new attempt, atomically."""
+        if self.stopping.is_set():
+            return None
+        now = self.clock()
+        type_clause = f"AND type IN ({', '.join('?' * len(types))})" if types else ""
+        with self.transaction() as db:
+            row = db.execute(
+                f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
+                       attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
+                       updated_at = ?, progress = NULL
+                   WHERE id = (
+                       SELECT id FROM jobs
+                       WHERE status = 'pending' AND run_at <= ? {type_clause}
+                         AND type NOT IN (SELECT name FROM types WHERE paused)
+                       ORDER BY priority DESC, run_at, id LIMIT 1)
+                   RETURNING *""",
+                (worker, now, now, now, *(types or ())),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "INSERT INTO attempts (job_id, id, worker, status, started_at) VALUES (?, ?, ?, 'processing', ?)",
+                (row["id"], row["attempt"], worker, now),
+            )
+            job = self._record(db, "claimed", row, attempt=row["attempt"], worker=worker)
+        self._committed(queue_changed=False)
+        job["startedAt"] = rfc3339(now)
+        job["lease_expires_at"] = rfc3339(row["lease_expires_at"])
+        return job
+
+    def seconds_until_due(self, types: list[str] | None) -> float:
+        """Seconds until the next delayed pending job (of these types) falls due."""
+        type_clause = f"AND type IN ({', '.join('?' * len(types))})" if types else ""
+        row = self.db.execute(
+            f"SELECT MIN(run_at) FROM jobs WHERE status = 'pending' {type_clause}", tuple(types or ())
+        ).fetchone()
+        return float("inf") if row[0] is None else max(0.0, row[0] - self.clock())
+
+    def wait_for_job(self, worker: str, types: list[str] | None, wait: float) -> dict | None:
+        """Claim a job, waiting up to `wait` seconds for one to be submitted or fall due."""
+        deadline = time.monotonic() + wait
+        with self._waiting_lock:
+            self.waiting_workers += 1
+        try:
+            while True:
+                seen = self.queue_changed.generation
+                job = self.claim_next_job(worker, types)
+                remaining = deadline - time.monotonic()
+                if job is not None or remaining <= 0 or self.stopping.is_set():
+                    return job
+                pause = min(remaining, self.seconds_until_due(types), FOREIGN_WRITE_POLL)
+                self.queue_changed.wait(seen, pause)
+        finally:
+            with self._waiting_lock:
+                self.waiting_workers -= 1
+
+    def stop_claiming(self) -> None:
+        """Refuse all further claims and release every waiting worker."""
+        self.stopping.set()
+        self.queue_changed.fire()
+
+    # -- reporting
+
+    def _current_attempt(self, db: sqlite3.Connection, job_id: str, attempt_id: str, worker: str) -> tuple:
+        """The job and attempt a worker reports on, after checking it may."""
+        attempt = self._attempt_row(db, job_id, attempt_id)
+        if attempt["worker"] != worker:
+            raise Forbidden(f"attempt {attempt_id} of job {job_id} belongs to worker {attempt['worker']!r}")
+        return self._job_row(db, job_id), attempt
+
+    def _refuse_report(self, job: sqlite3.Row, attempt: sqlite3.Row) -> None:
+        """Conflict for a report on an attempt that is no longer running."""
+        if attempt["status"] == "cancelled":
+            raise Conflict(f"job {job['id']} was cancelled: stop the work", "cancelled")
+        if attempt["status"] == "expired":
+            raise Conflict(
+                f"attempt {attempt['id']} of job {job['id']} expired (no progress within {job['timeout']:g} s)",
+                "expired",
+            )
+        raise Conflict(f"attempt {attempt['id']} of job {job['id']} already ended as {attempt['status']}", "finished")
+
+    def complete_attempt(self, job_id: str, attempt_id: str, worker: str, result: Any) -> dict:
+        """Accept the result of the job's current attempt: the job is done."""
+        now = self.clock()
+        with self.transaction() as db:
+            job, attempt = self._current_attempt(db, job_id, attempt_id, worker)
+            if attempt["status"] == "done":  # a resend of a result already taken
+                return job_view(job)
+            if attempt["status"] != "processing":
+                self._refuse_report(job, attempt)
+            db.execute(
+                "UPDATE attempts SET status = 'done', finished_at = ?, result = ? WHERE job_id = ? AND id = ?",
+                (now, encode(result), job["id"], attempt["id"]),
+            )
+            row = db.execute(
+                """UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ?,
+                       updated_at = ?, lease_expires_at = NULL WHERE id = ? RETURNING *""",
+                (encode(result), now, now, job["id"]),
+            ).fetchone()
+            view = self._record(db, "done", row, attempt=attempt["id"], worker=worker)
+        self._committed(queue_changed=False)
+        return view
+
+    def fail_attempt(self, job_id: str, attempt_id: str, worker: str, error: Any) -> dict:
+        """Take the error of the job's current attempt: retry later, or fail the job."""
+        now = self.clock()
+        with self.transaction() as db:
+            job, attempt = self._current_attempt(db, job_id, attempt_id, worker)
+            if attempt["status"] == "failed":  # a resend of an error already taken
+                return job_view(job)
+            if attempt["status"] != "processing":
+                self._refuse_report(job, attempt)
+            view, requeued = self._end_attempt(db, job, "failed", error, now)
+        self._committed(queue_changed=requeued)
+        return view
+
+    def _end_attempt(self, db: sqlite3.Connection, job: sqlite3.Row, outcome: str, error: Any, now: float) -> tuple:
+        """End a running attempt unsuccessfully; requeue with back-off while attempts remain."""
+        db.execute(
+            "UPDATE attempts SET status = ?, finished_at = ?, error = ? WHERE job_id = ? AND id = ?",
+            (outcome, now, encode(error), job["id"], job["attempt"]),
+        )
+        failures = job["attempts"] - job["budget_start"]
+        if failures < job["max_attempts"]:
+            run_at = now + backoff_delay(failures, job["backoff_base"], job["backoff_max"])
+            row = db.execute(
+                """UPDATE jobs SET status = 'pending', error = ?, run_at = ?, updated_at = ?,
+                       assignee = NULL, attempt = NULL, lease_expires_at = NULL, progress = NULL
+                   WHERE id = ? RETURNING *""",
+                (encode(error), run_at, now, job["id"]),
+            ).fetchone()
+            kind, requeued = ("expired" if outcome == "expired" else "retrying"), True
+        else:
+            row = db.execute(
+                """UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
+                       lease_expires_at = NULL WHERE id = ? RETURNING *""",
+                (encode(error), now, now, job["id"]),
+            ).fetchone()
+            kind, requeued = "failed", False
+        return self._record(db, kind, row, attempt=job["attempt"], worker=job["assignee"]), requeued
+
+    def expire_stale_attempts(self, limit: int = 500) -> int:
+        """End attempts whose lease ran out; return how many."""
+        now = self.clock()
+        with self.transaction() as db:
+            stale = db.execute(
+                "SELECT * FROM jobs WHERE status = 'processing' AND lease_expires_at < ? LIMIT ?", (now, limit)
+            ).fetchall()
+            for job in stale:
+                error = {"error": "expired", "detail": f"no progress within the {job['timeout']:g} s lease"}
+                self._end_attempt(db, job, "expired", error, now)
+        if stale:
+            self._committed(queue_changed=True)
+        return len(stale)
+
+    # -- supervising
+
+    def cancel_job(self, job_id: str) -> dict:
+        """Cancel a pending or processing job at once."""
+        now = self.clock()
+        with self.transaction() as db:
+            job = self._job_row(db, job_id)
+            if job["status"] not in ("pending", "processing"):
+                raise Conflict(f"job {job_id} is {job['status']}: only pending or processing jobs can be cancelled")
+            if job["status"] == "processing":
+                db.execute(
+                    "UPDATE attempts SET status = 'cancelled', finished_at = ? WHERE job_id = ? AND id = ?",
+                    (now, job["id"], job["attempt"]),
+                )
+            row = db.execute(
+                """UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?,
+                       lease_expires_at = NULL WHERE id = ? RETURNING *""",
+                (now, now, job["id"]),
+            ).fetchone()
+            view = self._record(db, "cancelled", row)
+        self._committed(queue_changed=False)
+        return view
+
+    def retry_job(self, job_id: str) -> dict:
+        """Send a failed or cancelled job back to pending with a fresh attempt budget."""
+        now = self.clock()
+        with self.transaction() as db:
+            job = self._job_row(db, job_id)
+            if job["status"] not in ("failed", "cancelled"):
+                raise Conflict(f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
+            row = db.execute(
+                """UPDATE jobs SET status = 'pending', budget_start = attempts, run_at = ?, updated_at = ?,
+                       finished_at = NULL, result = NULL, error = NULL, assignee = NULL,
+                       attempt = NULL, progress = NULL
+                   WHERE id = ? RETURNING *""",
+                (now, now, job["id"]),
+            ).fetchone()
+            view = self._record(db, "retried", row)
+        self._committed(queue_changed=True)
+        return view
+
+    # -- housekeeping
+
+    def delete_finished_jobs(self, older_than: float, batch: int = 500) -> int:
+        """Delete one batch of jobs finished before `older_than`, with their events."""
+        with self.transaction() as db:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM jobs WHERE finished_at < ? ORDER BY finished_at LIMIT ?", (older_than, batch)
+                )
+            ]
+            for job_id in ids:
+                db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return len(ids)
+
+    def count_jobs(self) -> dict[str, dict[str, int]]:
+        """Job counts by type and status."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in self.db.execute("SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status"):
+            counts.setdefault(row[0], {})[row[1]] = row[2]
+        return counts
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file and truncate it."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def check(self) -> None:
+        """Raise if the database cannot be read."""
+        self.db.execute("SELECT COUNT(*) FROM types").fetchone()
+
+
+def parse_id(text: str, what: str) -> int:
+    """The integer behind a public id, or NotFound for anything that is not one."""
+    if not str(text).isdigit() or len(str(text)) > 18:
+        raise NotFound(f"no {what} {text}")
+    return int(text)
+
+
+# --------------------------------------------------------------------------
+# Reaper
+# --------------------------------------------------------------------------
+
+
+class Reaper(threading.Thread):
+    """Background housekeeping: expire silent attempts, prune old jobs, checkpoint the WAL."""
+
+    CHECKPOINT_EVERY = 60.0
+
+    def __init__(self, store: Store, interval: float = 1.0, retain: float = 7 * 86400):
+        super().__init__(name="lazyboss-reaper", daemon=True)
+        self.store = store
+        self.interval = interval
+        self.retain = retain
+        self.last_run: float | None = None
+        self._halt = threading.Event()
+        self._last_checkpoint = time.monotonic()
+
+    def run(self) -> None:
+        """Work every `interval` seconds until stopped; never die of an error."""
+        while not self._halt.is_set():
+            self.run_once()
+            self._halt.wait(self.interval)
+
+    def run_once(self) -> None:
+        """One round of housekeeping; errors are logged, not raised."""
+        try:
+            while self.store.expire_stale_attempts() and not self._halt.is_set():
+                pass
+            self.store.delete_finished_jobs(self.store.clock() - self.retain)
+            if time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY:
+                self.store.checkpoint()
+                self._last_checkpoint = time.monotonic()
+            self.last_run = time.time()
+        except Exception:
+            log.exception("reaper round failed; trying again in %g s", self.interval)
+
+    def healthy(self) -> bool:
+        """Whether a round finished recently."""
+        return self.last_run is not None and time.time() - self.last_run < max(10.0, 5 * self.interval)
+
+    def stop(self) -> None:
+        """Ask the thread to end after its current round."""
+        self._halt.set()
+
+
+# --------------------------------------------------------------------------
+# HTTP API
+# --------------------------------------------------------------------------
+
+
+def json_body(value: Any) -> str:
+    """Serialise a response body."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def error_response(status: int, code: str, detail: str, headers: dict | None = None) -> bottle.HTTPResponse:
+    """A JSON error response `{error, detail}`."""
+    return bottle.HTTPResponse(
+        json_body({"error": code, "detail": detail}),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def worker_name(request: bottle.BaseRequest) -> str:
+    """The caller's name in open mode: the Basic user, the bearer text, or `anonymous`."""
+    header = request.get_header("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            user = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            raise LazybossError("the Basic credentials are not base64 of name:secret", "bad_credentials") from None
+        if user:
+            return user
+    return "anonymous"
+
+
+class Api:
+    """The HTTP handlers: each reads the request, calls the store, shapes the answer."""
+
+    JSON_TYPES = ("application/json", "application/x-ndjson", "")
+
+    def __init__(self, store: Store, config: Config, reaper: Reaper | None):
+        self.store = store
+        self.config = config
+        self.reaper = reaper
+        self.up_since = time.time()
+
+    # -- request helpers
+
+    def read_body(self) -> bytes:
+        """The raw request body, refusing one larger than --max-body with 413."""
+        request = bottle.request
+        limit = self.config.max_body
+        if request.content_length > limit:
+            raise error_response(413, "too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
+        data = request.body.read(limit + 1)
+        if len(data) > limit:
+            raise error_response(413, "too_large", f"the body is over the limit of {limit} bytes")
+        return data
+
+    def read_json(self, allow_empty: bool = False) -> Any:
+        """The request body parsed as JSON (or NDJSON, as a list)."""
+        content_type = bottle.request.content_type.split(";")[0].strip().lower()
+        data = self.read_body()
+        if not data.strip() and allow_empty:
+            return None
+        if content_type not in self.JSON_TYPES:
+            raise error_response(
+                415,
+                "unsupported_media_type",
+                f"send JSON with Content-Type: application/json (curl --json), not {content_type!r}",
+            )
+        try:
+            if content_type == "application/x-ndjson":
+                return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise error_response(400, "bad_json", f"the body is not valid JSON: {error}") from None
+
+    def query_number(self, name: str, default: float, low: float, high: float) -> float:
+        """A numeric query parameter within bounds, or 422."""
+        text = bottle.request.query.get(name)
+        if text is None or text == "":
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            raise Invalid(f"query parameter {name!r} must be a number, not {text!r}") from None
+        return check_number(value, name, low, high)
+
+    def query_list(self, name: str) -> list[str]:
+        """A repeatable query parameter, also accepting comma-separated values."""
+        values = []
+        for item in bottle.request.query.getall(name):
+            values += [part for part in item.split(",") if part]
+        return values
+
+    # -- jobs
+
+    def submit(self) -> str:
+        """POST /jobs: one job (202 + Location) or a batch (202 + list)."""
+        body = self.read_json()
+        key = bottle.request.get_header("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= 200:
+            raise Invalid("Idempotency-Key must be 1-200 characters")
+        now = self.store.clock()
+        if isinstance(body, list):
+            if not body:
+                raise Invalid("an empty batch: send at least one job")
+            specs = [parse_job_spec(item, now, f"job {index}: ") for index, item in enumerate(body)]
+            jobs, _ = self.store.submit_jobs(specs, key)
+            bottle.response.status = 202
+            return json_body(jobs)
+        jobs, _ = self.store.submit_jobs([parse_job_spec(body, now)], key)
+        bottle.response.status = 202
+        bottle.response.set_header("Location", f"/jobs/{jobs[0]['id']}")
+        return json_body(jobs[0])
+
+    def list_jobs(self) -> str:
+        """GET /jobs: newest first, filtered by status and type, paged by cursor."""
+        statuses = self.query_list("status")
+        for status in statuses:
+            if status not in JOB_STATUSES:
+                raise Invalid(f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}")
+        limit = int(self.query_number("limit", 50, 1, 1000))
+        cursor = bottle.request.query.get("cursor") or None
+        before = None
+        if cursor:
+            try:
+                before = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+            except (ValueError, binascii.Error):
+                raise LazybossError(f"cursor {cursor!r} is not one this server gave", "bad_cursor") from None
+        jobs, last = self.store.list_jobs(statuses, self.query_list("type"), limit, before)
+        following = base64.urlsafe_b64encode(str(last).encode()).decode().rstrip("=") if last else None
+        return json_body({"jobs": jobs, "next": following})
+
+    def get_job(self, job_id: str) -> str:
+        """GET /jobs/{id}."""
+        return json_body(self.store.get_job(job_id))
+
+    def claim(self) -> str:
+        """POST /jobs/attempt: claim the next job, long polling up to `wait` seconds."""
+        body = self.read_json(allow_empty=True)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict) or set(body) - {"wait", "types"}:
+            raise Invalid("the claim body is an object with optional 'wait' (seconds) and 'types' (list of strings)")
+        types = self.query_list("type")
+        if "types" in body:
+            if not isinstance(body["types"], list) or not all(isinstance(t, str) for t in body["types"]):
+                raise Invalid("'types' must be a list of strings")
+            types += body["types"]
+        wait = self.query_number("wait", 0, 0, float("inf"))
+        if "wait" in body:
+            wait = check_number(body["wait"], "wait", 0, float("inf"))
+        job = self.store.wait_for_job(worker_name(bottle.request), types, min(wait, self.config.max_wait))
+        if job is None:
+            bottle.response.status = 204
+            return ""
+        bottle.response.status = 201
+        bottle.response.set_header("Location", f"/jobs/{job['id']}/attempts/{job['attempt']}")
+        return json_body(job)
+
+    def put_result(self, job_id: str, attempt_id: str) -> str:
+        """PUT /jobs/{id}/attempts/{aid}/result."""
+        result = self.read_json(allow_empty=True)
+        bottle.response.status = 201
+        return json_body(self.store.complete_attempt(job_id, attempt_id, worker_name(bottle.request), result))
+
+    def put_error(self, job_id: str, attempt_id: str) -> str:
+        """PUT /jobs/{id}/attempts/{aid}/error."""
+        error = self.read_json(allow_empty=True)
+        bottle.response.status = 201
+        return json_body(self.store.fail_attempt(job_id, attempt_id, worker_name(bottle.request), error))
+
+    def list_attempts(self, job_id: str) -> str:
+        """GET /jobs/{id}/attempts."""
+        return json_body(self.store.list_attempts(job_id))
+
+    def get_attempt(self, job_id: str, attempt_id: str) -> str:
+        """GET /jobs/{id}/attempts/{aid}."""
+        return json_body(self.store.get_attempt(job_id, attempt_id))
+
+    def cancel(self, job_id: str) -> str:
+        """POST /jobs/{id}/cancel."""
+        return json_body(self.store.cancel_job(job_id))
+
+    def retry(self, job_id: str) -> str:
+        """POST /jobs/{id}/retry."""
+        return json_body(self.store.retry_job(job_id))
+
+    # -- monitoring
+
+    def health(self) -> str:
+        """GET /health: 200 when the database answers and the reaper runs, else 503."""
+        report = {"status": "ok", "version": __version__, "database": "ok", "reaper": "ok"}
+        try:
+            self.store.check()
+        except sqlite3.Error as error:
+            report.update(status="unhealthy", database=str(error))
+        if self.reaper is not None and not self.reaper.healthy():
+            report.update(status="unhealthy", reaper="no round finished recently")
+        bottle.response.status = 200 if report["status"] == "ok" else 503
+        return json_body(report)
+
+
+    def stats(self) -> str:
+        """GET /stats: what the server holds and does now, as JSON."""
+        by_type = self.store.count_jobs()
+        totals = {status: 0 for status in JOB_STATUSES}
+        for counts in by_type.values():
+            for status, number in counts.items():
+                totals[status] += number
+        return json_body(
+            {
+                "up_since": rfc3339(self.up_since),
+                "version": __version__,
+                "jobs": totals,
+                "jobs_by_type": by_type,
+                "waiting_workers": self.store.waiting_workers,
+            }
+        )
+
+
+def handle_errors(callback: Callable) -> Callable:
+    """Bottle plugin: turn LazybossError into its JSON answer and set JSON content type."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            body = callback(*args, **kwargs)
+        except LazybossError as error:
+            raise error_response(error.status, error.code, error.detail) from None
+        if bottle.response.status_code != 204:
+            bottle.response.content_type = "application/json"
+        return body
+
+    return wrapper
+
+
+def make_app(store: Store, config: Config | None = None, reaper: Reaper | None = None) -> bottle.Bottle:
+    """Build the Bottle application serving `store`."""
+    config = config or Config()
+    api = Api(store, config, reaper)
+    app = bottle.Bottle()
+    app.config["json.enable"] = False
+    app.install(handle_errors)
+    routes = [
+        ("POST", "/jobs", api.submit),
+        ("GET", "/jobs", api.list_jobs),
+        ("POST", "/jobs/attempt", api.claim),
+        ("GET", "/jobs/<job_id>", api.get_job),
+        ("POST", "/jobs/<job_id>/cancel", api.cancel),
+        ("POST", "/jobs/<job_id>/retry", api.retry),
+        ("GET", "/jobs/<job_id>/attempts", api.list_attempts),
+        ("GET", "/jobs/<job_id>/attempts/<attempt_id>", api.get_attempt),
+        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/result", api.put_result),
+        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/error", api.put_error),
+        ("GET", "/health", api.health),
+        ("GET", "/stats", api.stats),
+    ]
+    for method, path, callback in routes:
+        app.route(path, method, callback)
+
+    def default_error(error: bottle.HTTPError) -> str:
+        # Bottle's own refusals (unknown route, wrong method, crash) in our JSON shape.
+        if error.status_code >= 500:
+            log.error("internal error on %s %s: %s", bottle.request.method, bottle.request.path, error.exception)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        detail = {404: f"no such resource: {bottle.request.path}", 405: error.body}.get(error.status_code)
+        bottle.response.content_type = "application/json"
+        return json_body({"error": codes.get(error.status_code, "internal_error"), "detail": detail or str(error.body)})
+
+    app.default_error_handler = default_error
+
+    @app.hook("before_request")
+    def start_clock() -> None:
+        bottle.request.environ["lazyboss.started"] = time.perf_counter()
+
+    @app.hook("after_request")
+    def log_request() -> None:
+        started = bottle.request.environ.get("lazyboss.started", time.perf_counter())
+        log.info(
+            "%s %s %s %.1fms %s",
+            bottle.request.method,
+            bottle.request.fullpath,
+            bottle.response.status_code,
+            (time.perf_counter() - started) * 1000,
+            bottle.request.remote_addr or "-",
+        )
+
+    return app
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only accepts connections from this machine."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: server flags (each with a LAZYBOSS_* variable) and commands."""
+    parser = argparse.ArgumentParser(
+        prog="lazyboss",
+        description="A job server for small hosts. Without a command it serves.",
+        epilog="Every flag can also be set as an environment variable, e.g. LAZYBOSS_PORT=9000.",
+    )
+    defaults = Config()
+    helps = {
+        "db": "the SQLite database file (created if missing)",
+        "host": "address to listen on; only loopback until a token exists",
+        "port": "TCP port",
+        "threads": "HTTP worker threads (long polls hold one each)",
+        "max_wait": "longest long poll a worker may ask for, in seconds",
+        "max_body": "largest request body in bytes (larger gets 413)",
+        "sync": "full: a 202 survives power loss; normal: faster, survives crashes only",
+        "retain": "how long finished jobs are kept (e.g. 12h, 7d)",
+        "reap_interval": "seconds between reaper rounds",
+        "log_level": "debug, info, warning or error",
+    }
+    for item in fields(Config):
+        flag = "--" + item.name.replace("_", "-")
+        env = "LAZYBOSS_" + item.name.upper()
+        default = os.environ.get(env, getattr(defaults, item.name))
+        kind = {"int": int, "float": float}.get(str(item.type), str)
+        extra: dict[str, Any] = {"choices": ("full", "normal")} if item.name == "sync" else {}
+        parser.add_argument(
+            flag, type=kind, default=kind(default), help=f"{helps[item.name]} [{env}, default {default}]", **extra
+        )
+    parser.add_argument("--version", action="version", version=f"lazyboss {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="serve the HTTP API (the default)")
+    return parser
+
+
+class Server:
+    """waitress serving a lazyboss app on a port, with an orderly stop from any thread or signal."""
+
+    def __init__(self, store: Store, config: Config, reaper: Reaper | None = None):
+        self.store = store
+        self.config = config
+        self.app = make_app(store, config, reaper)
+        self.waitress = waitress.create_server(
+            self.app,
+            host=config.host,
+            port=config.port,
+            threads=config.threads,
+            ident="lazyboss",
+            # Bodies up to 4x the limit reach the app and get a JSON 413;
+            # larger ones are refused by waitress before they are read.
+            max_request_body_size=max(4 * config.max_body, config.max_body + (1 << 20)),
+            clear_untrusted_proxy_headers=True,
+        )
+        self.port: int = self.waitress.effective_port
+        self._stop_requested = False  # a plain flag: safe to set from a signal handler
+
+    def run(self, grace: float = 10.0) -> None:
+        """Serve until `stop`; then let running requests finish (at most `grace` s) and close."""
+        connections = self.waitress._map
+        while not self._stop_requested:
+            wasyncore.loop(timeout=1.0, map=connections, count=1)
+        self.store.stop_claiming()
+        deadline = time.monotonic() + grace
+        while self._busy() and time.monotonic() < deadline:
+            wasyncore.loop(timeout=0.05, map=connections, count=1)
+        self.waitress.task_dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+        wasyncore.close_all(connections)
+
+    def _busy(self) -> bool:
+        """Whether a request is still being answered or its answer still being sent."""
+        return any(channel.requests or channel.total_outbufs_len for channel in self.waitress.active_channels.values())
+
+    def stop(self) -> None:
+        """Ask `run` to wind down: no more claims, waiting workers get 204 at once."""
+        self._stop_requested = True
+        self.store.stop_claiming()
+        self.waitress.pull_trigger()
+
+
+def serve(config: Config) -> int:
+    """Run the server until SIGTERM or SIGINT; return the exit status."""
+    if not is_loopback(config.host):
+        print(
+            f"lazyboss: refusing to listen on {config.host}: no token exists, so anyone could take jobs. "
+            "Create one with 'lazyboss token create' or listen on 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
+    store = Store(config.db, config.sync)
+    reaper = Reaper(store, config.reap_interval, parse_duration(config.retain))
+    server = Server(store, config, reaper)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: server.stop())
+    reaper.start()
+    log.info("lazyboss %s serving %s on http://%s:%s", __version__, config.db, config.host, server.port)
+    try:
+        server.run()
+    finally:
+        reaper.stop()
+        reaper.join(timeout=30)
+        store.close()
+    log.info("lazyboss stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `lazyboss` and `python lazyboss.py`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    config = Config(**{item.name: getattr(args, item.name) for item in fields(Config)})
+    try:
+        parse_duration(config.retain)
+    except ValueError as error:
+        parser.error(f"--retain: {error}")
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Shared fixtures: a store on a temporary SQLite file, the app in-process, and a live server."""
+
+import signal
+import threading
+
+import pytest
+import webtest
+
+import lazyboss
+from support import Client
+
+TEST_TIME_LIMIT = 60
+
+
+@pytest.fixture(autouse=True)
+def hang_guard():
+    """Fail a test that runs over the limit instead of letting it eat CI's time."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"test ran over {TEST_TIME_LIMIT} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TEST_TIME_LIMIT)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+class Clock:
+    """A settable clock for the store, so delays and leases need no sleeping."""
+
+    def __init__(self, start=1_800_000_000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "jobs.sqlite")
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def store(db_path, clock):
+    store = lazyboss.Store(db_path, clock=clock)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def config():
+    return lazyboss.Config(max_body=64 * 1024)
+
+
+@pytest.fixture
+def app(store, config):
+    return webtest.TestApp(lazyboss.make_app(store, config))
+
+
+class LiveServer:
+    """A real waitress server on a free loopback port, in a thread."""
+
+    def __init__(self, store, config):
+        self.store = store
+        self.reaper = lazyboss.Reaper(store, interval=0.05)
+        self.server = lazyboss.Server(store, config, self.reaper)
+        self.url = f"http://127.0.0.1:{self.server.port}"
+        self.thread = threading.Thread(target=self.server.run, kwargs={"grace": 5}, daemon=True)
+
+    def client(self, **kwargs):
+        return Client(self.url, **kwargs)
+
+
+@pytest.fixture
+def live_store(db_path):
+    store = lazyboss.Store(db_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def live(live_store):
+    config = lazyboss.Config(port=0, threads=12, max_wait=30)
+    live = LiveServer(live_store, config)
+    live.thread.start()
+    live.reaper.start()
+    yield live
+    live.server.stop()
+    live.thread.join(timeout=10)
+    live.reaper.stop()
+    live.reaper.join(timeout=10)
+    assert not live.thread.is_alive(), "the server did not stop"

@@ -1,0 +1,114 @@
+"""Helpers for tests that cross the wire: an HTTP client, a server process, bounded waiting."""
+
+import base64
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self):
+        return json.loads(self.body)
+
+
+class Client:
+    """A keep-alive HTTP client for one thread, speaking JSON."""
+
+    def __init__(self, url, user=None, token=None, timeout=10):
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        self.auth = {}
+        if user is not None:
+            self.auth["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+        if token is not None:
+            self.auth["Authorization"] = "Bearer " + token
+
+    def request(self, method, path, body=None, headers=None):
+        headers = {**self.auth, **(headers or {})}
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            self.connection.request(method, path, body=body, headers=headers)
+            answer = self.connection.getresponse()
+        except (ConnectionError, http.client.HTTPException):
+            self.connection.close()
+            raise
+        return Response(answer.status, answer.headers, answer.read())
+
+    def close(self):
+        self.connection.close()
+
+
+def free_port():
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, what="the condition"):
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """`python lazyboss.py` in a subprocess on a free port, its log lines collected."""
+
+    def __init__(self, db, *args, env=None):
+        environment = {**os.environ, **(env or {})}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "lazyboss.py"), "--db", str(db), "--port", str(self.port), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=environment,
+        )
+        self.log = []
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_until(self._answers, timeout=15, what=f"the server on port {self.port}")
+
+    def _answers(self):
+        if self.process.poll() is not None:
+            raise AssertionError(f"the server exited: {''.join(self.log)}")
+        try:
+            return Client(self.url, timeout=1).request("GET", "/health").status == 200
+        except OSError:
+            return False
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.log.append(line)
+
+    def client(self, **kwargs):
+        return Client(self.url, **kwargs)
+
+    def stop(self, timeout=10):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout)

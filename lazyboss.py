@@ -43,7 +43,6 @@ log = logging.getLogger("lazyboss")
 # --------------------------------------------------------------------------
 
 JOB_STATUSES = ("pending", "processing", "done", "failed", "cancelled")
-FINISHED_STATUSES = ("done", "failed", "cancelled")
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT = 300.0
@@ -153,7 +152,7 @@ MIGRATIONS = [
     # 1: jobs, their attempts, the event log and per-type settings.
     """
     CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         type TEXT NOT NULL,
         status TEXT NOT NULL CHECK (status IN
             ('pending', 'processing', 'done', 'failed', 'cancelled')),
@@ -180,8 +179,8 @@ MIGRATIONS = [
     CREATE INDEX jobs_queue ON jobs (status, priority DESC, run_at, id) WHERE status = 'pending';
     CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE status = 'processing';
     CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX jobs_type_queue ON jobs (type, priority DESC, run_at, id) WHERE status = 'pending';
     CREATE INDEX jobs_status ON jobs (status, id);
-    CREATE INDEX jobs_type_status ON jobs (type, status, id);
 
     CREATE TABLE attempts (
         job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -240,51 +239,33 @@ class Signal:
             return self.generation
 
 
-def decode(text: str | None) -> Any:
-    """A JSON column's value."""
-    return None if text is None else json.loads(text)
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def encode(value: Any) -> str:
     """Compact JSON for a column."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return COMPACT_JSON.encode(value)
 
 
-def job_view(row: sqlite3.Row) -> dict:
-    """The public JSON shape of a job row."""
-    return {
-        "id": str(row["id"]),
-        "type": row["type"],
-        "status": row["status"],
-        "parameters": decode(row["parameters"]),
-        "result": decode(row["result"]),
-        "error": decode(row["error"]),
-        "priority": row["priority"],
-        "run_at": rfc3339(row["run_at"]),
-        "attempts": row["attempts"],
-        "max_attempts": row["max_attempts"],
-        "timeout": float(row["timeout"]),
-        "created_at": rfc3339(row["created_at"]),
-        "updated_at": rfc3339(row["updated_at"]),
-        "finished_at": rfc3339(row["finished_at"]),
-        "assignee": row["assignee"],
-        "attempt": None if row["attempt"] is None else str(row["attempt"]),
-        "progress": row["progress"],
-    }
+def sql_time(column: str) -> str:
+    """SQL rendering a Unix-time column as RFC 3339 UTC with milliseconds."""
+    return f"strftime('%Y-%m-%dT%H:%M:%fZ', {column}, 'unixepoch')"
 
 
-def attempt_view(row: sqlite3.Row) -> dict:
-    """The public JSON shape of an attempt row."""
-    return {
-        "id": str(row["id"]),
-        "job": str(row["job_id"]),
-        "worker": row["worker"],
-        "status": row["status"],
-        "started_at": rfc3339(row["started_at"]),
-        "finished_at": rfc3339(row["finished_at"]),
-        "result": decode(row["result"]),
-        "error": decode(row["error"]),
-    }
+# The public shapes of a job and an attempt, built by SQLite itself so that an
+# event's snapshot, a batch's answer and a GET all come from one definition.
+JOB_JSON = f"""json_object(
+    'id', CAST(id AS TEXT), 'type', type, 'status', status,
+    'parameters', json(parameters), 'result', json(result), 'error', json(error),
+    'priority', priority, 'run_at', {sql_time("run_at")}, 'attempts', attempts,
+    'max_attempts', max_attempts, 'timeout', timeout, 'created_at', {sql_time("created_at")},
+    'updated_at', {sql_time("updated_at")}, 'finished_at', {sql_time("finished_at")},
+    'assignee', assignee, 'attempt', CAST(attempt AS TEXT), 'progress', progress)"""
+
+ATTEMPT_JSON = f"""json_object(
+    'id', CAST(id AS TEXT), 'job', CAST(job_id AS TEXT), 'worker', worker, 'status', status,
+    'started_at', {sql_time("started_at")}, 'finished_at', {sql_time("finished_at")},
+    'result', json(result), 'error', json(error))"""
 
 
 @dataclass
@@ -345,13 +326,34 @@ def check_number(value: Any, name: str, low: float, high: float) -> float:
     return float(value)
 
 
-def resolve(own: Any, settings: sqlite3.Row | None, column: str, default: Any) -> Any:
-    """A job's effective setting: its own value, else its type's, else the default."""
-    if own is not None:
-        return own
+def resolve(settings: sqlite3.Row | None, column: str, default: Any) -> Any:
+    """A type's setting, else the default."""
     if settings is not None and settings[column] is not None:
         return settings[column]
     return default
+
+
+QUEUE_ORDER = "ORDER BY priority DESC, run_at, id LIMIT 1"
+DUE = "status = 'pending' AND run_at <= ? AND type NOT IN (SELECT name FROM types WHERE paused)"
+
+
+def next_job_query(types: list[str] | None) -> str:
+    """SQL for the id of the most urgent due job, of any type or of the given ones.
+
+    With types, each type is looked up in its own index and the best of their
+    heads wins: a backlog of other types is never scanned.
+    """
+    if not types:
+        return f"SELECT id FROM jobs WHERE {DUE} {QUEUE_ORDER}"
+    head = f"SELECT * FROM (SELECT id, priority, run_at FROM jobs WHERE type = ? AND {DUE} {QUEUE_ORDER})"
+    return f"SELECT id FROM ({' UNION ALL '.join([head] * len(types))}) {QUEUE_ORDER}"
+
+
+def next_job_parameters(types: list[str] | None, now: float) -> list:
+    """The parameters of `next_job_query`."""
+    if not types:
+        return [now]
+    return [value for job_type in types for value in (job_type, now)]
 
 
 class Store:
@@ -436,16 +438,17 @@ class Store:
 
     # -- the event log
 
-    def _record(self, db: sqlite3.Connection, kind: str, row: sqlite3.Row, **context: Any) -> dict:
+    def _record(self, db: sqlite3.Connection, kind: str, job_id: int, **context: Any) -> dict:
         """Append an event with the job as it now is; return the job's view."""
-        job = job_view(row)
-        db.execute(
-            "INSERT INTO events (job_id, type, kind, at, job) VALUES (?, ?, ?, ?, ?)",
-            (row["id"], row["type"], kind, row["updated_at"], encode(job)),
-        )
+        job_type, view = db.execute(
+            f"""INSERT INTO events (job_id, type, kind, at, job)
+                SELECT id, type, ?, updated_at, {JOB_JSON} FROM jobs WHERE id = ?
+                RETURNING type, job""",
+            (kind, job_id),
+        ).fetchone()
         extra = "".join(f" {key}={value}" for key, value in context.items())
-        log.info("job %s %s type=%s%s", job["id"], kind, row["type"], extra)
-        return job
+        log.info("job %s %s type=%s%s", job_id, kind, job_type, extra)
+        return json.loads(view)
 
     def _committed(self, queue_changed: bool) -> None:
         """Wake streams (and waiting workers when a job became claimable)."""
@@ -459,56 +462,84 @@ class Store:
         """The stored settings of a job type, if any."""
         return db.execute("SELECT * FROM types WHERE name = ?", (job_type,)).fetchone()
 
-    def submit_jobs(self, specs: list[JobSpec], idempotency_key: str | None = None) -> tuple[list[dict], bool]:
-        """Insert jobs in one transaction; return their views and whether they are new.
+    def submit_jobs(self, specs: list[JobSpec], idempotency_key: str | None = None) -> list[str]:
+        """Insert jobs in one transaction; return each job's view as JSON text.
 
         With an idempotency key a repeated submission returns the jobs the
         first one created (a batch keys its jobs KEY/0, KEY/1, ...).
         """
         now = self.clock()
-        jobs = []
-        created = False
+        if idempotency_key is None:
+            keys: list[str | None] = [None] * len(specs)
+        elif len(specs) == 1:
+            keys = [idempotency_key]
+        else:
+            keys = [f"{idempotency_key}/{index}" for index in range(len(specs))]
         with self.transaction() as db:
-            settings: dict[str, sqlite3.Row | None] = {}
-            for index, spec in enumerate(specs):
-                key = idempotency_key if len(specs) == 1 or idempotency_key is None else f"{idempotency_key}/{index}"
-                if key is not None:
-                    existing = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
-                    if existing:
-                        jobs.append(job_view(existing))
-                        continue
+            settings: dict[str, tuple] = {}
+            for spec in specs:
                 if spec.type not in settings:
-                    settings[spec.type] = self.type_settings(db, spec.type)
-                kind = settings[spec.type]
-                row = db.execute(
-                    """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts,
-                           timeout, backoff_base, backoff_max, created_at, updated_at, idempotency_key)
-                       VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                    kind = self.type_settings(db, spec.type)
+                    settings[spec.type] = (
+                        resolve(kind, "max_attempts", DEFAULT_MAX_ATTEMPTS),
+                        resolve(kind, "timeout", DEFAULT_TIMEOUT),
+                        resolve(kind, "backoff_base", DEFAULT_BACKOFF_BASE),
+                        resolve(kind, "backoff_max", DEFAULT_BACKOFF_MAX),
+                    )
+            rows = []
+            for spec, key in zip(specs, keys):
+                max_attempts, timeout, backoff_base, backoff_max = settings[spec.type]
+                rows.append(
                     (
                         spec.type,
                         encode(spec.parameters),
                         spec.priority if spec.priority is not None else DEFAULT_PRIORITY,
                         spec.run_at if spec.run_at is not None else now,
-                        resolve(spec.max_attempts, kind, "max_attempts", DEFAULT_MAX_ATTEMPTS),
-                        resolve(spec.timeout, kind, "timeout", DEFAULT_TIMEOUT),
-                        resolve(None, kind, "backoff_base", DEFAULT_BACKOFF_BASE),
-                        resolve(None, kind, "backoff_max", DEFAULT_BACKOFF_MAX),
+                        spec.max_attempts if spec.max_attempts is not None else max_attempts,
+                        spec.timeout if spec.timeout is not None else timeout,
+                        backoff_base,
+                        backoff_max,
                         now,
                         now,
                         key,
-                    ),
-                ).fetchone()
-                jobs.append(self._record(db, "submitted", row))
-                created = True
-        if created:
+                    )
+                )
+            newest_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
+            db.executemany(
+                """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts,
+                       timeout, backoff_base, backoff_max, created_at, updated_at, idempotency_key)
+                   VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (idempotency_key) DO NOTHING""",
+                rows,
+            )
+            # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
+            recorded = db.execute(
+                f"""INSERT INTO events (job_id, type, kind, at, job)
+                    SELECT id, type, 'submitted', updated_at, {JOB_JSON} FROM jobs WHERE id > ?
+                    RETURNING job_id, job""",
+                (newest_before,),
+            ).fetchall()
+            if idempotency_key is None:
+                views = [view for _, view in sorted(recorded, key=lambda row: row[0])]
+            else:
+                views = [
+                    db.execute(f"SELECT {JOB_JSON} FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()[0]
+                    for key in keys
+                ]
+        if recorded:
+            ids = sorted(job_id for job_id, _ in recorded)
+            log.info("job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
             self._committed(queue_changed=True)
-        return jobs, created
+        return views
 
     # -- reading
 
     def get_job(self, job_id: str) -> dict:
         """One job's view, or NotFound."""
-        return job_view(self._job_row(self.db, job_id))
+        row = self.db.execute(f"SELECT {JOB_JSON} FROM jobs WHERE id = ?", (parse_id(job_id, "job"),)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return json.loads(row[0])
 
     def _job_row(self, db: sqlite3.Connection, job_id: str) -> sqlite3.Row:
         row = db.execute("SELECT * FROM jobs WHERE id = ?", (parse_id(job_id, "job"),)).fetchone()
@@ -531,20 +562,26 @@ class Store:
             where.append("id < ?")
             args.append(before)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.db.execute(f"SELECT * FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*args, limit + 1)).fetchall()
+        rows = self.db.execute(
+            f"SELECT id, {JOB_JSON} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*args, limit + 1)
+        ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        return [job_view(row) for row in rows], (rows[-1]["id"] if more else None)
+        return [json.loads(row[1]) for row in rows], (rows[-1][0] if more else None)
 
     def list_attempts(self, job_id: str) -> list[dict]:
         """A job's attempts, oldest first."""
         row = self._job_row(self.db, job_id)
-        rows = self.db.execute("SELECT * FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],))
-        return [attempt_view(attempt) for attempt in rows]
+        rows = self.db.execute(f"SELECT {ATTEMPT_JSON} FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],))
+        return [json.loads(attempt[0]) for attempt in rows]
 
     def get_attempt(self, job_id: str, attempt_id: str) -> dict:
         """One attempt of a job, or NotFound."""
-        return attempt_view(self._attempt_row(self.db, job_id, attempt_id))
+        row = self._attempt_row(self.db, job_id, attempt_id)
+        view = self.db.execute(
+            f"SELECT {ATTEMPT_JSON} FROM attempts WHERE job_id = ? AND id = ?", (row["job_id"], row["id"])
+        ).fetchone()
+        return json.loads(view[0])
 
     def _attempt_row(self, db: sqlite3.Connection, job_id: str, attempt_id: str) -> sqlite3.Row:
         row = db.execute(
@@ -563,19 +600,14 @@ class Store:
         if self.stopping.is_set():
             return None
         now = self.clock()
-        type_clause = f"AND type IN ({', '.join('?' * len(types))})" if types else ""
         with self.transaction() as db:
             row = db.execute(
                 f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
                        attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
                        updated_at = ?, progress = NULL
-                   WHERE id = (
-                       SELECT id FROM jobs
-                       WHERE status = 'pending' AND run_at <= ? {type_clause}
-                         AND type NOT IN (SELECT name FROM types WHERE paused)
-                       ORDER BY priority DESC, run_at, id LIMIT 1)
-                   RETURNING *""",
-                (worker, now, now, now, *(types or ())),
+                   WHERE id = ({next_job_query(types)})
+                   RETURNING id, attempt""",
+                (worker, now, now, *next_job_parameters(types, now)),
             ).fetchone()
             if row is None:
                 return None
@@ -583,10 +615,9 @@ class Store:
                 "INSERT INTO attempts (job_id, id, worker, status, started_at) VALUES (?, ?, ?, 'processing', ?)",
                 (row["id"], row["attempt"], worker, now),
             )
-            job = self._record(db, "claimed", row, attempt=row["attempt"], worker=worker)
+            job = self._record(db, "claimed", row["id"], attempt=row["attempt"], worker=worker)
         self._committed(queue_changed=False)
-        job["startedAt"] = rfc3339(now)
-        job["lease_expires_at"] = rfc3339(row["lease_expires_at"])
+        job["startedAt"] = job["updated_at"]
         return job
 
     def seconds_until_due(self, types: list[str] | None) -> float:
@@ -646,19 +677,19 @@ class Store:
         with self.transaction() as db:
             job, attempt = self._current_attempt(db, job_id, attempt_id, worker)
             if attempt["status"] == "done":  # a resend of a result already taken
-                return job_view(job)
+                return self.get_job(job_id)
             if attempt["status"] != "processing":
                 self._refuse_report(job, attempt)
             db.execute(
                 "UPDATE attempts SET status = 'done', finished_at = ?, result = ? WHERE job_id = ? AND id = ?",
                 (now, encode(result), job["id"], attempt["id"]),
             )
-            row = db.execute(
+            db.execute(
                 """UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ?,
-                       updated_at = ?, lease_expires_at = NULL WHERE id = ? RETURNING *""",
+                       updated_at = ?, lease_expires_at = NULL WHERE id = ?""",
                 (encode(result), now, now, job["id"]),
-            ).fetchone()
-            view = self._record(db, "done", row, attempt=attempt["id"], worker=worker)
+            )
+            view = self._record(db, "done", job["id"], attempt=attempt["id"], worker=worker)
         self._committed(queue_changed=False)
         return view
 
@@ -668,7 +699,7 @@ class Store:
         with self.transaction() as db:
             job, attempt = self._current_attempt(db, job_id, attempt_id, worker)
             if attempt["status"] == "failed":  # a resend of an error already taken
-                return job_view(job)
+                return self.get_job(job_id)
             if attempt["status"] != "processing":
                 self._refuse_report(job, attempt)
             view, requeued = self._end_attempt(db, job, "failed", error, now)
@@ -684,21 +715,21 @@ class Store:
         failures = job["attempts"] - job["budget_start"]
         if failures < job["max_attempts"]:
             run_at = now + backoff_delay(failures, job["backoff_base"], job["backoff_max"])
-            row = db.execute(
+            db.execute(
                 """UPDATE jobs SET status = 'pending', error = ?, run_at = ?, updated_at = ?,
                        assignee = NULL, attempt = NULL, lease_expires_at = NULL, progress = NULL
-                   WHERE id = ? RETURNING *""",
+                   WHERE id = ?""",
                 (encode(error), run_at, now, job["id"]),
-            ).fetchone()
+            )
             kind, requeued = ("expired" if outcome == "expired" else "retrying"), True
         else:
-            row = db.execute(
+            db.execute(
                 """UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
-                       lease_expires_at = NULL WHERE id = ? RETURNING *""",
+                       lease_expires_at = NULL WHERE id = ?""",
                 (encode(error), now, now, job["id"]),
-            ).fetchone()
+            )
             kind, requeued = "failed", False
-        return self._record(db, kind, row, attempt=job["attempt"], worker=job["assignee"]), requeued
+        return self._record(db, kind, job["id"], attempt=job["attempt"], worker=job["assignee"]), requeued
 
     def expire_stale_attempts(self, limit: int = 500) -> int:
         """End attempts whose lease ran out; return how many."""
@@ -728,12 +759,12 @@ class Store:
                     "UPDATE attempts SET status = 'cancelled', finished_at = ? WHERE job_id = ? AND id = ?",
                     (now, job["id"], job["attempt"]),
                 )
-            row = db.execute(
+            db.execute(
                 """UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?,
-                       lease_expires_at = NULL WHERE id = ? RETURNING *""",
+                       lease_expires_at = NULL WHERE id = ?""",
                 (now, now, job["id"]),
-            ).fetchone()
-            view = self._record(db, "cancelled", row)
+            )
+            view = self._record(db, "cancelled", job["id"])
         self._committed(queue_changed=False)
         return view
 
@@ -744,14 +775,14 @@ class Store:
             job = self._job_row(db, job_id)
             if job["status"] not in ("failed", "cancelled"):
                 raise Conflict(f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
-            row = db.execute(
+            db.execute(
                 """UPDATE jobs SET status = 'pending', budget_start = attempts, run_at = ?, updated_at = ?,
                        finished_at = NULL, result = NULL, error = NULL, assignee = NULL,
                        attempt = NULL, progress = NULL
-                   WHERE id = ? RETURNING *""",
+                   WHERE id = ?""",
                 (now, now, job["id"]),
-            ).fetchone()
-            view = self._record(db, "retried", row)
+            )
+            view = self._record(db, "retried", job["id"])
         self._committed(queue_changed=True)
         return view
 
@@ -946,17 +977,15 @@ class Api:
         if key is not None and not 0 < len(key) <= 200:
             raise Invalid("Idempotency-Key must be 1-200 characters")
         now = self.store.clock()
+        bottle.response.status = 202
         if isinstance(body, list):
             if not body:
                 raise Invalid("an empty batch: send at least one job")
             specs = [parse_job_spec(item, now, f"job {index}: ") for index, item in enumerate(body)]
-            jobs, _ = self.store.submit_jobs(specs, key)
-            bottle.response.status = 202
-            return json_body(jobs)
-        jobs, _ = self.store.submit_jobs([parse_job_spec(body, now)], key)
-        bottle.response.status = 202
-        bottle.response.set_header("Location", f"/jobs/{jobs[0]['id']}")
-        return json_body(jobs[0])
+            return "[" + ",".join(self.store.submit_jobs(specs, key)) + "]"
+        (view,) = self.store.submit_jobs([parse_job_spec(body, now)], key)
+        bottle.response.set_header("Location", f"/jobs/{json.loads(view)['id']}")
+        return view
 
     def list_jobs(self) -> str:
         """GET /jobs: newest first, filtered by status and type, paged by cursor."""
@@ -1044,7 +1073,6 @@ class Api:
             report.update(status="unhealthy", reaper="no round finished recently")
         bottle.response.status = 200 if report["status"] == "ok" else 503
         return json_body(report)
-
 
     def stats(self) -> str:
         """GET /stats: what the server holds and does now, as JSON."""

@@ -43,6 +43,7 @@ log = logging.getLogger("lazyboss")
 # --------------------------------------------------------------------------
 
 JOB_STATUSES = ("pending", "processing", "done", "failed", "cancelled")
+FINISHED_STATUSES = ("done", "failed", "cancelled")
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT = 300.0
@@ -64,12 +65,13 @@ class Config:
     db: str = "lazyboss.sqlite"
     host: str = "127.0.0.1"
     port: int = 8080
-    threads: int = 16
+    threads: int = 32
     max_wait: float = 60.0
     max_body: int = 1 << 20
     sync: str = "full"
     retain: str = "7d"
     reap_interval: float = 1.0
+    heartbeat: float = 15.0
     log_level: str = "info"
 
 
@@ -216,6 +218,20 @@ MIGRATIONS = [
         updated_at REAL NOT NULL
     );
     """,
+    # 2: progress reported by workers (log chunks, percentages), kept once per id.
+    """
+    CREATE TABLE progress (
+        job_id INTEGER NOT NULL,
+        attempt_id INTEGER NOT NULL,
+        id INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (job_id, attempt_id, id),
+        FOREIGN KEY (job_id, attempt_id) REFERENCES attempts (job_id, id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    ALTER TABLE events ADD COLUMN detail TEXT;
+    """,
 ]
 
 
@@ -278,6 +294,66 @@ class JobSpec:
     run_at: float | None = None
     max_attempts: int | None = None
     timeout: float | None = None
+
+
+@dataclass
+class ProgressItem:
+    """One event of a worker's progress stream: an id, a name (`log_chunk`, `percent`, …) and data."""
+
+    id: int
+    event: str
+    data: str
+
+    def view(self) -> dict:
+        """The public JSON shape."""
+        return {"id": self.id, "event": self.event, "data": self.data}
+
+
+PROGRESS_EVENT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
+    """Parse a text/event-stream body into progress items, or raise Invalid.
+
+    An event without an `id:` takes the one after the previous event's (or
+    after `last_id`, the request's Last-Event-Id); one without `event:` is a
+    `log_chunk`. A `percent` must carry a number from 0 to 100.
+    """
+    items: list[ProgressItem] = []
+    fields: dict[str, Any] = {}
+    data: list[str] = []
+    previous = last_id or 0
+    for line in text.splitlines() + [""]:
+        if line.startswith(":"):
+            continue
+        if line:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name in ("id", "event"):
+                fields[name] = value
+            continue
+        if not data and not fields:
+            continue
+        if "id" in fields:
+            if not fields["id"].isdigit() or len(fields["id"]) > 18:
+                raise Invalid(f"progress event id {fields['id']!r} is not a whole number")
+            previous = int(fields["id"])
+        else:
+            previous += 1
+        event = fields.get("event", "log_chunk")
+        if not PROGRESS_EVENT.match(event):
+            raise Invalid(f"progress event name {event!r} is not a word of letters, digits and _.:-")
+        item = ProgressItem(previous, event, "\n".join(data))
+        if event == "percent":
+            try:
+                check_number(float(item.data), "percent", 0, 100)
+            except ValueError:
+                raise Invalid(f"percent event {item.id} needs a number from 0 to 100, not {item.data!r}") from None
+        items.append(item)
+        fields, data = {}, []
+    return items
 
 
 SUBMIT_FIELDS = {"type", "parameters", "priority", "run_at", "delay", "max_attempts", "timeout"}
@@ -372,9 +448,7 @@ class Store:
         self.clock = clock
         self.queue_changed = Signal()  # a job may have become claimable
         self.events_added = Signal()  # the event log grew
-        self.stopping = threading.Event()  # no more claims: the server shuts down
-        self.waiting_workers = 0  # long polls now waiting for a job
-        self._waiting_lock = threading.Lock()
+        self.stopping = threading.Event()  # the server shuts down: no claims, no waiting
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -438,16 +512,18 @@ class Store:
 
     # -- the event log
 
-    def _record(self, db: sqlite3.Connection, kind: str, job_id: int, **context: Any) -> dict:
+    def _record(self, db: sqlite3.Connection, kind: str, job_id: int, detail: Any = None, **context: Any) -> dict:
         """Append an event with the job as it now is; return the job's view."""
         job_type, view = db.execute(
-            f"""INSERT INTO events (job_id, type, kind, at, job)
-                SELECT id, type, ?, updated_at, {JOB_JSON} FROM jobs WHERE id = ?
+            f"""INSERT INTO events (job_id, type, kind, at, job, detail)
+                SELECT id, type, ?, updated_at, {JOB_JSON}, ? FROM jobs WHERE id = ?
                 RETURNING type, job""",
-            (kind, job_id),
+            (kind, None if detail is None else encode(detail), job_id),
         ).fetchone()
         extra = "".join(f" {key}={value}" for key, value in context.items())
-        log.info("job %s %s type=%s%s", job_id, kind, job_type, extra)
+        log.log(
+            logging.DEBUG if kind == "progress" else logging.INFO, "job %s %s type=%s%s", job_id, kind, job_type, extra
+        )
         return json.loads(view)
 
     def _committed(self, queue_changed: bool) -> None:
@@ -631,25 +707,20 @@ class Store:
     def wait_for_job(self, worker: str, types: list[str] | None, wait: float) -> dict | None:
         """Claim a job, waiting up to `wait` seconds for one to be submitted or fall due."""
         deadline = time.monotonic() + wait
-        with self._waiting_lock:
-            self.waiting_workers += 1
-        try:
-            while True:
-                seen = self.queue_changed.generation
-                job = self.claim_next_job(worker, types)
-                remaining = deadline - time.monotonic()
-                if job is not None or remaining <= 0 or self.stopping.is_set():
-                    return job
-                pause = min(remaining, self.seconds_until_due(types), FOREIGN_WRITE_POLL)
-                self.queue_changed.wait(seen, pause)
-        finally:
-            with self._waiting_lock:
-                self.waiting_workers -= 1
+        while True:
+            seen = self.queue_changed.generation
+            job = self.claim_next_job(worker, types)
+            remaining = deadline - time.monotonic()
+            if job is not None or remaining <= 0 or self.stopping.is_set():
+                return job
+            pause = min(remaining, self.seconds_until_due(types), FOREIGN_WRITE_POLL)
+            self.queue_changed.wait(seen, pause)
 
-    def stop_claiming(self) -> None:
-        """Refuse all further claims and release every waiting worker."""
+    def stop_waiting(self) -> None:
+        """Refuse further claims and release every waiting worker and stream."""
         self.stopping.set()
         self.queue_changed.fire()
+        self.events_added.fire()
 
     # -- reporting
 
@@ -744,6 +815,64 @@ class Store:
         if stale:
             self._committed(queue_changed=True)
         return len(stale)
+
+    def record_progress(self, job_id: str, attempt_id: str, worker: str, items: list[ProgressItem]) -> list[int]:
+        """Store a worker's progress events once each and renew the lease; return the ids taken."""
+        now = self.clock()
+        with self.transaction() as db:
+            job, attempt = self._current_attempt(db, job_id, attempt_id, worker)
+            if attempt["status"] != "processing":
+                self._refuse_report(job, attempt)
+            fresh = []
+            for item in items:
+                inserted = db.execute(
+                    """INSERT OR IGNORE INTO progress (job_id, attempt_id, id, event, data, at)
+                       VALUES (?, ?, ?, ?, ?, ?)""",
+                    (job["id"], attempt["id"], item.id, item.event, item.data, now),
+                ).rowcount
+                if inserted:
+                    fresh.append(item)
+            percents = [float(item.data) for item in fresh if item.event == "percent"]
+            db.execute(
+                """UPDATE jobs SET lease_expires_at = ? + timeout, progress = COALESCE(?, progress),
+                       updated_at = CASE WHEN ? THEN ? ELSE updated_at END WHERE id = ?""",
+                (now, percents[-1] if percents else None, bool(fresh), now, job["id"]),
+            )
+            if fresh:
+                detail = {"attempt": str(attempt["id"]), "events": [item.view() for item in fresh]}
+                self._record(db, "progress", job["id"], detail, attempt=attempt["id"], worker=worker)
+        if fresh:
+            self._committed(queue_changed=False)
+        return [item.id for item in items]
+
+    def attempt_log(self, job_id: str, attempt_id: str) -> str:
+        """The log chunks an attempt reported, in id order, as one text."""
+        attempt = self._attempt_row(self.db, job_id, attempt_id)
+        rows = self.db.execute(
+            "SELECT data FROM progress WHERE job_id = ? AND attempt_id = ? AND event = 'log_chunk' ORDER BY id",
+            (attempt["job_id"], attempt["id"]),
+        )
+        return "".join(row[0] for row in rows)
+
+    def last_event_id(self, job_id: str | None = None) -> int:
+        """The newest event's id (of one job, or of all), 0 when there is none."""
+        if job_id is None:
+            row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
+        else:
+            row = self.db.execute("SELECT MAX(id) FROM events WHERE job_id = ?", (parse_id(job_id, "job"),)).fetchone()
+        return row[0] or 0
+
+    def events_after(self, after: int, jobs: list[str], types: list[str], limit: int = 500) -> list[sqlite3.Row]:
+        """Up to `limit` events newer than `after`, oldest first, of these jobs and types."""
+        where, args = ["id > ?"], [after]
+        if jobs:
+            where.append(f"job_id IN ({', '.join('?' * len(jobs))})")
+            args += [parse_id(job, "job") for job in jobs]
+        if types:
+            where.append(f"type IN ({', '.join('?' * len(types))})")
+            args += types
+        query = f"SELECT id, job_id, kind, at, job, detail FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+        return self.db.execute(query, (*args, limit)).fetchall()
 
     # -- supervising
 
@@ -877,18 +1006,56 @@ class Reaper(threading.Thread):
 # --------------------------------------------------------------------------
 
 
-def json_body(value: Any) -> str:
-    """Serialise a response body."""
-    return json.dumps(value, ensure_ascii=False)
-
-
 def error_response(status: int, code: str, detail: str, headers: dict | None = None) -> bottle.HTTPResponse:
     """A JSON error response `{error, detail}`."""
     return bottle.HTTPResponse(
-        json_body({"error": code, "detail": detail}),
+        encode({"error": code, "detail": detail}),
         status=status,
         headers={"Content-Type": "application/json", **(headers or {})},
     )
+
+
+class Slots:
+    """Counts the requests that hold a thread for long (streams, long polls) against one limit.
+
+    waitress answers each request on one of `--threads` threads; a stream or
+    a long poll keeps its thread while it waits. They may take all but
+    RESERVED_THREADS of them, so short requests always find a thread.
+    """
+
+    RESERVED_THREADS = 4
+    RETRY_AFTER = 5
+
+    def __init__(self, threads: int):
+        self.limit = max(1, threads - self.RESERVED_THREADS)
+        self.counts = {"streams": 0, "long_polls": 0}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, kind: str) -> Iterator[None]:
+        """Take a slot for the block, or answer 503 with Retry-After when none is free."""
+        with self._lock:
+            if sum(self.counts.values()) >= self.limit:
+                raise error_response(
+                    503,
+                    "busy",
+                    f"all {self.limit} threads for streams and long polls are taken; try again shortly",
+                    {"Retry-After": str(self.RETRY_AFTER)},
+                )
+            self.counts[kind] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.counts[kind] -= 1
+
+
+RECONNECT_MS = 3000
+
+
+def sse_message(event_id: int, data: str) -> str:
+    """One Server-Sent Event."""
+    return f"id: {event_id}\ndata: {data}\n\n"
 
 
 def worker_name(request: bottle.BaseRequest) -> str:
@@ -917,6 +1084,7 @@ class Api:
         self.config = config
         self.reaper = reaper
         self.up_since = time.time()
+        self.slots = Slots(config.threads)
 
     # -- request helpers
 
@@ -961,6 +1129,15 @@ class Api:
             raise Invalid(f"query parameter {name!r} must be a number, not {text!r}") from None
         return check_number(value, name, low, high)
 
+    def last_event_id(self) -> int | None:
+        """The Last-Event-ID header (or `last_event_id` query parameter) as a number."""
+        text = bottle.request.get_header("Last-Event-ID") or bottle.request.query.get("last_event_id")
+        if text is None or text.strip() == "":
+            return None
+        if not text.strip().isdigit():
+            raise Invalid(f"Last-Event-ID {text!r} is not an event id this server gave")
+        return int(text)
+
     def query_list(self, name: str) -> list[str]:
         """A repeatable query parameter, also accepting comma-separated values."""
         values = []
@@ -1003,11 +1180,92 @@ class Api:
                 raise LazybossError(f"cursor {cursor!r} is not one this server gave", "bad_cursor") from None
         jobs, last = self.store.list_jobs(statuses, self.query_list("type"), limit, before)
         following = base64.urlsafe_b64encode(str(last).encode()).decode().rstrip("=") if last else None
-        return json_body({"jobs": jobs, "next": following})
+        return encode({"jobs": jobs, "next": following})
 
-    def get_job(self, job_id: str) -> str:
-        """GET /jobs/{id}."""
-        return json_body(self.store.get_job(job_id))
+    def get_job(self, job_id: str) -> Any:
+        """GET /jobs/{id}: the job, or with Accept: text/event-stream its changes as they happen."""
+        job = self.store.get_job(job_id)
+        if "text/event-stream" not in bottle.request.get_header("Accept", ""):
+            return encode(job)
+        after = self.last_event_id()
+        finished = job["status"] in FINISHED_STATUSES
+        opening = []
+        if after is None:  # start with the job as it is now
+            after = self.store.last_event_id(job_id)
+            opening = [sse_message(after, encode(job))]
+        elif finished and not self.store.events_after(after, [job_id], []):
+            bottle.response.status = 204  # nothing more will come: tells EventSource to stop reconnecting
+            return ""
+        return self.stream(
+            opening,
+            after,
+            [job_id],
+            [],
+            lambda row: row["kind"] in FINISHED_STATUSES,
+            finished=finished and bool(opening),
+        )
+
+    def events(self) -> Any:
+        """GET /events: every job event from now (or after Last-Event-ID), filtered by type and job."""
+        after = self.last_event_id()
+        jobs = self.query_list("job")
+        for job_id in jobs:
+            parse_id(job_id, "job")
+        if after is None:
+            after = self.store.last_event_id()
+        return self.stream([], after, jobs, self.query_list("type"), lambda row: False)
+
+    def stream(
+        self,
+        opening: list[str],
+        after: int,
+        jobs: list[str],
+        types: list[str],
+        last: Callable[[sqlite3.Row], bool],
+        finished: bool = False,
+    ) -> Iterator[str]:
+        """A text/event-stream of events after `after`, until `last(event)`, shutdown or disconnect."""
+        response = bottle.response
+        response.content_type = "text/event-stream"
+        response.set_header("Cache-Control", "no-cache")
+        response.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
+        client_gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
+        with_detail = not jobs or len(jobs) > 1 or bottle.request.path == "/events"
+        store, heartbeat = self.store, self.config.heartbeat
+
+        def generate() -> Iterator[str]:
+            with self.slots.hold("streams"):
+                # Sent at once so the client sees the headers before any event;
+                # it also tells EventSource how soon to reconnect.
+                yield f"retry: {RECONNECT_MS}\n\n"
+                yield from opening
+                if finished:
+                    return
+                cursor, quiet_since = after, time.monotonic()
+                while not store.stopping.is_set() and not client_gone():
+                    seen = store.events_added.generation
+                    rows = store.events_after(cursor, jobs, types)
+                    for row in rows:
+                        cursor = row["id"]
+                        yield sse_message(row["id"], self.event_data(row, with_detail))
+                        if last(row):
+                            return
+                    if rows:
+                        quiet_since = time.monotonic()
+                        continue
+                    if time.monotonic() - quiet_since >= heartbeat:
+                        yield ": keep-alive\n\n"
+                        quiet_since = time.monotonic()
+                    store.events_added.wait(seen, min(FOREIGN_WRITE_POLL, heartbeat))
+
+        return generate()
+
+    def event_data(self, row: sqlite3.Row, firehose: bool) -> str:
+        """An event's data: the job alone on a job's stream, the whole event on /events."""
+        if not firehose:
+            return row["job"]
+        detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
+        return f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{row["job"]}{detail}}}'
 
     def claim(self) -> str:
         """POST /jobs/attempt: claim the next job, long polling up to `wait` seconds."""
@@ -1024,41 +1282,71 @@ class Api:
         wait = self.query_number("wait", 0, 0, float("inf"))
         if "wait" in body:
             wait = check_number(body["wait"], "wait", 0, float("inf"))
-        job = self.store.wait_for_job(worker_name(bottle.request), types, min(wait, self.config.max_wait))
+        wait = min(wait, self.config.max_wait)
+        worker = worker_name(bottle.request)
+        if wait > 0:
+            with self.slots.hold("long_polls"):
+                job = self.store.wait_for_job(worker, types, wait)
+        else:
+            job = self.store.claim_next_job(worker, types)
         if job is None:
             bottle.response.status = 204
             return ""
         bottle.response.status = 201
         bottle.response.set_header("Location", f"/jobs/{job['id']}/attempts/{job['attempt']}")
-        return json_body(job)
+        return encode(job)
 
     def put_result(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/result."""
         result = self.read_json(allow_empty=True)
         bottle.response.status = 201
-        return json_body(self.store.complete_attempt(job_id, attempt_id, worker_name(bottle.request), result))
+        return encode(self.store.complete_attempt(job_id, attempt_id, worker_name(bottle.request), result))
 
     def put_error(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/error."""
         error = self.read_json(allow_empty=True)
         bottle.response.status = 201
-        return json_body(self.store.fail_attempt(job_id, attempt_id, worker_name(bottle.request), error))
+        return encode(self.store.fail_attempt(job_id, attempt_id, worker_name(bottle.request), error))
+
+    def put_progress(self, job_id: str, attempt_id: str) -> str:
+        """PUT /jobs/{id}/attempts/{aid}/progress: a text/event-stream of progress, acknowledged."""
+        content_type = bottle.request.content_type.split(";")[0].strip().lower()
+        body = self.read_body()
+        if body.strip() and content_type != "text/event-stream":
+            raise error_response(
+                415, "unsupported_media_type", f"send progress as Content-Type: text/event-stream, not {content_type!r}"
+            )
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise LazybossError("the progress stream is not UTF-8", "bad_stream") from None
+        items = parse_progress(text, self.last_event_id())
+        taken = self.store.record_progress(job_id, attempt_id, worker_name(bottle.request), items)
+        bottle.response.status = 202
+        bottle.response.content_type = "text/event-stream"
+        return "".join(f"id: {item}\nevent: seen\ndata: seen\n\n" for item in taken)
+
+    def get_log(self, job_id: str, attempt_id: str) -> str:
+        """GET /jobs/{id}/attempts/{aid}/log: the attempt's log chunks as plain text."""
+        text = self.store.attempt_log(job_id, attempt_id)
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return text
 
     def list_attempts(self, job_id: str) -> str:
         """GET /jobs/{id}/attempts."""
-        return json_body(self.store.list_attempts(job_id))
+        return encode(self.store.list_attempts(job_id))
 
     def get_attempt(self, job_id: str, attempt_id: str) -> str:
         """GET /jobs/{id}/attempts/{aid}."""
-        return json_body(self.store.get_attempt(job_id, attempt_id))
+        return encode(self.store.get_attempt(job_id, attempt_id))
 
     def cancel(self, job_id: str) -> str:
         """POST /jobs/{id}/cancel."""
-        return json_body(self.store.cancel_job(job_id))
+        return encode(self.store.cancel_job(job_id))
 
     def retry(self, job_id: str) -> str:
         """POST /jobs/{id}/retry."""
-        return json_body(self.store.retry_job(job_id))
+        return encode(self.store.retry_job(job_id))
 
     # -- monitoring
 
@@ -1072,7 +1360,7 @@ class Api:
         if self.reaper is not None and not self.reaper.healthy():
             report.update(status="unhealthy", reaper="no round finished recently")
         bottle.response.status = 200 if report["status"] == "ok" else 503
-        return json_body(report)
+        return encode(report)
 
     def stats(self) -> str:
         """GET /stats: what the server holds and does now, as JSON."""
@@ -1081,13 +1369,14 @@ class Api:
         for counts in by_type.values():
             for status, number in counts.items():
                 totals[status] += number
-        return json_body(
+        return encode(
             {
                 "up_since": rfc3339(self.up_since),
                 "version": __version__,
                 "jobs": totals,
                 "jobs_by_type": by_type,
-                "waiting_workers": self.store.waiting_workers,
+                "waiting_workers": self.slots.counts["long_polls"],
+                "open_streams": self.slots.counts["streams"],
             }
         )
 
@@ -1100,7 +1389,7 @@ def handle_errors(callback: Callable) -> Callable:
             body = callback(*args, **kwargs)
         except LazybossError as error:
             raise error_response(error.status, error.code, error.detail) from None
-        if bottle.response.status_code != 204:
+        if isinstance(body, str) and body and "Content-Type" not in bottle.response.headers:
             bottle.response.content_type = "application/json"
         return body
 
@@ -1125,6 +1414,9 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         ("GET", "/jobs/<job_id>/attempts/<attempt_id>", api.get_attempt),
         ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/result", api.put_result),
         ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/error", api.put_error),
+        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/progress", api.put_progress),
+        ("GET", "/jobs/<job_id>/attempts/<attempt_id>/log", api.get_log),
+        ("GET", "/events", api.events),
         ("GET", "/health", api.health),
         ("GET", "/stats", api.stats),
     ]
@@ -1138,7 +1430,7 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         codes = {404: "not_found", 405: "method_not_allowed"}
         detail = {404: f"no such resource: {bottle.request.path}", 405: error.body}.get(error.status_code)
         bottle.response.content_type = "application/json"
-        return json_body({"error": codes.get(error.status_code, "internal_error"), "detail": detail or str(error.body)})
+        return encode({"error": codes.get(error.status_code, "internal_error"), "detail": detail or str(error.body)})
 
     app.default_error_handler = default_error
 
@@ -1191,6 +1483,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sync": "full: a 202 survives power loss; normal: faster, survives crashes only",
         "retain": "how long finished jobs are kept (e.g. 12h, 7d)",
         "reap_interval": "seconds between reaper rounds",
+        "heartbeat": "seconds between keep-alive comments on idle event streams",
         "log_level": "debug, info, warning or error",
     }
     for item in fields(Config):
@@ -1225,6 +1518,8 @@ class Server:
             # larger ones are refused by waitress before they are read.
             max_request_body_size=max(4 * config.max_body, config.max_body + (1 << 20)),
             clear_untrusted_proxy_headers=True,
+            # Keep reading while a request runs, so a stream notices its client leave.
+            channel_request_lookahead=1,
         )
         self.port: int = self.waitress.effective_port
         self._stop_requested = False  # a plain flag: safe to set from a signal handler
@@ -1234,7 +1529,7 @@ class Server:
         connections = self.waitress._map
         while not self._stop_requested:
             wasyncore.loop(timeout=1.0, map=connections, count=1)
-        self.store.stop_claiming()
+        self.store.stop_waiting()
         deadline = time.monotonic() + grace
         while self._busy() and time.monotonic() < deadline:
             wasyncore.loop(timeout=0.05, map=connections, count=1)
@@ -1247,8 +1542,10 @@ class Server:
 
     def stop(self) -> None:
         """Ask `run` to wind down: no more claims, waiting workers get 204 at once."""
+        if self._stop_requested:
+            return
         self._stop_requested = True
-        self.store.stop_claiming()
+        self.store.stop_waiting()
         self.waitress.pull_trigger()
 
 

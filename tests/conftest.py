@@ -88,14 +88,27 @@ def live_store(db_path):
 
 
 @pytest.fixture
-def live(live_store):
-    config = lazyboss.Config(port=0, threads=12, max_wait=30)
-    live = LiveServer(live_store, config)
-    live.thread.start()
-    live.reaper.start()
-    yield live
-    live.server.stop()
-    live.thread.join(timeout=10)
-    live.reaper.stop()
-    live.reaper.join(timeout=10)
-    assert not live.thread.is_alive(), "the server did not stop"
+def start_live(live_store):
+    """Start live servers on the test's store; each is stopped (and must stop) at the end."""
+    started = []
+
+    def start(**settings):
+        config = lazyboss.Config(**{"port": 0, "threads": 12, "max_wait": 30, "heartbeat": 0.5, **settings})
+        live = LiveServer(live_store, config)
+        live.thread.start()
+        live.reaper.start()
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.server.stop()
+        live.thread.join(timeout=10)
+        live.reaper.stop()
+        live.reaper.join(timeout=10)
+        assert not live.thread.is_alive(), "the server did not stop"
+
+
+@pytest.fixture
+def live(start_live):
+    return start_live()

@@ -112,3 +112,40 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout)
+
+
+class EventStream:
+    """A text/event-stream request read event by event, every read bounded by `timeout`."""
+
+    def __init__(self, url, path, headers=None, timeout=5):
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        self.connection.request("GET", path, headers={"Accept": "text/event-stream", **(headers or {})})
+        self.socket = self.connection.sock  # the response keeps using it after the connection lets go
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+        self.comments = []
+
+    def next_event(self):
+        """The next event as {"id", "data"} (data parsed as JSON), or None when the stream ends."""
+        event = {}
+        while True:
+            line = self.response.readline().decode()
+            if not line:
+                return None
+            line = line.rstrip("\n")
+            if line.startswith(":"):
+                self.comments.append(line)
+            elif line:
+                name, _, value = line.partition(": ")
+                event[name] = json.loads(value) if name == "data" else value
+            elif "data" in event:
+                return event
+            else:
+                event = {}  # a block without data (such as `retry:`) dispatches nothing
+
+    def close(self):
+        """Hang up, as a client that goes away would."""
+        self.socket.shutdown(socket.SHUT_RDWR)
+        self.response.close()
+        self.connection.close()

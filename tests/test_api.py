@@ -348,3 +348,72 @@ def test_a_newer_schema_is_refused(db_path):
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="newer"):
         lazyboss.Store(db_path)
+
+
+# -- progress (the wire behaviour is in test_streams.py)
+
+
+def put_progress(app, job, body, user="w1", status=202, **headers):
+    return app.put(
+        f"/jobs/{job['id']}/attempts/1/progress",
+        body,
+        headers={"Content-Type": "text/event-stream", **basic(user), **headers},
+        status=status,
+    )
+
+
+def test_any_progress_renews_the_lease(app, store, clock):
+    job = submit(app, timeout=5)
+    claim(app)
+    clock.advance(4)
+    put_progress(app, job, "")  # a bare heartbeat
+    clock.advance(4)
+    assert store.expire_stale_attempts() == 0
+    put_progress(app, job, "data: still working\n\n")
+    clock.advance(4.9)
+    assert store.expire_stale_attempts() == 0
+    clock.advance(0.2)
+    assert store.expire_stale_attempts() == 1
+    put_progress(app, job, "data: late\n\n", status=409)
+    assert app.get(f"/jobs/{job['id']}/attempts/1/log").text == "still working"
+
+
+def test_a_heartbeat_is_not_an_event(app, db_path):
+    job = submit(app)
+    claim(app)
+    before = count_rows(db_path, "events")
+    assert put_progress(app, job, "").text == ""
+    assert count_rows(db_path, "events") == before
+
+
+def test_parse_progress_follows_the_event_stream_format():
+    text = ": a comment\nid: 7\nevent: percent\ndata: 12.5\n\ndata: a\ndata: b\n\nevent: note\ndata:x\n"
+    items = lazyboss.parse_progress(text, None)
+    assert [(i.id, i.event, i.data) for i in items] == [
+        (7, "percent", "12.5"),
+        (8, "log_chunk", "a\nb"),
+        (9, "note", "x"),
+    ]
+    assert [i.id for i in lazyboss.parse_progress("data: a\n\n", 41)] == [42]
+    for bad in ("id: -1\ndata: x\n\n", "event: per cent\ndata: 1\n\n", "event: percent\ndata: 101\n\n"):
+        with pytest.raises(lazyboss.Invalid):
+            lazyboss.parse_progress(bad, None)
+
+
+def test_an_older_file_is_migrated_in_place(db_path):
+    with sqlite3.connect(db_path) as db:
+        db.executescript(lazyboss.MIGRATIONS[0])
+        db.execute("PRAGMA user_version = 1")
+        db.execute(
+            """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
+                   backoff_base, backoff_max, created_at, updated_at)
+               VALUES ('old', 'pending', '{}', 0, 0, 3, 300, 1, 600, 0, 0)"""
+        )
+    store = lazyboss.Store(db_path)
+    try:
+        assert store.get_job("1")["type"] == "old"
+        with sqlite3.connect(db_path) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == len(lazyboss.MIGRATIONS)
+            assert db.execute("SELECT COUNT(*) FROM progress").fetchone()[0] == 0
+    finally:
+        store.close()

@@ -22,7 +22,8 @@ def test_a_waiting_worker_gets_a_new_job_within_milliseconds(live):
 
     poller = threading.Thread(target=long_poll)
     poller.start()
-    wait_until(lambda: live.store.waiting_workers == 1, what="the worker to wait")
+    monitor = live.client()
+    wait_until(lambda: monitor.request("GET", "/stats").json["waiting_workers"] == 1, what="the worker to wait")
     live.client().request("POST", "/jobs", {"type": "other"})  # not its type: it keeps waiting
     submitted = live.client().request("POST", "/jobs", {"type": "urgent", "parameters": 42})
     sent = time.monotonic()

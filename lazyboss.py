@@ -20,14 +20,16 @@ import os
 import random
 import re
 import signal
+import socket
 import sqlite3
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import bottle
@@ -54,6 +56,8 @@ DEFAULT_BACKOFF_MAX = 600.0
 # How often a waiting worker looks at the file even without a wake-up from
 # this process: another lazyboss process on the same file cannot wake it.
 FOREIGN_WRITE_POLL = 1.0
+
+WAL_SIZE_LIMIT = 8 << 20
 
 TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
@@ -91,7 +95,7 @@ def rfc3339(timestamp: float | None) -> str | None:
     """A Unix time as RFC 3339 UTC with milliseconds, or None."""
     if timestamp is None:
         return None
-    moment = datetime.fromtimestamp(timestamp, UTC)
+    moment = datetime.fromtimestamp(timestamp, timezone.utc)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -102,7 +106,8 @@ def parse_time(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError("must be an RFC 3339 time such as 2026-01-31T12:00:00Z")
     try:
-        moment = datetime.fromisoformat(value.strip())
+        # Before Python 3.11 fromisoformat does not take a Z for UTC.
+        moment = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", value.strip()))
     except ValueError:
         raise ValueError(f"{value!r} is not an RFC 3339 time such as 2026-01-31T12:00:00Z") from None
     if moment.tzinfo is None:
@@ -432,6 +437,17 @@ def next_job_parameters(types: list[str] | None, now: float) -> list:
     return [value for job_type in types for value in (job_type, now)]
 
 
+# Which events the metrics count, under which name.
+EVENT_COUNTERS = {
+    "submitted": "jobs_submitted",
+    "claimed": "jobs_claimed",
+    "done": "jobs_completed",
+    "failed": "jobs_failed",
+    "cancelled": "jobs_cancelled",
+    "retried": "jobs_retried",
+}
+
+
 class Store:
     """The jobs database: one SQLite file in WAL mode, shared by threads and processes.
 
@@ -451,6 +467,8 @@ class Store:
         self.stopping = threading.Event()  # the server shuts down: no claims, no waiting
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self.counters: Counter = Counter()  # (counter, job type) -> occurrences since start
+        self._counters_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self.migrate()
@@ -468,6 +486,8 @@ class Store:
             conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA busy_timeout = 30000")
+            # After a checkpoint, cut a WAL that grew past this back down.
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -475,9 +495,13 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE write transaction, committed on success, rolled back on error."""
+        """An IMMEDIATE write transaction, committed on success, rolled back on error.
+
+        What `_count` tallies inside it reaches `counters` only once committed.
+        """
         conn = self.db
         with self._write_lock:
+            self._local.tally = tally = Counter()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -485,9 +509,19 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        if tally:
+            with self._counters_lock:
+                self.counters.update(tally)
+
+    def _count(self, counter: str, job_type: str, number: int = 1) -> None:
+        """Tally an occurrence for the metrics, in the running transaction."""
+        self._local.tally[(counter, job_type)] += number
 
     def migrate(self) -> None:
         """Bring the file's schema up to this release (PRAGMA user_version)."""
+        if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            # Only possible before the first table: lets the reaper give freed pages back.
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
@@ -520,6 +554,8 @@ class Store:
                 RETURNING type, job""",
             (kind, None if detail is None else encode(detail), job_id),
         ).fetchone()
+        if kind in EVENT_COUNTERS:
+            self._count(EVENT_COUNTERS[kind], job_type)
         extra = "".join(f" {key}={value}" for key, value in context.items())
         log.log(
             logging.DEBUG if kind == "progress" else logging.INFO, "job %s %s type=%s%s", job_id, kind, job_type, extra
@@ -592,18 +628,20 @@ class Store:
             recorded = db.execute(
                 f"""INSERT INTO events (job_id, type, kind, at, job)
                     SELECT id, type, 'submitted', updated_at, {JOB_JSON} FROM jobs WHERE id > ?
-                    RETURNING job_id, job""",
+                    RETURNING job_id, type, job""",
                 (newest_before,),
             ).fetchall()
+            for job_type, number in Counter(row["type"] for row in recorded).items():
+                self._count("jobs_submitted", job_type, number)
             if idempotency_key is None:
-                views = [view for _, view in sorted(recorded, key=lambda row: row[0])]
+                views = [row["job"] for row in sorted(recorded, key=lambda row: row["job_id"])]
             else:
                 views = [
                     db.execute(f"SELECT {JOB_JSON} FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()[0]
                     for key in keys
                 ]
         if recorded:
-            ids = sorted(job_id for job_id, _ in recorded)
+            ids = sorted(row["job_id"] for row in recorded)
             log.info("job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
             self._committed(queue_changed=True)
         return views
@@ -779,6 +817,7 @@ class Store:
 
     def _end_attempt(self, db: sqlite3.Connection, job: sqlite3.Row, outcome: str, error: Any, now: float) -> tuple:
         """End a running attempt unsuccessfully; requeue with back-off while attempts remain."""
+        self._count("attempts_expired" if outcome == "expired" else "attempts_failed", job["type"])
         db.execute(
             "UPDATE attempts SET status = ?, finished_at = ?, error = ? WHERE job_id = ? AND id = ?",
             (outcome, now, encode(error), job["id"], job["attempt"]),
@@ -938,9 +977,35 @@ class Store:
             counts.setdefault(row[0], {})[row[1]] = row[2]
         return counts
 
+    def oldest_pending_ages(self) -> dict[str, float]:
+        """Seconds the longest-waiting due job of each type has been due."""
+        now = self.clock()
+        rows = self.db.execute(
+            "SELECT type, MIN(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ? GROUP BY type", (now,)
+        )
+        return {row[0]: now - row[1] for row in rows}
+
+    def queue_depth(self) -> dict[str, int]:
+        """How many jobs are pending and processing."""
+        rows = self.db.execute(
+            "SELECT status, COUNT(*) FROM jobs WHERE status IN ('pending', 'processing') GROUP BY status"
+        )
+        return {"pending": 0, "processing": 0, **dict(rows.fetchall())}
+
+    def file_sizes(self) -> dict[str, int]:
+        """Bytes on disk of the database file and its WAL."""
+        sizes = {}
+        for name, path in (("database", self.path), ("wal", self.path + "-wal")):
+            try:
+                sizes[name] = os.path.getsize(path)
+            except OSError:
+                sizes[name] = 0
+        return sizes
+
     def checkpoint(self) -> None:
-        """Fold the WAL back into the database file and truncate it."""
+        """Fold the WAL into the database file, truncate it, and give free pages back."""
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("PRAGMA incremental_vacuum").fetchall()
 
     def check(self) -> None:
         """Raise if the database cannot be read."""
@@ -959,19 +1024,61 @@ def parse_id(text: str, what: str) -> int:
 # --------------------------------------------------------------------------
 
 
+class SystemdNotifier:
+    """systemd's notify protocol (sd_notify) over $NOTIFY_SOCKET; does nothing without it."""
+
+    def __init__(self, environ: dict | None = None):
+        environ = os.environ if environ is None else environ
+        path = environ.get("NOTIFY_SOCKET", "")
+        # An address starting with @ lives in the abstract namespace.
+        self.address = "\0" + path[1:] if path.startswith("@") else path
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if path else None
+        watchdog_usec = environ.get("WATCHDOG_USEC", "")
+        meant_for_us = environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid())
+        # Ping twice per watchdog period, as sd_watchdog_enabled(3) advises.
+        self.watchdog_interval = int(watchdog_usec) / 2e6 if watchdog_usec.isdigit() and meant_for_us else None
+
+    @property
+    def active(self) -> bool:
+        """Whether a service manager listens."""
+        return self._socket is not None
+
+    def notify(self, *assignments: str) -> None:
+        """Send `READY=1`, `STATUS=…` and the like; a failure is logged, never raised."""
+        if self._socket is None:
+            return
+        try:
+            self._socket.sendto("\n".join(assignments).encode(), self.address)
+        except OSError as error:
+            log.warning("could not notify systemd: %s", error)
+
+
 class Reaper(threading.Thread):
-    """Background housekeeping: expire silent attempts, prune old jobs, checkpoint the WAL."""
+    """Background housekeeping: expire silent attempts, prune old jobs, checkpoint the WAL.
+
+    After each good round it pets systemd's watchdog (if one is set), so a
+    stuck reaper gets the service restarted.
+    """
 
     CHECKPOINT_EVERY = 60.0
+    STATUS_EVERY = 5.0
 
-    def __init__(self, store: Store, interval: float = 1.0, retain: float = 7 * 86400):
+    def __init__(
+        self,
+        store: Store,
+        interval: float = 1.0,
+        retain: float = 7 * 86400,
+        notifier: SystemdNotifier | None = None,
+    ):
         super().__init__(name="lazyboss-reaper", daemon=True)
         self.store = store
         self.interval = interval
         self.retain = retain
+        self.notifier = notifier or SystemdNotifier({})
         self.last_run: float | None = None
         self._halt = threading.Event()
         self._last_checkpoint = time.monotonic()
+        self._last_notified = float("-inf")
 
     def run(self) -> None:
         """Work every `interval` seconds until stopped; never die of an error."""
@@ -984,13 +1091,31 @@ class Reaper(threading.Thread):
         try:
             while self.store.expire_stale_attempts() and not self._halt.is_set():
                 pass
-            self.store.delete_finished_jobs(self.store.clock() - self.retain)
+            self.delete_old_jobs()
             if time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY:
                 self.store.checkpoint()
                 self._last_checkpoint = time.monotonic()
             self.last_run = time.time()
+            self.report_health()
         except Exception:
             log.exception("reaper round failed; trying again in %g s", self.interval)
+
+    def delete_old_jobs(self) -> None:
+        """Delete finished jobs past retention, a batch at a time, within half a round."""
+        deadline = time.monotonic() + max(0.05, self.interval / 2)
+        cutoff = self.store.clock() - self.retain
+        while self.store.delete_finished_jobs(cutoff) and time.monotonic() < deadline and not self._halt.is_set():
+            pass
+
+    def report_health(self) -> None:
+        """Pet the watchdog and say how full the queue is, no more often than needed."""
+        every = min(self.notifier.watchdog_interval or self.STATUS_EVERY, self.STATUS_EVERY)
+        if not self.notifier.active or time.monotonic() - self._last_notified < every:
+            return
+        depth = self.store.queue_depth()
+        status = f"STATUS={depth['pending']} pending, {depth['processing']} processing"
+        self.notifier.notify(*(["WATCHDOG=1"] if self.notifier.watchdog_interval else []), status)
+        self._last_notified = time.monotonic()
 
     def healthy(self) -> bool:
         """Whether a round finished recently."""
@@ -1052,6 +1177,83 @@ class Slots:
 
 RECONNECT_MS = 3000
 
+# The counters of /metrics and their help (Store._count tallies them).
+COUNTERS = {
+    "jobs_submitted": "Jobs submitted.",
+    "jobs_claimed": "Jobs handed to a worker (one per attempt).",
+    "jobs_completed": "Jobs done.",
+    "jobs_failed": "Jobs failed for good.",
+    "jobs_cancelled": "Jobs cancelled.",
+    "jobs_retried": "Jobs sent back to pending by hand.",
+    "attempts_failed": "Attempts that ended with an error report.",
+    "attempts_expired": "Attempts whose lease ran out.",
+}
+
+LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+
+
+def label_text(labels: dict) -> str:
+    """A Prometheus label set, `{a="x",b="y"}`, its values escaped."""
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{key}="{str(value).translate(LABEL_ESCAPES)}"' for key, value in labels.items()) + "}"
+
+
+class Exposition:
+    """Prometheus' text exposition format, built a metric family at a time."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> None:
+        """HELP and TYPE lines, then one line per sample."""
+        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        self.samples(name, samples)
+
+    def samples(self, name: str, samples: list[tuple[dict, float]]) -> None:
+        """Sample lines of the current family."""
+        self.lines += [f"{name}{label_text(labels)} {value!r}" for labels, value in samples]
+
+    def text(self) -> str:
+        """The whole exposition."""
+        return "\n".join(self.lines) + "\n"
+
+
+class Histogram:
+    """Request durations by (method, route, status class), in cumulative buckets."""
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+    LABELS = ("method", "route", "code")
+
+    def __init__(self, name: str, help_text: str):
+        self.name = name
+        self.help_text = help_text
+        self._series: dict[tuple, list] = {}  # labels -> [count per bucket..., count, sum]
+        self._lock = threading.Lock()
+
+    def observe(self, labels: tuple, seconds: float) -> None:
+        """Count one observation."""
+        with self._lock:
+            series = self._series.setdefault(labels, [0] * len(self.BUCKETS) + [0, 0.0])
+            for index, bound in enumerate(self.BUCKETS):
+                if seconds <= bound:
+                    series[index] += 1
+            series[-2] += 1
+            series[-1] += seconds
+
+    def expose(self, exposition: Exposition) -> None:
+        """Add the histogram's family to an exposition."""
+        exposition.family(self.name, "histogram", self.help_text, [])
+        with self._lock:
+            snapshot = sorted((labels, list(series)) for labels, series in self._series.items())
+        for labels, series in snapshot:
+            named = dict(zip(self.LABELS, labels))
+            bounds = [f"{bound:g}" for bound in self.BUCKETS] + ["+Inf"]
+            counts = series[: len(self.BUCKETS)] + [series[-2]]
+            exposition.samples(f"{self.name}_bucket", [({**named, "le": le}, n) for le, n in zip(bounds, counts)])
+            exposition.samples(f"{self.name}_count", [(named, series[-2])])
+            exposition.samples(f"{self.name}_sum", [(named, series[-1])])
+
 
 def sse_message(event_id: int, data: str) -> str:
     """One Server-Sent Event."""
@@ -1085,6 +1287,10 @@ class Api:
         self.reaper = reaper
         self.up_since = time.time()
         self.slots = Slots(config.threads)
+        self.request_durations = Histogram(
+            "lazyboss_http_request_duration_seconds",
+            "Time to answer a request (a stream: until its first byte), by route and status class.",
+        )
 
     # -- request helpers
 
@@ -1365,23 +1571,73 @@ class Api:
         bottle.response.status = 200 if report["status"] == "ok" else 503
         return encode(report)
 
-    def stats(self) -> str:
-        """GET /stats: what the server holds and does now, as JSON."""
+    def snapshot(self) -> dict:
+        """Everything /stats and /metrics report, gathered once."""
         by_type = self.store.count_jobs()
         totals = {status: 0 for status in JOB_STATUSES}
         for counts in by_type.values():
             for status, number in counts.items():
                 totals[status] += number
-        return encode(
-            {
-                "up_since": rfc3339(self.up_since),
-                "version": __version__,
-                "jobs": totals,
-                "jobs_by_type": by_type,
-                "waiting_workers": self.slots.counts["long_polls"],
-                "open_streams": self.slots.counts["streams"],
-            }
+        counters: dict[str, dict[str, int]] = {name: {} for name in COUNTERS}
+        for (name, job_type), number in sorted(self.store.counters.items()):
+            counters[name][job_type] = number
+        return {
+            "up_since": rfc3339(self.up_since),
+            "version": __version__,
+            "jobs": totals,
+            "jobs_by_type": by_type,
+            "counters": counters,
+            "oldest_pending_age_seconds": self.store.oldest_pending_ages(),
+            "waiting_workers": self.slots.counts["long_polls"],
+            "open_streams": self.slots.counts["streams"],
+            "file_bytes": self.store.file_sizes(),
+            "reaper_last_run": rfc3339(self.reaper.last_run if self.reaper else None),
+        }
+
+    def stats(self) -> str:
+        """GET /stats: what the server holds and does now, as JSON."""
+        return encode(self.snapshot())
+
+    def metrics(self) -> str:
+        """GET /metrics: the same in Prometheus' text exposition format."""
+        snapshot = self.snapshot()
+        lines = Exposition()
+        lines.family("lazyboss_info", "gauge", "The running lazyboss.", [({"version": __version__}, 1)])
+        lines.family("lazyboss_start_time_seconds", "gauge", "When this process started.", [({}, self.up_since)])
+        lines.family(
+            "lazyboss_jobs",
+            "gauge",
+            "Jobs in the database by type and status.",
+            [
+                ({"type": job_type, "status": status}, counts.get(status, 0))
+                for job_type, counts in sorted(snapshot["jobs_by_type"].items())
+                for status in JOB_STATUSES
+            ],
         )
+        for name, help_text in COUNTERS.items():
+            samples = [({"type": t}, n) for t, n in snapshot["counters"][name].items()]
+            lines.family(f"lazyboss_{name}_total", "counter", help_text, samples)
+        lines.family(
+            "lazyboss_oldest_pending_age_seconds",
+            "gauge",
+            "How long the longest-waiting due job of each type has waited.",
+            [({"type": t}, age) for t, age in sorted(snapshot["oldest_pending_age_seconds"].items())],
+        )
+        lines.family(
+            "lazyboss_waiting_workers", "gauge", "Long polls waiting for a job.", [({}, snapshot["waiting_workers"])]
+        )
+        lines.family("lazyboss_open_streams", "gauge", "Open event streams.", [({}, snapshot["open_streams"])])
+        lines.family(
+            "lazyboss_file_bytes",
+            "gauge",
+            "Size of the database file and its WAL.",
+            [({"file": name}, size) for name, size in snapshot["file_bytes"].items()],
+        )
+        last_run = [({}, self.reaper.last_run)] if self.reaper and self.reaper.last_run else []
+        lines.family("lazyboss_reaper_last_run_timestamp_seconds", "gauge", "When the reaper last finished.", last_run)
+        self.request_durations.expose(lines)
+        bottle.response.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        return lines.text()
 
 
 def handle_errors(callback: Callable) -> Callable:
@@ -1422,6 +1678,7 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         ("GET", "/events", api.events),
         ("GET", "/health", api.health),
         ("GET", "/stats", api.stats),
+        ("GET", "/metrics", api.metrics),
     ]
     for method, path, callback in routes:
         app.route(path, method, callback)
@@ -1444,6 +1701,10 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
     @app.hook("after_request")
     def log_request() -> None:
         started = bottle.request.environ.get("lazyboss.started", time.perf_counter())
+        route = bottle.request.environ.get("bottle.route")
+        status = bottle.response.status_code
+        labels = (bottle.request.method, route.rule if route else "unmatched", f"{status // 100}xx")
+        api.request_durations.observe(labels, time.perf_counter() - started)
         log.info(
             "%s %s %s %.1fms %s",
             bottle.request.method,
@@ -1507,14 +1768,19 @@ def build_parser() -> argparse.ArgumentParser:
 class Server:
     """waitress serving a lazyboss app on a port, with an orderly stop from any thread or signal."""
 
-    def __init__(self, store: Store, config: Config, reaper: Reaper | None = None):
+    def __init__(
+        self, store: Store, config: Config, reaper: Reaper | None = None, listener: socket.socket | None = None
+    ):
         self.store = store
         self.config = config
         self.app = make_app(store, config, reaper)
+        if listener is not None:  # handed over by systemd
+            where: dict[str, Any] = {"sockets": [listener]}
+        else:  # "localhost" could mean two sockets (IPv4 and IPv6); one is enough
+            where = {"host": "127.0.0.1" if config.host == "localhost" else config.host, "port": config.port}
         self.waitress = waitress.create_server(
             self.app,
-            host=config.host,
-            port=config.port,
+            **where,
             threads=config.threads,
             ident="lazyboss",
             # Bodies up to 4x the limit reach the app and get a JSON 413;
@@ -1526,6 +1792,7 @@ class Server:
             # Every thread may hold a stream, with room for idle keep-alive clients.
             connection_limit=100 + 2 * config.threads,
         )
+        self.host: str = self.waitress.effective_host
         self.port: int = self.waitress.effective_port
         self._stop_requested = False  # a plain flag: safe to set from a signal handler
 
@@ -1554,22 +1821,44 @@ class Server:
         self.waitress.pull_trigger()
 
 
+SD_LISTEN_FDS_START = 3
+
+
+def activated_socket(environ: dict | None = None) -> socket.socket | None:
+    """The listening socket systemd handed over (socket activation, LISTEN_FDS), if any."""
+    environ = os.environ if environ is None else environ
+    if environ.get("LISTEN_PID") != str(os.getpid()) or environ.get("LISTEN_FDS", "0") in ("", "0"):
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)  # not for the children we might start
+    return socket.socket(fileno=SD_LISTEN_FDS_START)
+
+
 def serve(config: Config) -> int:
     """Run the server until SIGTERM or SIGINT; return the exit status."""
-    if not is_loopback(config.host):
+    listener = activated_socket()
+    host = listener.getsockname()[0] if listener is not None else config.host
+    if not is_loopback(host):
         print(
-            f"lazyboss: refusing to listen on {config.host}: no token exists, so anyone could take jobs. "
+            f"lazyboss: refusing to listen on {host}: no token exists, so anyone could take jobs. "
             "Create one with 'lazyboss token create' or listen on 127.0.0.1.",
             file=sys.stderr,
         )
         return 2
+    notifier = SystemdNotifier()
     store = Store(config.db, config.sync)
-    reaper = Reaper(store, config.reap_interval, parse_duration(config.retain))
-    server = Server(store, config, reaper)
+    reaper = Reaper(store, config.reap_interval, parse_duration(config.retain), notifier)
+    server = Server(store, config, reaper, listener)
+
+    def shut_down(signum: int, frame: Any) -> None:
+        notifier.notify("STOPPING=1", "STATUS=stopping")
+        server.stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: server.stop())
+        signal.signal(signum, shut_down)
     reaper.start()
-    log.info("lazyboss %s serving %s on http://%s:%s", __version__, config.db, config.host, server.port)
+    log.info("lazyboss %s serving %s on http://%s:%s", __version__, config.db, server.host, server.port)
+    notifier.notify("READY=1", f"STATUS=serving on {server.host}:{server.port}")
     try:
         server.run()
     finally:

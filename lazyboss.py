@@ -14,22 +14,29 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import hashlib
+import hmac
+import http.client
 import json
 import logging
+import math
 import os
 import random
 import re
+import secrets
 import signal
 import socket
 import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
+import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import bottle
@@ -237,6 +244,33 @@ MIGRATIONS = [
     ) WITHOUT ROWID;
     ALTER TABLE events ADD COLUMN detail TEXT;
     """,
+    # 3: credentials, workers' last contact, per-type retention, recurring schedules.
+    """
+    CREATE TABLE tokens (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'worker', 'client')),
+        hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        last_used_at REAL
+    );
+    CREATE TABLE workers (
+        name TEXT PRIMARY KEY,
+        last_seen_at REAL NOT NULL
+    );
+    ALTER TABLE types ADD COLUMN retain REAL;
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        every TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        next_run_at REAL NOT NULL,
+        last_run_at REAL,
+        last_job_id INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -393,6 +427,163 @@ def parse_job_spec(body: Any, now: float, where: str = "") -> JobSpec:
     return spec
 
 
+def parse_type_settings(body: Any) -> dict:
+    """Validate PUT /types/{type}: {timeout, max_attempts, backoff: {base, max}, paused, retain}."""
+    if not isinstance(body, dict):
+        raise Invalid("send an object with any of timeout, max_attempts, backoff, paused, retain")
+    known = {"timeout", "max_attempts", "backoff", "paused", "retain"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise Invalid(f"unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    settings: dict[str, Any] = {}
+    if "timeout" in body:
+        settings["timeout"] = (
+            None if body["timeout"] is None else check_number(body["timeout"], "timeout", 0.001, 366 * 86400)
+        )
+    if "max_attempts" in body:
+        value = body["max_attempts"]
+        settings["max_attempts"] = None if value is None else check_int(value, "max_attempts", 1, 1000)
+    if "backoff" in body:
+        backoff = body["backoff"] or {"base": None, "max": None}
+        if not isinstance(backoff, dict) or set(backoff) - {"base", "max"}:
+            raise Invalid('\'backoff\' is an object {"base": seconds, "max": seconds}')
+        for key in ("base", "max"):
+            if key in backoff:
+                value = backoff[key]
+                settings[f"backoff_{key}"] = (
+                    None if value is None else check_number(value, f"backoff.{key}", 0, 366 * 86400)
+                )
+    if "paused" in body:
+        if not isinstance(body["paused"], bool):
+            raise Invalid("'paused' must be true or false")
+        settings["paused"] = int(body["paused"])
+    if "retain" in body:
+        value = body["retain"]
+        try:
+            settings["retain"] = None if value is None else parse_duration(value)
+        except ValueError as error:
+            raise Invalid(f"retain: {error}") from None
+    return settings
+
+
+# -- when schedules fire
+
+INTERVAL = re.compile(r"^\s*(?:every\s+)?(\d+)?\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
+INTERVAL_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+
+
+class Cron:
+    """A five-field cron line (minute hour day-of-month month day-of-week), as cron(8) reads it."""
+
+    FIELDS = (("minute", 0, 59, []), ("hour", 0, 23, []), ("day of month", 1, 31, []))
+    FIELDS += (("month", 1, 12, MONTH_NAMES), ("day of week", 0, 7, DAY_NAMES))
+
+    def __init__(self, line: str):
+        parts = line.split()
+        if len(parts) != 5:
+            raise ValueError(f"{line!r} is neither an interval such as '10 minutes' nor a five-field cron line")
+        sets = [self._parse_field(part, *field) for part, field in zip(parts, self.FIELDS)]
+        self.minutes, self.hours, self.days, self.months, weekdays = sets
+        self.weekdays = {day % 7 for day in weekdays}  # 7 is Sunday too
+        # cron(8): when both day fields are restricted, either may match.
+        self.either_day = parts[2] != "*" and parts[4] != "*"
+
+    @staticmethod
+    def _parse_field(text: str, name: str, low: int, high: int, names: list[str]) -> set[int]:
+        """The values a field allows: lists, ranges, steps, `*` and names."""
+
+        def number(word: str) -> int:
+            if word.lower() in names:
+                return names.index(word.lower()) + (1 if name == "month" else 0)
+            if not word.isdigit() or not low <= int(word) <= high:
+                raise ValueError(f"{name}: {word!r} is not a number from {low} to {high}")
+            return int(word)
+
+        values: set[int] = set()
+        for item in text.split(","):
+            span, _, step_text = item.partition("/")
+            if step_text and (not step_text.isdigit() or int(step_text) == 0):
+                raise ValueError(f"{name}: step {step_text!r} is not a positive whole number")
+            step = int(step_text) if step_text else 1
+            if span == "*":
+                first, last = low, high
+            elif "-" in span:
+                first, last = (number(word) for word in span.split("-", 1))
+            else:
+                first = number(span)
+                last = high if step_text else first
+            if first > last:
+                raise ValueError(f"{name}: range {span!r} runs backwards")
+            values.update(range(first, last + 1, step))
+        return values
+
+    def _day_matches(self, day: datetime) -> bool:
+        in_month = day.day in self.days
+        in_week = (day.weekday() + 1) % 7 in self.weekdays
+        return (in_month or in_week) if self.either_day else (in_month and in_week)
+
+    def next_after(self, timestamp: float, zone: Any) -> float:
+        """The first time after `timestamp` the line matches on the wall clock of `zone`."""
+        start = datetime.fromtimestamp(timestamp, zone).replace(tzinfo=None, second=0, microsecond=0)
+        moment = start + timedelta(minutes=1)
+        while moment < start + timedelta(days=5 * 366):
+            if moment.month not in self.months:
+                moment = (moment.replace(day=1) + timedelta(days=32)).replace(day=1, hour=0, minute=0)
+            elif not self._day_matches(moment):
+                moment = moment.replace(hour=0, minute=0) + timedelta(days=1)
+            elif moment.hour not in self.hours:
+                moment = moment.replace(minute=0) + timedelta(hours=1)
+            elif moment.minute not in self.minutes:
+                moment += timedelta(minutes=1)
+            else:
+                aware = moment.replace(tzinfo=zone)
+                # A wall time that a daylight-saving jump skips does not happen.
+                if aware.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) == moment:
+                    return aware.timestamp()
+                moment += timedelta(minutes=1)
+        raise ValueError("the cron line never matches (such as the 30th of February)")
+
+
+@dataclass
+class Every:
+    """When a schedule fires: a fixed interval counted from the Unix epoch, or a cron line in a zone."""
+
+    text: str
+    zone_name: str
+    period: float | None = None
+    cron: Cron | None = None
+
+    def next_after(self, timestamp: float) -> float:
+        """The first tick after `timestamp`."""
+        if self.period is not None:
+            return (math.floor(timestamp / self.period) + 1) * self.period
+        assert self.cron is not None
+        return self.cron.next_after(timestamp, zoneinfo.ZoneInfo(self.zone_name))
+
+
+def parse_every(text: Any, zone_name: Any = "UTC") -> Every:
+    """A schedule's `every`: `"30 seconds"`, `"2 hours"`, `"1 day"`, or a cron line; ValueError says what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("'every' must be a string such as '10 minutes' or '*/5 * * * *'")
+    if not isinstance(zone_name, str):
+        raise ValueError("'timezone' must be a name such as 'Europe/Berlin'")
+    try:
+        zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {zone_name!r}") from None
+    match = INTERVAL.match(text)
+    if match:
+        count = int(match.group(1) or 1)
+        if count == 0:
+            raise ValueError(f"{text!r}: an interval must be at least 1")
+        return Every(text.strip(), zone_name, period=count * INTERVAL_SECONDS[match.group(2).lower()])
+    every = Every(text.strip(), zone_name, cron=Cron(text))
+    every.next_after(0)  # refuse a line that never fires
+    return every
+
+
 def check_int(value: Any, name: str, low: int, high: int) -> int:
     """An integer within [low, high], or Invalid naming the field."""
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -437,6 +628,47 @@ def next_job_parameters(types: list[str] | None, now: float) -> list:
     return [value for job_type in types for value in (job_type, now)]
 
 
+ROLES = ("admin", "worker", "client")
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+TOKEN_USE_RESOLUTION = 60.0  # `last_used_at` is written at most once a minute per token
+
+
+def token_hash(secret: str) -> str:
+    """What is stored of a secret. SHA-256 suffices: secrets are random, not passwords."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# Settings a job type may have (PUT /types/{type}), and how each is checked.
+TYPE_COLUMNS = ("timeout", "max_attempts", "backoff_base", "backoff_max", "paused", "retain")
+
+
+def type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> dict:
+    """A job type's public shape: effective settings, whether they are its own, and counts."""
+
+    def own(column: str) -> Any:
+        return row[column] if row is not None else None
+
+    return {
+        "type": name,
+        "timeout": resolve(row, "timeout", DEFAULT_TIMEOUT),
+        "max_attempts": resolve(row, "max_attempts", DEFAULT_MAX_ATTEMPTS),
+        "backoff": {
+            "base": resolve(row, "backoff_base", DEFAULT_BACKOFF_BASE),
+            "max": resolve(row, "backoff_max", DEFAULT_BACKOFF_MAX),
+        },
+        "paused": bool(own("paused")),
+        "retain": own("retain"),
+        "configured": row is not None,
+        "jobs": {status: counts.get(status, 0) for status in JOB_STATUSES},
+    }
+
+
+SCHEDULE_JSON = f"""json_object(
+    'name', name, 'type', type, 'parameters', json(parameters), 'every', every, 'timezone', timezone,
+    'next_run_at', {sql_time("next_run_at")}, 'last_run_at', {sql_time("last_run_at")},
+    'last_job', CAST(last_job_id AS TEXT), 'created_at', {sql_time("created_at")})"""
+
+
 # Which events the metrics count, under which name.
 EVENT_COUNTERS = {
     "submitted": "jobs_submitted",
@@ -468,6 +700,7 @@ class Store:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self.counters: Counter = Counter()  # (counter, job type) -> occurrences since start
+        self._contacts: dict[str, float] = {}  # worker -> last contact, not yet written
         self._counters_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -533,8 +766,9 @@ class Store:
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     def close(self) -> None:
-        """Checkpoint the WAL and close every connection this store opened."""
+        """Save what is noted, checkpoint the WAL and close every connection this store opened."""
         try:
+            self.save_worker_contacts()
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as error:
             log.warning("final checkpoint failed: %s", error)
@@ -954,15 +1188,246 @@ class Store:
         self._committed(queue_changed=True)
         return view
 
+    # -- credentials
+
+    def create_token(self, name: str, role: str) -> str:
+        """Make a credential; return its secret, which is stored only as a hash."""
+        if not TOKEN_NAME.match(name):
+            raise Invalid("a token name is 1-64 letters, digits, '_', '.', '@' or '-'")
+        if role not in ROLES:
+            raise Invalid(f"role must be one of {', '.join(ROLES)}")
+        secret = "lb_" + secrets.token_urlsafe(24)  # 192 random bits
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"a token named {name!r} exists; revoke it first", "exists")
+            db.execute(
+                "INSERT INTO tokens (name, role, hash, created_at) VALUES (?, ?, ?, ?)",
+                (name, role, token_hash(secret), self.clock()),
+            )
+        log.info("token %s created with role %s", name, role)
+        return secret
+
+    def list_tokens(self) -> list[dict]:
+        """Every token's name, role and times; never a secret."""
+        rows = self.db.execute(
+            f"""SELECT json_object('name', name, 'role', role, 'created_at', {sql_time("created_at")},
+                   'last_used_at', {sql_time("last_used_at")}) FROM tokens ORDER BY name"""
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    def revoke_token(self, name: str) -> None:
+        """Delete a token: it stops working with the next request."""
+        with self.transaction() as db:
+            if not db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"no token named {name!r}")
+        log.info("token %s revoked", name)
+
+    def has_tokens(self) -> bool:
+        """Whether any credential exists (if not, the server is in open mode)."""
+        return self.db.execute("SELECT EXISTS (SELECT 1 FROM tokens)").fetchone()[0] == 1
+
+    def find_token(self, secret: str, name: str | None = None) -> sqlite3.Row | None:
+        """The token a secret belongs to (and, for Basic, the name it must have), else None."""
+        digest = token_hash(secret)
+        if name is not None:
+            row = self.db.execute(
+                "SELECT name, role, hash, last_used_at FROM tokens WHERE name = ?", (name,)
+            ).fetchone()
+        else:
+            # The lookup is by the hash of a 192-bit random secret: its timing tells an attacker nothing.
+            row = self.db.execute(
+                "SELECT name, role, hash, last_used_at FROM tokens WHERE hash = ?", (digest,)
+            ).fetchone()
+        if row is None or not hmac.compare_digest(row["hash"], digest):
+            return None
+        now = self.clock()
+        if row["last_used_at"] is None or now - row["last_used_at"] > TOKEN_USE_RESOLUTION:
+            with self.transaction() as db:
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (now, row["name"]))
+        return row
+
+    # -- job types
+
+    def put_type(self, name: str, settings: dict) -> dict:
+        """Change a job type's settings: given fields are set (null restores the default), others kept."""
+        columns = {key: settings[key] for key in TYPE_COLUMNS if key in settings}
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO types (name, updated_at) VALUES (?, ?)", (name, self.clock()))
+            for column, value in columns.items():
+                db.execute(f"UPDATE types SET {column} = ?, updated_at = ? WHERE name = ?", (value, self.clock(), name))
+        if "paused" in columns:
+            log.info("type %s %s", name, "paused" if columns["paused"] else "resumed")
+            self.queue_changed.fire()  # a resumed type's jobs can go out now
+        return self.get_type(name)
+
+    def get_type(self, name: str) -> dict:
+        """A job type's effective settings and its jobs counted by status."""
+        row = self.type_settings(self.db, name)
+        counts = dict(
+            self.db.execute("SELECT status, COUNT(*) FROM jobs WHERE type = ? GROUP BY status", (name,)).fetchall()
+        )
+        if row is None and not counts:
+            raise NotFound(f"no job type {name!r}: none configured and no jobs of it")
+        return type_view(name, row, counts)
+
+    def list_types(self) -> list[dict]:
+        """Every configured type or type with jobs, with settings and counts."""
+        counts: dict[str, dict[str, int]] = {}
+        for job_type, status, number in self.db.execute(
+            "SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status"
+        ):
+            counts.setdefault(job_type, {})[status] = number
+        rows = {row["name"]: row for row in self.db.execute("SELECT * FROM types")}
+        return [type_view(name, rows.get(name), counts.get(name, {})) for name in sorted(set(rows) | set(counts))]
+
+    # -- workers
+
+    def saw_worker(self, name: str) -> None:
+        """Note a worker's contact; written to the file by the reaper (see `save_worker_contacts`)."""
+        with self._counters_lock:
+            self._contacts[name] = self.clock()
+
+    def save_worker_contacts(self) -> None:
+        """Write the contacts noted since the last call."""
+        with self._counters_lock:
+            contacts, self._contacts = self._contacts, {}
+        if contacts:
+            with self.transaction() as db:
+                db.executemany(
+                    """INSERT INTO workers (name, last_seen_at) VALUES (?, ?) ON CONFLICT (name)
+                       DO UPDATE SET last_seen_at = MAX(last_seen_at, excluded.last_seen_at)""",
+                    contacts.items(),
+                )
+
+    def list_workers(self) -> list[dict]:
+        """Every worker seen: last contact, what it does now, and its attempts by outcome."""
+        with self._counters_lock:
+            contacts = dict(self._contacts)
+        seen = {name: last for name, last in self.db.execute("SELECT name, last_seen_at FROM workers")}
+        for name, last in contacts.items():
+            seen[name] = max(last, seen.get(name, last))
+        outcomes: dict[str, dict[str, int]] = {}
+        for worker, status, number in self.db.execute(
+            "SELECT worker, status, COUNT(*) FROM attempts GROUP BY worker, status"
+        ):
+            outcomes.setdefault(worker, {})[status] = number
+        current: dict[str, list] = {}
+        for row in self.db.execute(
+            f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT), {sql_time("updated_at")},
+                   (SELECT {sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
+                FROM jobs WHERE status = 'processing' ORDER BY id"""
+        ):
+            current.setdefault(row[0], []).append({"job": row[1], "type": row[2], "attempt": row[3], "since": row[5]})
+        names = sorted(set(seen) | set(outcomes) | set(current))
+        return [
+            {
+                "name": name,
+                "last_seen_at": rfc3339(seen.get(name)),
+                "working_on": current.get(name, []),
+                "done": outcomes.get(name, {}).get("done", 0),
+                "failed": outcomes.get(name, {}).get("failed", 0),
+                "expired": outcomes.get(name, {}).get("expired", 0),
+            }
+            for name in names
+        ]
+
+    # -- schedules
+
+    def put_schedule(self, name: str, job_type: str, parameters: Any, every: Every) -> dict:
+        """Create or replace a schedule; its first tick is the next one from now."""
+        now = self.clock()
+        with self.transaction() as db:
+            db.execute(
+                """INSERT INTO schedules (name, type, parameters, every, timezone, next_run_at, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
+                   type = excluded.type, parameters = excluded.parameters, every = excluded.every,
+                   timezone = excluded.timezone, next_run_at = excluded.next_run_at,
+                   updated_at = excluded.updated_at""",
+                (name, job_type, encode(parameters), every.text, every.zone_name, every.next_after(now), now, now),
+            )
+        log.info("schedule %s set: %s every %s", name, job_type, every.text)
+        return self.get_schedule(name)
+
+    def get_schedule(self, name: str) -> dict:
+        """One schedule, with its next run and last job."""
+        row = self.db.execute(f"SELECT {SCHEDULE_JSON} FROM schedules WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no schedule named {name!r}")
+        return json.loads(row[0])
+
+    def list_schedules(self) -> list[dict]:
+        """Every schedule, by name."""
+        return [json.loads(row[0]) for row in self.db.execute(f"SELECT {SCHEDULE_JSON} FROM schedules ORDER BY name")]
+
+    def delete_schedule(self, name: str) -> None:
+        """Stop a schedule; jobs it made are kept."""
+        with self.transaction() as db:
+            if not db.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"no schedule named {name!r}")
+        log.info("schedule %s deleted", name)
+
+    def run_schedule(self, name: str, tick: float | None = None) -> dict:
+        """Submit a schedule's job: for `tick` (once only, whoever asks), or now, on demand.
+
+        A tick's job carries the idempotency key schedule:NAME:TICK, so the
+        database itself refuses a second job for the same tick, whichever
+        process or thread tries.
+        """
+        row = self.db.execute("SELECT type, parameters FROM schedules WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no schedule named {name!r}")
+        key = f"schedule:{name}:{tick:.3f}" if tick is not None else None
+        spec = JobSpec(type=row["type"], parameters=json.loads(row["parameters"]))
+        (view,) = self.submit_jobs([spec], key)
+        job = json.loads(view)
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE name = ?",
+                (self.clock(), int(job["id"]), name),
+            )
+        return job
+
+    def fire_due_schedules(self) -> int:
+        """Submit one job for each schedule whose tick has come, and move it to its next tick.
+
+        A schedule that missed several ticks (the server was down) gets one
+        job, for the first missed tick, then waits for the next future one.
+        """
+        now = self.clock()
+        fired = 0
+        for name, tick, every, zone_name in self.db.execute(
+            "SELECT name, next_run_at, every, timezone FROM schedules WHERE next_run_at <= ?", (now,)
+        ).fetchall():
+            try:
+                self.run_schedule(name, tick)  # first: a crash before the move below loses no tick
+            except NotFound:
+                continue  # deleted meanwhile
+            with self.transaction() as db:
+                fired += db.execute(
+                    "UPDATE schedules SET next_run_at = ? WHERE name = ? AND next_run_at = ?",
+                    (parse_every(every, zone_name).next_after(now), name, tick),
+                ).rowcount
+        return fired
+
+    def seconds_until_next_schedule(self) -> float:
+        """Seconds until the next schedule's tick (infinity without schedules)."""
+        row = self.db.execute("SELECT MIN(next_run_at) FROM schedules").fetchone()
+        return float("inf") if row[0] is None else max(0.0, row[0] - self.clock())
+
     # -- housekeeping
 
-    def delete_finished_jobs(self, older_than: float, batch: int = 500) -> int:
-        """Delete one batch of jobs finished before `older_than`, with their events."""
+    def delete_finished_jobs(self, retain: float, batch: int = 500) -> int:
+        """Delete one batch of jobs finished longer ago than their type's retention (else `retain`)."""
+        now = self.clock()
         with self.transaction() as db:
+            shortest = db.execute("SELECT MIN(retain) FROM types").fetchone()[0]
             ids = [
                 row[0]
                 for row in db.execute(
-                    "SELECT id FROM jobs WHERE finished_at < ? ORDER BY finished_at LIMIT ?", (older_than, batch)
+                    """SELECT jobs.id FROM jobs LEFT JOIN types ON types.name = jobs.type
+                       WHERE jobs.finished_at < ? AND jobs.finished_at < ? - COALESCE(types.retain, ?)
+                       ORDER BY jobs.finished_at LIMIT ?""",
+                    (now - min(retain, shortest if shortest is not None else retain), now, retain, batch),
                 )
             ]
             for job_id in ids:
@@ -1081,16 +1546,22 @@ class Reaper(threading.Thread):
         self._last_notified = float("-inf")
 
     def run(self) -> None:
-        """Work every `interval` seconds until stopped; never die of an error."""
+        """Work every `interval` seconds (sooner when a schedule is due) until stopped."""
         while not self._halt.is_set():
             self.run_once()
-            self._halt.wait(self.interval)
+            try:
+                pause = min(self.interval, self.store.seconds_until_next_schedule())
+            except sqlite3.Error:
+                pause = self.interval
+            self._halt.wait(pause)
 
     def run_once(self) -> None:
         """One round of housekeeping; errors are logged, not raised."""
         try:
             while self.store.expire_stale_attempts() and not self._halt.is_set():
                 pass
+            self.store.fire_due_schedules()
+            self.store.save_worker_contacts()
             self.delete_old_jobs()
             if time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY:
                 self.store.checkpoint()
@@ -1103,8 +1574,7 @@ class Reaper(threading.Thread):
     def delete_old_jobs(self) -> None:
         """Delete finished jobs past retention, a batch at a time, within half a round."""
         deadline = time.monotonic() + max(0.05, self.interval / 2)
-        cutoff = self.store.clock() - self.retain
-        while self.store.delete_finished_jobs(cutoff) and time.monotonic() < deadline and not self._halt.is_set():
+        while self.store.delete_finished_jobs(self.retain) and time.monotonic() < deadline and not self._halt.is_set():
             pass
 
     def report_health(self) -> None:
@@ -1260,20 +1730,30 @@ def sse_message(event_id: int, data: str) -> str:
     return f"id: {event_id}\ndata: {data}\n\n"
 
 
-def worker_name(request: bottle.BaseRequest) -> str:
-    """The caller's name in open mode: the Basic user, the bearer text, or `anonymous`."""
-    header = request.get_header("Authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
+def read_credentials(request: bottle.BaseRequest) -> tuple[str | None, str | None]:
+    """(name, secret) from `Authorization`: Basic gives both, Bearer only the secret."""
+    scheme, _, value = request.get_header("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return None, value.strip()
     if scheme.lower() == "basic":
         try:
-            user = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[0]
+            name, _, secret = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise LazybossError("the Basic credentials are not base64 of name:secret", "bad_credentials") from None
-        if user:
-            return user
-    return "anonymous"
+        return name or None, secret or None
+    return None, None
+
+
+@dataclass
+class Caller:
+    """Who sent a request: a name (a worker's identity) and a role."""
+
+    name: str
+    role: str
+
+
+ROLE_RANK = {"client": 1, "worker": 2, "admin": 3}
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="lazyboss", Bearer realm="lazyboss"'}
 
 
 class Api:
@@ -1286,6 +1766,7 @@ class Api:
         self.config = config
         self.reaper = reaper
         self.up_since = time.time()
+        self.open_mode_allowed = is_loopback(config.host)
         self.slots = Slots(config.threads)
         self.request_durations = Histogram(
             "lazyboss_http_request_duration_seconds",
@@ -1293,6 +1774,32 @@ class Api:
         )
 
     # -- request helpers
+
+    def authenticate(self, needed: str) -> Caller:
+        """The caller, checked to hold at least the `needed` role: else 401 or 403."""
+        name, secret = read_credentials(bottle.request)
+        if not self.store.has_tokens():
+            if not self.open_mode_allowed:  # every token was revoked while we listen beyond loopback
+                raise error_response(401, "unauthorized", "no token exists: create one to use this server", CHALLENGE)
+            return Caller(name or secret or "anonymous", "admin")  # open mode
+        token = self.store.find_token(secret, name) if secret else None
+        if token is None:
+            detail = "wrong credentials" if secret else "credentials needed (curl -u NAME:SECRET, or a Bearer token)"
+            raise error_response(401, "unauthorized", detail, CHALLENGE)
+        if ROLE_RANK[token["role"]] < ROLE_RANK[needed]:
+            raise Forbidden(f"{token['name']} is a {token['role']}; this needs a {needed} token")
+        return Caller(token["name"], token["role"])
+
+    @staticmethod
+    def caller() -> Caller:
+        """The authenticated caller of the current request."""
+        return bottle.request.environ["lazyboss.caller"]
+
+    def reporter(self) -> str:
+        """The name of a worker reporting on an attempt, noted as a contact."""
+        name = self.caller().name
+        self.store.saw_worker(name)
+        return name
 
     def read_body(self) -> bytes:
         """The raw request body, refusing one larger than --max-body with 413."""
@@ -1492,7 +1999,8 @@ class Api:
         if "wait" in body:
             wait = check_number(body["wait"], "wait", 0, float("inf"))
         wait = min(wait, self.config.max_wait)
-        worker = worker_name(bottle.request)
+        worker = self.caller().name
+        self.store.saw_worker(worker)
         if wait > 0:
             with self.slots.hold("long_polls"):
                 job = self.store.wait_for_job(worker, types, wait)
@@ -1509,13 +2017,13 @@ class Api:
         """PUT /jobs/{id}/attempts/{aid}/result."""
         result = self.read_json(allow_empty=True)
         bottle.response.status = 201
-        return encode(self.store.complete_attempt(job_id, attempt_id, worker_name(bottle.request), result))
+        return encode(self.store.complete_attempt(job_id, attempt_id, self.reporter(), result))
 
     def put_error(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/error."""
         error = self.read_json(allow_empty=True)
         bottle.response.status = 201
-        return encode(self.store.fail_attempt(job_id, attempt_id, worker_name(bottle.request), error))
+        return encode(self.store.fail_attempt(job_id, attempt_id, self.reporter(), error))
 
     def put_progress(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/progress: a text/event-stream of progress, acknowledged."""
@@ -1530,7 +2038,7 @@ class Api:
         except UnicodeDecodeError:
             raise LazybossError("the progress stream is not UTF-8", "bad_stream") from None
         items = parse_progress(text, self.last_event_id())
-        taken = self.store.record_progress(job_id, attempt_id, worker_name(bottle.request), items)
+        taken = self.store.record_progress(job_id, attempt_id, self.reporter(), items)
         bottle.response.status = 202
         bottle.response.content_type = "text/event-stream"
         return "".join(f"id: {item}\nevent: seen\ndata: seen\n\n" for item in taken)
@@ -1556,6 +2064,84 @@ class Api:
     def retry(self, job_id: str) -> str:
         """POST /jobs/{id}/retry."""
         return encode(self.store.retry_job(job_id))
+
+    # -- supervising
+
+    def create_token(self) -> str:
+        """POST /tokens {name, role}: 201 with the secret, shown this once."""
+        body = self.read_json()
+        if not isinstance(body, dict) or set(body) - {"name", "role"} or not isinstance(body.get("name"), str):
+            raise Invalid('send {"name": ..., "role": "admin" | "worker" | "client"}')
+        secret = self.store.create_token(body["name"], body.get("role", "worker"))
+        bottle.response.status = 201
+        return encode({"name": body["name"], "role": body.get("role", "worker"), "secret": secret})
+
+    def list_tokens(self) -> str:
+        """GET /tokens: names, roles and times, never secrets."""
+        return encode(self.store.list_tokens())
+
+    def revoke_token(self, name: str) -> str:
+        """DELETE /tokens/{name}: the token stops working at once."""
+        self.store.revoke_token(name)
+        bottle.response.status = 204
+        return ""
+
+    def put_type(self, name: str) -> str:
+        """PUT /types/{type}: change the given settings; null restores a default."""
+        if not TYPE_NAME.match(name):
+            raise Invalid("a type is 1-100 letters, digits, '_', '.', ':' or '-'")
+        return encode(self.store.put_type(name, parse_type_settings(self.read_json())))
+
+    def list_types(self) -> str:
+        """GET /types."""
+        return encode(self.store.list_types())
+
+    def get_type(self, name: str) -> str:
+        """GET /types/{type}."""
+        return encode(self.store.get_type(name))
+
+    def list_workers(self) -> str:
+        """GET /workers."""
+        return encode(self.store.list_workers())
+
+    def put_schedule(self, name: str) -> str:
+        """PUT /schedules/{name} {type, parameters, every, timezone?}."""
+        if not TOKEN_NAME.match(name):
+            raise Invalid("a schedule name is 1-64 letters, digits, '_', '.', '@' or '-'")
+        body = self.read_json()
+        if not isinstance(body, dict):
+            raise Invalid('send {"type": ..., "parameters": ..., "every": "10 minutes"}')
+        unknown = sorted(set(body) - {"type", "parameters", "every", "timezone"})
+        if unknown:
+            raise Invalid(f"unknown field {unknown[0]!r}; known: every, parameters, timezone, type")
+        if not isinstance(body.get("type"), str) or not TYPE_NAME.match(body["type"]):
+            raise Invalid("'type' must be a job type name")
+        try:
+            every = parse_every(body.get("every"), body.get("timezone", "UTC"))
+        except ValueError as error:
+            raise Invalid(f"every: {error}") from None
+        return encode(self.store.put_schedule(name, body["type"], body.get("parameters", {}), every))
+
+    def list_schedules(self) -> str:
+        """GET /schedules."""
+        return encode(self.store.list_schedules())
+
+    def get_schedule(self, name: str) -> str:
+        """GET /schedules/{name}."""
+        return encode(self.store.get_schedule(name))
+
+    def delete_schedule(self, name: str) -> str:
+        """DELETE /schedules/{name}: no more ticks."""
+        self.store.delete_schedule(name)
+        bottle.response.status = 204
+        return ""
+
+    def run_schedule(self, name: str) -> str:
+        """POST /schedules/{name}/run: one job now, besides the ticks."""
+        job = self.store.run_schedule(name)
+        bottle.response.status = 202
+        bottle.response.set_header("Location", f"/jobs/{job['id']}")
+        return encode(job)
 
     # -- monitoring
 
@@ -1640,19 +2226,31 @@ class Api:
         return lines.text()
 
 
-def handle_errors(callback: Callable) -> Callable:
-    """Bottle plugin: turn LazybossError into its JSON answer and set JSON content type."""
+class ApiPlugin:
+    """Bottle plugin: authenticate per the route's `role`, and answer LazybossError as JSON."""
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            body = callback(*args, **kwargs)
-        except LazybossError as error:
-            raise error_response(error.status, error.code, error.detail) from None
-        if isinstance(body, str) and body and "Content-Type" not in bottle.response.headers:
-            bottle.response.content_type = "application/json"
-        return body
+    name = "lazyboss"
+    api = 2
 
-    return wrapper
+    def __init__(self, handlers: Api):
+        self.handlers = handlers
+
+    def apply(self, callback: Callable, route: bottle.Route) -> Callable:
+        """Wrap one route's handler."""
+        needed = route.config.get("role")
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                if needed:
+                    bottle.request.environ["lazyboss.caller"] = self.handlers.authenticate(needed)
+                body = callback(*args, **kwargs)
+            except LazybossError as error:
+                raise error_response(error.status, error.code, error.detail) from None
+            if isinstance(body, str) and body and "Content-Type" not in bottle.response.headers:
+                bottle.response.content_type = "application/json"
+            return body
+
+        return wrapper
 
 
 def make_app(store: Store, config: Config | None = None, reaper: Reaper | None = None) -> bottle.Bottle:
@@ -1661,27 +2259,39 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
     api = Api(store, config, reaper)
     app = bottle.Bottle()
     app.config["json.enable"] = False
-    app.install(handle_errors)
-    routes = [
-        ("POST", "/jobs", api.submit),
-        ("GET", "/jobs", api.list_jobs),
-        ("POST", "/jobs/attempt", api.claim),
-        ("GET", "/jobs/<job_id>", api.get_job),
-        ("POST", "/jobs/<job_id>/cancel", api.cancel),
-        ("POST", "/jobs/<job_id>/retry", api.retry),
-        ("GET", "/jobs/<job_id>/attempts", api.list_attempts),
-        ("GET", "/jobs/<job_id>/attempts/<attempt_id>", api.get_attempt),
-        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/result", api.put_result),
-        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/error", api.put_error),
-        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/progress", api.put_progress),
-        ("GET", "/jobs/<job_id>/attempts/<attempt_id>/log", api.get_log),
-        ("GET", "/events", api.events),
-        ("GET", "/health", api.health),
-        ("GET", "/stats", api.stats),
-        ("GET", "/metrics", api.metrics),
+    app.install(ApiPlugin(api))
+    routes = [  # method, path, handler, the least role that may call it (None: anyone)
+        ("POST", "/jobs", api.submit, "client"),
+        ("GET", "/jobs", api.list_jobs, "client"),
+        ("POST", "/jobs/attempt", api.claim, "worker"),
+        ("GET", "/jobs/<job_id>", api.get_job, "client"),
+        ("POST", "/jobs/<job_id>/cancel", api.cancel, "admin"),
+        ("POST", "/jobs/<job_id>/retry", api.retry, "admin"),
+        ("GET", "/jobs/<job_id>/attempts", api.list_attempts, "client"),
+        ("GET", "/jobs/<job_id>/attempts/<attempt_id>", api.get_attempt, "client"),
+        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/result", api.put_result, "worker"),
+        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/error", api.put_error, "worker"),
+        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/progress", api.put_progress, "worker"),
+        ("GET", "/jobs/<job_id>/attempts/<attempt_id>/log", api.get_log, "client"),
+        ("GET", "/events", api.events, "client"),
+        ("POST", "/tokens", api.create_token, "admin"),
+        ("GET", "/tokens", api.list_tokens, "admin"),
+        ("DELETE", "/tokens/<name>", api.revoke_token, "admin"),
+        ("GET", "/types", api.list_types, "admin"),
+        ("GET", "/types/<name>", api.get_type, "admin"),
+        ("PUT", "/types/<name>", api.put_type, "admin"),
+        ("GET", "/workers", api.list_workers, "admin"),
+        ("GET", "/schedules", api.list_schedules, "admin"),
+        ("GET", "/schedules/<name>", api.get_schedule, "admin"),
+        ("PUT", "/schedules/<name>", api.put_schedule, "admin"),
+        ("DELETE", "/schedules/<name>", api.delete_schedule, "admin"),
+        ("POST", "/schedules/<name>/run", api.run_schedule, "admin"),
+        ("GET", "/health", api.health, None),
+        ("GET", "/stats", api.stats, "client"),
+        ("GET", "/metrics", api.metrics, "client"),
     ]
-    for method, path, callback in routes:
-        app.route(path, method, callback)
+    for method, path, callback, role in routes:
+        app.route(path, method, callback, role=role)
 
     def default_error(error: bottle.HTTPError) -> str:
         # Bottle's own refusals (unknown route, wrong method, crash) in our JSON shape.
@@ -1762,6 +2372,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lazyboss {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("serve", help="serve the HTTP API (the default)")
+
+    token = commands.add_parser("token", help="create, list or revoke credentials (on the --db file)")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = token_commands.add_parser("create", help="make a token and print its secret, once")
+    create.add_argument("--name", required=True, help="the token's name; a worker's identity")
+    create.add_argument("--role", choices=ROLES, default="worker")
+    token_commands.add_parser("list", help="names, roles, created and last used (never secrets)")
+    revoke = token_commands.add_parser("revoke", help="delete a token; it stops working at once")
+    revoke.add_argument("name")
+
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--server",
+        default=os.environ.get("LAZYBOSS_URL", "http://127.0.0.1:8080"),
+        help="the lazyboss to talk to [LAZYBOSS_URL, default http://127.0.0.1:8080]",
+    )
+    remote.add_argument("--token", default=os.environ.get("LAZYBOSS_TOKEN"), help="a Bearer secret [LAZYBOSS_TOKEN]")
+    remote.add_argument("--user", default=os.environ.get("LAZYBOSS_USER"), help="NAME:SECRET for Basic [LAZYBOSS_USER]")
+    commands.add_parser("types", parents=[remote], help="job types: settings and counts")
+    for verb in ("pause", "resume"):
+        command = commands.add_parser(verb, parents=[remote], help=f"{verb} handing out jobs of a type")
+        command.add_argument("type")
     return parser
 
 
@@ -1837,16 +2469,19 @@ def activated_socket(environ: dict | None = None) -> socket.socket | None:
 def serve(config: Config) -> int:
     """Run the server until SIGTERM or SIGINT; return the exit status."""
     listener = activated_socket()
-    host = listener.getsockname()[0] if listener is not None else config.host
-    if not is_loopback(host):
+    if listener is not None:
+        config = replace(config, host=listener.getsockname()[0])
+    store = Store(config.db, config.sync)
+    if not is_loopback(config.host) and not store.has_tokens():
+        store.close()
         print(
-            f"lazyboss: refusing to listen on {host}: no token exists, so anyone could take jobs. "
-            "Create one with 'lazyboss token create' or listen on 127.0.0.1.",
+            f"lazyboss: refusing to listen on {config.host}: no token exists, so anyone could take jobs. "
+            f"Create one first (lazyboss --db {config.db} token create --role admin --name me) "
+            "or listen on 127.0.0.1.",
             file=sys.stderr,
         )
         return 2
     notifier = SystemdNotifier()
-    store = Store(config.db, config.sync)
     reaper = Reaper(store, config.reap_interval, parse_duration(config.retain), notifier)
     server = Server(store, config, reaper, listener)
 
@@ -1869,6 +2504,134 @@ def serve(config: Config) -> int:
     return 0
 
 
+# -- talking to a server (the client commands and the shell worker)
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
+
+
+class ServerError(Exception):
+    """The server could not be reached, or answered with an error; the message says which."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Client:
+    """A small HTTP client for the lazyboss API, on the standard library only."""
+
+    def __init__(self, server: str, token: str | None = None, user: str | None = None, timeout: float = 30):
+        parts = urllib.parse.urlsplit(server if "://" in server else f"http://{server}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ServerError(f"--server {server!r} is not an http:// URL")
+        self.server = f"{parts.scheme}://{parts.netloc}"
+        self.parts = parts
+        self.timeout = timeout
+        self.headers = {"User-Agent": f"lazyboss/{__version__}"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        elif user:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+        self._local = threading.local()
+
+    def connect(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        """A new connection to the server."""
+        kind = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
+        return kind(self.parts.hostname, self.parts.port, timeout=timeout or self.timeout)
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = None
+    ) -> tuple[int, Any]:
+        """Send a request on this thread's keep-alive connection; (status, parsed JSON or text)."""
+        data = body if isinstance(body, (bytes, type(None))) else encode(body).encode()
+        sent = {
+            **self.headers,
+            **({"Content-Type": "application/json"} if data and not isinstance(body, bytes) else {}),
+        }
+        sent.update(headers or {})
+        for attempt in (1, 2):  # a kept-alive connection the server has since closed gets one fresh try
+            connection = getattr(self._local, "connection", None) or self.connect()
+            self._local.connection = connection
+            try:
+                if timeout is not None:
+                    connection.timeout = timeout
+                    if connection.sock:
+                        connection.sock.settimeout(timeout)
+                connection.request(method, path, body=data, headers=sent)
+                response = connection.getresponse()
+                payload = response.read()
+                break
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                self._local.connection = None
+                if attempt == 2 or isinstance(error, (ConnectionRefusedError, socket.timeout)):
+                    raise ServerError(f"cannot reach {self.server}: {error}") from None
+        content_type = response.getheader("Content-Type", "")
+        parsed = payload.decode("utf-8", "replace")
+        if "json" in content_type and payload:
+            parsed = json.loads(payload)
+        if response.status >= 400:
+            code = parsed.get("error") if isinstance(parsed, dict) else None
+            detail = parsed.get("detail") if isinstance(parsed, dict) else parsed
+            raise ServerError(
+                f"{method} {path}: {response.status} {code or ''} {detail}".strip(), response.status, code
+            )
+        return response.status, parsed
+
+
+def print_json(value: Any) -> None:
+    """Pretty JSON on stdout."""
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """A plain aligned table on stdout."""
+    cells = [[("" if row.get(column) is None else str(row.get(column))) for column in columns] for row in rows]
+    widths = [max([len(column)] + [len(line[index]) for line in cells]) for index, column in enumerate(columns)]
+    for line in [[column.upper() for column in columns]] + cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def command_token(args: argparse.Namespace, config: Config) -> int:
+    """lazyboss token create|list|revoke, on the database file itself."""
+    store = Store(config.db, config.sync)
+    try:
+        if args.token_command == "create":
+            secret = store.create_token(args.name, args.role)
+            print(secret)
+            print(f"Token {args.name!r} ({args.role}) created. The secret is shown only now.", file=sys.stderr)
+        elif args.token_command == "list":
+            print_table(store.list_tokens(), ["name", "role", "created_at", "last_used_at"])
+        else:
+            store.revoke_token(args.name)
+            print(f"Token {args.name!r} revoked.", file=sys.stderr)
+    except LazybossError as error:
+        print(f"lazyboss: {error.detail}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, Invalid) else EXIT_SERVER
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def command_types(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss types | pause TYPE | resume TYPE."""
+    if args.command in ("pause", "resume"):
+        _, kind = client.request("PUT", f"/types/{urllib.parse.quote(args.type)}", {"paused": args.command == "pause"})
+        print(f"{kind['type']}: {'paused' if kind['paused'] else 'handed out'}")
+        return EXIT_OK
+    _, kinds = client.request("GET", "/types")
+    rows = [
+        {**kind, **kind["jobs"], "paused": "paused" if kind["paused"] else "", "backoff": kind["backoff"]["base"]}
+        for kind in kinds
+    ]
+    print_table(rows, ["type", "paused", "timeout", "max_attempts", "pending", "processing", "done", "failed"])
+    return EXIT_OK
+
+
+CLIENT_COMMANDS = {"types": command_types, "pause": command_types, "resume": command_types}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `lazyboss` and `python lazyboss.py`."""
     parser = build_parser()
@@ -1881,6 +2644,14 @@ def main(argv: list[str] | None = None) -> int:
         parse_duration(config.retain)
     except ValueError as error:
         parser.error(f"--retain: {error}")
+    if args.command == "token":
+        return command_token(args, config)
+    if args.command in CLIENT_COMMANDS:
+        try:
+            return CLIENT_COMMANDS[args.command](args, Client(args.server, args.token, args.user))
+        except ServerError as error:
+            print(f"lazyboss: {error}", file=sys.stderr)
+            return EXIT_SERVER
     return serve(config)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import codecs
 import hashlib
 import hmac
 import http.client
@@ -24,9 +25,11 @@ import os
 import random
 import re
 import secrets
+import shlex
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -348,6 +351,7 @@ class ProgressItem:
         return {"id": self.id, "event": self.event, "data": self.data}
 
 
+SSE_LINE_END = re.compile(r"\r\n|\r|\n")  # the only line ends of text/event-stream
 PROGRESS_EVENT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -362,7 +366,7 @@ def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
     fields: dict[str, Any] = {}
     data: list[str] = []
     previous = last_id or 0
-    for line in text.splitlines() + [""]:
+    for line in SSE_LINE_END.split(text) + [""]:
         if line.startswith(":"):
             continue
         if line:
@@ -2391,6 +2395,35 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--token", default=os.environ.get("LAZYBOSS_TOKEN"), help="a Bearer secret [LAZYBOSS_TOKEN]")
     remote.add_argument("--user", default=os.environ.get("LAZYBOSS_USER"), help="NAME:SECRET for Basic [LAZYBOSS_USER]")
     commands.add_parser("types", parents=[remote], help="job types: settings and counts")
+    submit = commands.add_parser("submit", parents=[remote], help="submit a job; print its id")
+    submit.add_argument("type")
+    submit.add_argument("parameters", nargs="?", help="the parameters as JSON, or - to read them from stdin")
+    submit.add_argument("--priority", type=int)
+    submit.add_argument("--delay", type=float, help="seconds before the job may run")
+    submit.add_argument("--key", help="an Idempotency-Key: the same key never makes a second job")
+    submit.add_argument("--wait", action="store_true", help="wait for the job; print its result; exit 1 if it failed")
+    jobs = commands.add_parser("jobs", parents=[remote], help="list jobs, newest first")
+    jobs.add_argument("--status", action="append", choices=JOB_STATUSES)
+    jobs.add_argument("--type", action="append")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+    for verb, text in (
+        ("show", "a job, its attempts and their logs"),
+        ("follow", "print a job's log and status changes until it ends (exit 1 if it failed)"),
+        ("cancel", "cancel a pending or processing job"),
+        ("retry", "send a failed or cancelled job back to pending"),
+    ):
+        command = commands.add_parser(verb, parents=[remote], help=text)
+        command.add_argument("id")
+    commands.add_parser("status", parents=[remote], help="queue depth by type and status, and the workers")
+    work = commands.add_parser("work", parents=[remote], help="run COMMAND for each job of the given types")
+    work.add_argument("--type", action="append", required=True, dest="types", help="a job type to take (repeat)")
+    work.add_argument("-c", "--concurrency", type=int, default=1, help="jobs run at once")
+    work.add_argument("--timeout", type=float, help="wall-clock limit per job (default: the job's timeout)")
+    work.add_argument("--grace", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
+    work.add_argument("--json-result", action="store_true", help="the result is stdout parsed as JSON")
+    work.add_argument("--name", help="the worker's name in open mode (default: the host name)")
+    work.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     for verb in ("pause", "resume"):
         command = commands.add_parser(verb, parents=[remote], help=f"{verb} handing out jobs of a type")
         command.add_argument("type")
@@ -2629,7 +2662,494 @@ def command_types(args: argparse.Namespace, client: Client) -> int:
     return EXIT_OK
 
 
-CLIENT_COMMANDS = {"types": command_types, "pause": command_types, "resume": command_types}
+def read_event_stream(client: Client, path: str, headers: dict | None = None) -> Iterator[tuple[str, Any]]:
+    """Follow a text/event-stream: (event id, parsed data) for each event, until the server ends it."""
+    connection = client.connect(timeout=120)  # heartbeats come every 15 s
+    try:
+        connection.request("GET", path, headers={**client.headers, "Accept": "text/event-stream", **(headers or {})})
+        response = connection.getresponse()
+        if response.status >= 400 or response.status == 204:
+            body = response.read().decode("utf-8", "replace")
+            if response.status == 204:
+                return
+            raise ServerError(f"GET {path}: {response.status} {body.strip()}", response.status)
+        event_id, data = "", []
+        for raw in response:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+            elif not line and data:
+                yield event_id, json.loads("\n".join(data))
+                data = []
+    except (OSError, http.client.HTTPException) as error:
+        raise ServerError(f"lost the stream from {client.server}: {error}") from None
+    finally:
+        connection.close()
+
+
+def follow_job(client: Client, job_id: str, echo_log: bool) -> dict:
+    """Print a job's log chunks (and status changes) as they come; return the finished job."""
+    path = f"/events?job={urllib.parse.quote(job_id)}&last_event_id=0"
+    client.request("GET", f"/jobs/{urllib.parse.quote(job_id)}")  # a clear 404 for an unknown job
+    for _, event in read_event_stream(client, path):
+        job = event["job"]
+        if echo_log:
+            for item in (event.get("detail") or {}).get("events", []):
+                if item["event"] == "log_chunk":
+                    sys.stdout.write(item["data"])
+                    sys.stdout.flush()
+            if event["event"] != "progress":
+                print(f"[lazyboss] job {job['id']} {event['event']}: {job['status']}", file=sys.stderr)
+        if job["status"] in FINISHED_STATUSES:
+            return job
+    raise ServerError("the event stream ended before the job did")
+
+
+def command_submit(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss submit TYPE [JSON|-]: print the job id; with --wait, the result."""
+    text = sys.stdin.read() if args.parameters == "-" else args.parameters
+    try:
+        parameters = json.loads(text) if text is not None else {}
+    except ValueError as error:
+        print(f"lazyboss: the parameters are not JSON: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    body: dict[str, Any] = {"type": args.type, "parameters": parameters}
+    if args.priority is not None:
+        body["priority"] = args.priority
+    if args.delay is not None:
+        body["delay"] = args.delay
+    _, job = client.request("POST", "/jobs", body, {"Idempotency-Key": args.key} if args.key else None)
+    print(job["id"])
+    if not args.wait:
+        return EXIT_OK
+    job = follow_job(client, job["id"], echo_log=False)
+    print_json(job["result"] if job["status"] == "done" else {"status": job["status"], "error": job["error"]})
+    return EXIT_OK if job["status"] == "done" else EXIT_JOB_FAILED
+
+
+def command_jobs(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss jobs: newest first, as a table or JSON."""
+    query = urllib.parse.urlencode(
+        [("limit", args.limit)] + [("status", s) for s in args.status or []] + [("type", t) for t in args.type or []]
+    )
+    _, listing = client.request("GET", f"/jobs?{query}")
+    if args.json:
+        print_json(listing["jobs"])
+    else:
+        print_table(listing["jobs"], ["id", "type", "status", "attempts", "assignee", "created_at", "finished_at"])
+    return EXIT_OK
+
+
+def command_show(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss show ID: the job, its attempts and their logs."""
+    job_path = f"/jobs/{urllib.parse.quote(args.id)}"
+    _, job = client.request("GET", job_path)
+    _, attempts = client.request("GET", f"{job_path}/attempts")
+    for attempt in attempts:
+        attempt["log"] = client.request("GET", f"{job_path}/attempts/{attempt['id']}/log")[1]
+    print_json({**job, "attempt_history": attempts})
+    return EXIT_OK
+
+
+def command_follow(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss follow ID: its log and status changes as they happen, until it ends."""
+    job = follow_job(client, args.id, echo_log=True)
+    return EXIT_OK if job["status"] == "done" else EXIT_JOB_FAILED
+
+
+def command_cancel_or_retry(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss cancel ID | retry ID."""
+    _, job = client.request("POST", f"/jobs/{urllib.parse.quote(args.id)}/{args.command}")
+    print(f"job {job['id']}: {job['status']}")
+    return EXIT_OK
+
+
+def command_status(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss status: queue depth by type and status, and the workers (for admins)."""
+    _, stats = client.request("GET", "/stats")
+    rows = [
+        {"type": job_type, **{status: counts.get(status, 0) for status in JOB_STATUSES}}
+        for job_type, counts in sorted(stats["jobs_by_type"].items())
+    ]
+    print_table(rows, ["type", *JOB_STATUSES])
+    try:
+        _, workers = client.request("GET", "/workers")
+    except ServerError as error:
+        if error.status != 403:
+            raise
+        return EXIT_OK  # not an admin: no worker list
+    print()
+    for worker in workers:
+        worker["doing"] = ", ".join(f"job {w['job']} since {w['since']}" for w in worker["working_on"]) or "-"
+    print_table(workers, ["name", "last_seen_at", "doing", "done", "failed", "expired"])
+    return EXIT_OK
+
+
+CLIENT_COMMANDS = {
+    "types": command_types,
+    "pause": command_types,
+    "resume": command_types,
+    "submit": command_submit,
+    "jobs": command_jobs,
+    "show": command_show,
+    "follow": command_follow,
+    "cancel": command_cancel_or_retry,
+    "retry": command_cancel_or_retry,
+    "status": command_status,
+}
+
+
+# -- the shell worker
+
+OUTPUT_TAIL = 64 * 1024  # bytes of stdout and stderr kept for the result or error
+BATCH_DELAY = 0.25  # seconds output may wait before it is sent as progress
+HEARTBEAT = 2.0  # seconds of silence after which the lease is renewed anyway
+PROGRESS_REQUEST_BYTES = 256 * 1024  # most output sent in one progress request
+CANCEL_GRACE = 3.0  # seconds a cancelled command gets between SIGTERM and SIGKILL
+PERCENT_LINE = re.compile(r"^LAZYBOSS_PERCENT=(\d+(?:\.\d+)?)\s*$")
+
+
+class Output:
+    """One output stream of a command: decoded text for the log, its last bytes for the report."""
+
+    def __init__(self) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.tail = bytearray()
+        self.line = ""  # the unfinished last line, to spot LAZYBOSS_PERCENT=
+
+    def take(self, data: bytes) -> str:
+        """Keep the tail; return the newly decoded text."""
+        self.tail += data
+        del self.tail[:-OUTPUT_TAIL]
+        return self.decoder.decode(data, final=not data)
+
+    def text(self) -> str:
+        """The kept tail as text."""
+        return bytes(self.tail).decode("utf-8", "replace")
+
+
+class JobRun:
+    """One claimed job: its command in its own process group, the progress sent, the report."""
+
+    def __init__(self, worker: ShellWorker, job: dict):
+        self.worker = worker
+        self.job = job
+        self.path = f"/jobs/{job['id']}/attempts/{job['attempt']}"
+        self.outputs = {"stdout": Output(), "stderr": Output()}
+        self.pending: list[ProgressItem] = []  # not yet acknowledged by the server
+        self.next_id = 1
+        self.lock = threading.Lock()
+        self.stopped_because: str | None = None  # why we stopped the command, if we did
+        self.kill_at: float | None = None
+        self.process: subprocess.Popen | None = None
+        self.output_closed = threading.Event()
+
+    def run(self) -> None:
+        """Run the command to its end (or ours), then report."""
+        job, started = self.job, time.monotonic()
+        log.info("claimed job %s (type %s, attempt %s)", job["id"], job["type"], job["attempt"])
+        environment = {
+            **os.environ,
+            "LAZYBOSS_JOB_ID": job["id"],
+            "LAZYBOSS_ATTEMPT": job["attempt"],
+            "LAZYBOSS_TYPE": job["type"],
+            "LAZYBOSS_URL": self.worker.client.server,
+        }
+        try:
+            self.process = subprocess.Popen(
+                self.worker.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=environment,
+                start_new_session=True,  # its own process group: we can stop all it started
+            )
+        except OSError as error:
+            self.report("error", {"error": f"cannot run {self.worker.command[0]}: {error}", "return_code": None})
+            return
+        readers = [
+            threading.Thread(target=self.read, args=(name, pipe), daemon=True)
+            for name, pipe in (("stdout", self.process.stdout), ("stderr", self.process.stderr))
+        ]
+        readers.append(threading.Thread(target=self.feed, daemon=True))
+        for reader in readers:
+            reader.start()
+        limit = self.worker.timeout or job.get("timeout") or DEFAULT_TIMEOUT
+        last_sent, ended_at = time.monotonic(), None
+        while True:
+            now = time.monotonic()
+            if self.process.poll() is not None:
+                ended_at = ended_at or now
+                # Output still open after the command ended belongs to something it left behind.
+                if not any(reader.is_alive() for reader in readers[:2]) or now - ended_at > 2:
+                    break
+            elif self.stopped_because is None:
+                if now - started > limit:
+                    self.stop("timeout", self.worker.grace)
+                elif self.worker.hard_stop or (self.worker.deadline and now > self.worker.deadline):
+                    self.stop("shutdown", 0 if self.worker.hard_stop else self.worker.grace)
+            elif self.kill_at is not None and now >= self.kill_at:
+                self.signal_group(signal.SIGKILL)
+                self.kill_at = None
+            if self.pending or now - last_sent >= HEARTBEAT:
+                if not self.send_progress():
+                    self.stop("cancelled", CANCEL_GRACE)
+                last_sent = now
+            if any(reader.is_alive() for reader in readers[:2]):
+                self.output_closed.wait(BATCH_DELAY)  # set when an output ends: the command is likely done
+                self.output_closed.clear()
+            else:
+                try:
+                    self.process.wait(BATCH_DELAY)
+                except subprocess.TimeoutExpired:
+                    pass
+        for output in self.outputs.values():
+            self.queue("log_chunk", output.take(b""))  # what the decoders still held
+        while self.pending and self.stopped_because != "cancelled" and not self.worker.hard_stop:
+            if not self.send_progress():
+                break
+        self.finish(time.monotonic() - started)
+
+    def feed(self) -> None:
+        """Write the parameters to the command's stdin, then close it."""
+        assert self.process is not None and self.process.stdin is not None
+        try:
+            self.process.stdin.write(encode(self.job.get("parameters")).encode() + b"\n")
+            self.process.stdin.close()
+        except OSError:
+            pass  # the command does not read its stdin: fine
+
+    def read(self, name: str, pipe: Any) -> None:
+        """Pass one output stream on as log chunks (and LAZYBOSS_PERCENT= lines as percent)."""
+        output = self.outputs[name]
+        while True:
+            data = os.read(pipe.fileno(), 65536)
+            if not data:
+                self.output_closed.set()
+                return
+            text = output.take(data)
+            self.queue("log_chunk", text)
+            if name == "stderr":
+                lines = (output.line + text).split("\n")
+                output.line = lines.pop()
+                for line in lines:
+                    match = PERCENT_LINE.match(line.strip())
+                    if match:
+                        self.queue("percent", match.group(1))
+
+    def queue(self, event: str, data: str) -> None:
+        """Add a progress event to send, with the next id."""
+        if not data:
+            return
+        with self.lock:
+            self.pending.append(ProgressItem(self.next_id, event, data))
+            self.next_id += 1
+
+    def send_progress(self) -> bool:
+        """Send what is pending (or a heartbeat); False when the server says to stop the work."""
+        with self.lock:
+            batch, size = [], 0
+            for item in self.pending:
+                if batch and size + len(item.data) > PROGRESS_REQUEST_BYTES:
+                    break
+                batch.append(item)
+                size += len(item.data)
+        body = "".join(
+            f"id: {item.id}\nevent: {item.event}\n"
+            + "".join(f"data: {line}\n" for line in item.data.split("\n"))
+            + "\n"
+            for item in batch
+        )
+        try:
+            self.worker.client.request(
+                "PUT", f"{self.path}/progress", body.encode(), {"Content-Type": "text/event-stream"}
+            )
+        except ServerError as error:
+            if error.status in (403, 404, 409):
+                log.warning("job %s: %s; stopping its command", self.job["id"], error.code or error)
+                return False
+            log.warning("job %s: progress not sent (%s); will send again", self.job["id"], error)
+            return True  # keep it pending: the ids make a resend harmless
+        with self.lock:
+            del self.pending[: len(batch)]
+        return True
+
+    def stop(self, reason: str, grace: float) -> None:
+        """SIGTERM to the command's process group, SIGKILL after `grace` seconds."""
+        self.stopped_because = reason
+        self.signal_group(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        self.kill_at = time.monotonic() + grace if grace > 0 else None
+
+    def signal_group(self, signum: int) -> None:
+        """Signal every process of the command's group."""
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def finish(self, duration: float) -> None:
+        """Report the outcome: a result for exit 0, else an error."""
+        assert self.process is not None
+        code = self.process.wait()
+        stdout, stderr = self.outputs["stdout"].text(), self.outputs["stderr"].text()
+        signame = signal.Signals(-code).name if code < 0 else None
+        log.info(
+            "finished job %s: %s in %.2f s%s",
+            self.job["id"],
+            f"killed by {signame}" if signame else f"exit {code}",
+            duration,
+            f" ({self.stopped_because})" if self.stopped_because else "",
+        )
+        if self.stopped_because == "cancelled":
+            return  # the job is over already; nobody takes a report
+        outcome = {"return_code": None if signame else code, "signal": signame, "stdout": stdout, "stderr": stderr}
+        outcome["duration_s"] = round(duration, 3)
+        if self.stopped_because:
+            outcome["stopped_because"] = self.stopped_because
+        if code != 0:
+            self.report("error", outcome)
+        elif self.worker.json_result:
+            try:
+                self.report("result", json.loads(stdout))
+            except ValueError as error:
+                self.report("error", {**outcome, "error": f"--json-result: stdout is not JSON: {error}"})
+        else:
+            self.report("result", outcome)
+
+    def report(self, kind: str, body: Any) -> None:
+        """Deliver a result or error, again and again until the server answers it."""
+        failures = 0
+        while True:
+            try:
+                self.worker.client.request("PUT", f"{self.path}/{kind}", body)
+                return
+            except ServerError as error:
+                if error.status in (403, 404, 409):
+                    log.warning("job %s: %s dropped: %s", self.job["id"], kind, error)
+                    return
+                if self.worker.hard_stop:
+                    log.error("job %s: %s lost at exit: %s", self.job["id"], kind, error)
+                    return
+                failures += 1
+                log.warning("job %s: %s not delivered (%s); trying again", self.job["id"], kind, error)
+                time.sleep(retry_delay(failures))
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next try after `failures` failures in a row: doubling, jittered, at most ~5 s."""
+    return min(5.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)
+
+
+class ShellWorker:
+    """`lazyboss work`: claims jobs of some types by long polling and runs a command for each."""
+
+    LONG_POLL = 30.0
+
+    def __init__(self, client: Client, types: list[str], command: list[str], concurrency: int, **options: Any):
+        self.client = client
+        self.types = types
+        self.command = command
+        self.concurrency = concurrency
+        self.timeout: float | None = options.get("timeout")
+        self.grace: float = options.get("grace", 30.0)
+        self.json_result: bool = options.get("json_result", False)
+        self.stopping = threading.Event()
+        self.deadline: float | None = None  # after a SIGTERM: when running commands get stopped
+        self.hard_stop = False  # a second SIGINT: kill everything now
+        self.polls: dict[int, http.client.HTTPConnection] = {}
+
+    def run(self) -> int:
+        """Work until SIGTERM or SIGINT; return the exit status."""
+        signal.signal(signal.SIGTERM, self.shut_down)
+        signal.signal(signal.SIGINT, self.shut_down)
+        slots = [threading.Thread(target=self.work, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)]
+        for slot in slots:
+            slot.start()
+        log.info("working on %s with %d slot(s): %s", ", ".join(self.types), self.concurrency, shlex.join(self.command))
+        while any(slot.is_alive() for slot in slots):
+            for slot in slots:
+                slot.join(0.2)  # short joins let signal handlers run
+        log.info("worker stopped")
+        return EXIT_OK
+
+    def shut_down(self, signum: int, frame: Any) -> None:
+        """First signal: claim nothing more, let running commands finish for --grace. Second SIGINT: kill."""
+        if self.stopping.is_set():
+            if signum == signal.SIGINT:
+                self.hard_stop = True
+            return
+        self.stopping.set()
+        self.deadline = time.monotonic() + self.grace
+        for connection in list(self.polls.values()):  # end waiting long polls now
+            if connection.sock is not None:
+                try:
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def work(self) -> None:
+        """One slot: claim, run, report, until told to stop."""
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                job = self.claim()
+                failures = 0
+            except ServerError as error:
+                if self.stopping.is_set():
+                    return
+                failures += 1
+                log.warning("cannot claim: %s; trying again", error)
+                self.stopping.wait(retry_delay(failures))
+                continue
+            if job is not None:
+                JobRun(self, job).run()
+
+    def claim(self) -> dict | None:
+        """One long poll for a job of our types; None when none came."""
+        connection = self.client.connect(timeout=self.LONG_POLL + 30)
+        self.polls[threading.get_ident()] = connection
+        try:
+            if self.stopping.is_set():
+                return None
+            body = encode({"types": self.types, "wait": self.LONG_POLL}).encode()
+            headers = {**self.client.headers, "Content-Type": "application/json"}
+            connection.request("POST", "/jobs/attempt", body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            raise ServerError(f"cannot reach {self.client.server}: {error}") from None
+        finally:
+            self.polls.pop(threading.get_ident(), None)
+            connection.close()
+        if response.status == 204:
+            return None
+        if response.status != 201:
+            raise ServerError(f"claim refused: {response.status} {data.decode('utf-8', 'replace')}", response.status)
+        return json.loads(data)
+
+
+def command_work(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss work --type T -- COMMAND...: the shell worker."""
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        print("lazyboss work: give the command after --, e.g. lazyboss work --type t -- sh -c 'cat'", file=sys.stderr)
+        return EXIT_USAGE
+    if args.concurrency < 1:
+        print("lazyboss work: -c needs at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    worker = ShellWorker(
+        client,
+        args.types,
+        command,
+        args.concurrency,
+        timeout=args.timeout,
+        grace=args.grace,
+        json_result=args.json_result,
+    )
+    return worker.run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -2646,9 +3166,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--retain: {error}")
     if args.command == "token":
         return command_token(args, config)
-    if args.command in CLIENT_COMMANDS:
+    if args.command in CLIENT_COMMANDS or args.command == "work":
+        # In open mode a worker's name is its Basic user: by default the host name.
+        user = args.user or (
+            f"{getattr(args, 'name', None) or socket.gethostname()}:" if args.command == "work" else None
+        )
         try:
-            return CLIENT_COMMANDS[args.command](args, Client(args.server, args.token, args.user))
+            client = Client(args.server, args.token, user)
+            if args.command == "work":
+                return command_work(args, client)
+            return CLIENT_COMMANDS[args.command](args, client)
         except ServerError as error:
             print(f"lazyboss: {error}", file=sys.stderr)
             return EXIT_SERVER

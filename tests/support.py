@@ -77,9 +77,9 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="the condition"):
 class ServerProcess:
     """`python lazyboss.py` in a subprocess on a free port, its log lines collected."""
 
-    def __init__(self, db, *args, env=None):
+    def __init__(self, db, *args, env=None, port=None):
         environment = {**os.environ, **(env or {})}
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "lazyboss.py"), "--db", str(db), "--port", str(self.port), *args],
@@ -149,3 +149,27 @@ class EventStream:
         self.socket.shutdown(socket.SHUT_RDWR)
         self.response.close()
         self.connection.close()
+
+
+class WorkerProcess:
+    """`python lazyboss.py work` in a subprocess, its log lines collected."""
+
+    def __init__(self, url, *args, command):
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "lazyboss.py"), "work", "--server", url, *args, "--", *command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stderr:
+            self.log.append(line)
+
+    def stop(self, timeout=10):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout)

@@ -143,8 +143,13 @@ def test_the_unit_files_pass_systemd_analyze_verify(tmp_path):
     assert "ExecStart=/opt/lazyboss/bin/lazyboss" in unit
     (tmp_path / "lazyboss.service").write_text(unit.replace("/opt/lazyboss/bin/lazyboss", str(executable)))
     shutil.copy(ROOT / "systemd" / "lazyboss.socket", tmp_path / "lazyboss.socket")
+    worker = (ROOT / "systemd" / "lazyboss-worker@.service").read_text()
+    (tmp_path / "lazyboss-worker@backup.service").write_text(
+        worker.replace("/opt/lazyboss/bin/lazyboss", str(executable))
+    )
+    units = ["lazyboss.service", "lazyboss.socket", "lazyboss-worker@backup.service"]
     verified = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "lazyboss.service"), str(tmp_path / "lazyboss.socket")],
+        ["systemd-analyze", "verify", *(str(tmp_path / unit) for unit in units)],
         capture_output=True,
         text=True,
         timeout=60,

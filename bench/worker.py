@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""The shell worker's throughput and overhead, printed as JSON.
+
+    python bench/worker.py [--jobs 400]
+
+It starts `lazyboss.py` on a temporary database and `lazyboss work` running
+`true`, once with -c 1 and once with -c 4, submits --jobs jobs in one batch
+and measures:
+  - jobs/s from the submit until the last job is done,
+  - the worker's own overhead per job, p50/p99: from the claim (the
+    attempt's started_at) to the report (finished_at), minus the command's
+    own run time as the worker measured it (duration_s).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+
+from throughput import ROOT, Client, start_server
+
+
+def seconds(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def run(port, concurrency, jobs):
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "lazyboss.py"), "--log-level", "warning", "work"]
+        + ["--server", f"http://127.0.0.1:{port}", "--type", f"c{concurrency}", "-c", str(concurrency), "--", "true"],
+        stdin=subprocess.DEVNULL,
+    )
+    client = Client(port)
+    try:
+        time.sleep(1)  # let the worker start and begin its long polls
+        started = time.perf_counter()
+        _, submitted = client.call("POST", "/jobs", [{"type": f"c{concurrency}"} for _ in range(jobs)])
+        while client.call("GET", "/stats")[1]["jobs_by_type"][f"c{concurrency}"].get("done", 0) < jobs:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    overheads = []
+    for job in submitted:
+        (attempt,) = client.call("GET", f"/jobs/{job['id']}/attempts")[1]
+        run_time = attempt["result"]["duration_s"]
+        overheads.append((seconds(attempt["finished_at"]) - seconds(attempt["started_at"]) - run_time) * 1000)
+    overheads.sort()
+    return {
+        "jobs_per_s": round(jobs / elapsed, 1),
+        "overhead_p50_ms": round(statistics.median(overheads), 1),
+        "overhead_p99_ms": round(overheads[int(len(overheads) * 0.99) - 1], 1),
+        "command_run_time_p50_ms": round(
+            statistics.median(
+                client.call("GET", f"/jobs/{job['id']}")[1]["result"]["duration_s"] * 1000 for job in submitted[:50]
+            ),
+            1,
+        ),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=400)
+    args = parser.parse_args()
+    report = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    with tempfile.TemporaryDirectory() as folder:
+        process, port = start_server("--db", os.path.join(folder, "worker.sqlite"), "--log-level", "warning")
+        try:
+            report["c1"] = run(port, 1, args.jobs)
+            report["c4"] = run(port, 4, args.jobs)
+        finally:
+            process.terminate()
+            process.wait(30)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1000,12 +1000,23 @@ class Store:
 
     # -- reporting
 
-    def _current_attempt(self, db: sqlite3.Connection, job_id: str, attempt_id: str, worker: str) -> tuple:
-        """The job and attempt a worker reports on, after checking it may."""
+    def _running_attempt(
+        self, db: sqlite3.Connection, job_id: str, attempt_id: str, worker: str, resent: str | None = None
+    ) -> tuple | None:
+        """The job and running attempt a worker reports on, after checking it may.
+
+        None when the attempt already ended as `resent`: the same report sent
+        again (its answer was lost), which changes nothing.
+        """
         attempt = self._attempt_row(db, job_id, attempt_id)
         if attempt["worker"] != worker:
             raise Forbidden(f"attempt {attempt_id} of job {job_id} belongs to worker {attempt['worker']!r}")
-        return self._job_row(db, job_id), attempt
+        job = self._job_row(db, job_id)
+        if resent is not None and attempt["status"] == resent:
+            return None
+        if attempt["status"] != "processing":
+            self._refuse_report(job, attempt)
+        return job, attempt
 
     def _refuse_report(self, job: sqlite3.Row, attempt: sqlite3.Row) -> None:
         """Conflict for a report on an attempt that is no longer running."""
@@ -1022,11 +1033,10 @@ class Store:
         """Accept the result of the job's current attempt: the job is done."""
         now = self.clock()
         with self.transaction() as db:
-            job, attempt = self._current_attempt(db, job_id, attempt_id, worker)
-            if attempt["status"] == "done":  # a resend of a result already taken
+            running = self._running_attempt(db, job_id, attempt_id, worker, resent="done")
+            if running is None:
                 return self.get_job(job_id)
-            if attempt["status"] != "processing":
-                self._refuse_report(job, attempt)
+            job, attempt = running
             db.execute(
                 "UPDATE attempts SET status = 'done', finished_at = ?, result = ? WHERE job_id = ? AND id = ?",
                 (now, encode(result), job["id"], attempt["id"]),
@@ -1044,11 +1054,10 @@ class Store:
         """Take the error of the job's current attempt: retry later, or fail the job."""
         now = self.clock()
         with self.transaction() as db:
-            job, attempt = self._current_attempt(db, job_id, attempt_id, worker)
-            if attempt["status"] == "failed":  # a resend of an error already taken
+            running = self._running_attempt(db, job_id, attempt_id, worker, resent="failed")
+            if running is None:
                 return self.get_job(job_id)
-            if attempt["status"] != "processing":
-                self._refuse_report(job, attempt)
+            job, _ = running
             view, requeued = self._end_attempt(db, job, "failed", error, now)
         self._committed(queue_changed=requeued)
         return view
@@ -1097,9 +1106,7 @@ class Store:
         """Store a worker's progress events once each and renew the lease; return the ids taken."""
         now = self.clock()
         with self.transaction() as db:
-            job, attempt = self._current_attempt(db, job_id, attempt_id, worker)
-            if attempt["status"] != "processing":
-                self._refuse_report(job, attempt)
+            job, attempt = self._running_attempt(db, job_id, attempt_id, worker)  # type: ignore[misc]
             fresh = []
             for item in items:
                 inserted = db.execute(

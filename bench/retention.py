@@ -15,11 +15,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 
-from throughput import Client, start_server
+from throughput import Client, running_server
 
 
 def main():
@@ -28,11 +27,7 @@ def main():
     parser.add_argument("--retain", default="5s")
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        db = os.path.join(folder, "retention.sqlite")
-        process, port = start_server(
-            "--db", db, "--retain", args.retain, "--reap-interval", "0.2", "--log-level", "warning"
-        )
+    with running_server("--retain", args.retain, "--reap-interval", "0.2") as (port, db):
         done = [0] * args.workers
         stop = time.monotonic() + args.seconds
 
@@ -65,8 +60,6 @@ def main():
         for thread in threads:
             thread.join()
         kept = Client(port).call("GET", "/stats")[1]["jobs"]
-        process.terminate()
-        process.wait(30)
     report = {
         "cores": os.cpu_count(),
         "python": sys.version.split()[0],

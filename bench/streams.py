@@ -16,11 +16,10 @@ import os
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
-from throughput import Client, start_server
+from throughput import Client, running_server
 
 
 class Follower(threading.Thread):
@@ -97,16 +96,10 @@ def main():
     parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
     report = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
-    with tempfile.TemporaryDirectory() as folder:
-        db = os.path.join(folder, "bench.sqlite")
-        process, port = start_server("--db", db, "--log-level", "warning", "--threads", "120")
-        try:
-            report["events_per_s_1_follower"] = delivery_rate(port, 1, args.events)
-            report["events_per_s_100_followers"] = delivery_rate(port, 100, args.events)
-            report["submit_to_event_latency"] = latency(port, args.samples)
-        finally:
-            process.terminate()
-            process.wait(30)
+    with running_server("--threads", "120") as (port, _):
+        report["events_per_s_1_follower"] = delivery_rate(port, 1, args.events)
+        report["events_per_s_100_followers"] = delivery_rate(port, 100, args.events)
+        report["submit_to_event_latency"] = latency(port, args.samples)
     print(json.dumps(report, indent=2))
 
 

@@ -14,6 +14,7 @@ For scale it first measures the same 4 clients against a bare waitress
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -74,6 +75,19 @@ def start_server(*args):
             time.sleep(0.05)
     process.kill()
     raise SystemExit("the server did not start")
+
+
+@contextlib.contextmanager
+def running_server(*args):
+    """A lazyboss.py process with ARGS, on a database in a temporary folder: (its port, the file)."""
+    with tempfile.TemporaryDirectory() as folder:
+        db = os.path.join(folder, "bench.sqlite")
+        process, port = start_server("--db", db, "--log-level", "warning", *args)
+        try:
+            yield port, db
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def in_threads(count, work):
@@ -156,21 +170,14 @@ def wake_up_latency(port, samples):
 
 
 def measure(sync, seconds):
-    with tempfile.TemporaryDirectory() as folder:
-        process, port = start_server(
-            "--db", os.path.join(folder, "bench.sqlite"), "--sync", sync, "--log-level", "warning"
-        )
-        try:
-            return {
-                "single_submits_per_s_1_client": single_submits(port, 1, seconds),
-                "single_submits_per_s_4_clients": single_submits(port, 4, seconds),
-                "batch_submit_jobs_per_s": batch_submits(port, batches=20),
-                "claim_result_cycles_per_s_4_workers": claim_result_cycles(port, jobs=4000),
-                "wake_up_latency": wake_up_latency(port, samples=200),
-            }
-        finally:
-            process.terminate()
-            process.wait(30)
+    with running_server("--sync", sync) as (port, _):
+        return {
+            "single_submits_per_s_1_client": single_submits(port, 1, seconds),
+            "single_submits_per_s_4_clients": single_submits(port, 4, seconds),
+            "batch_submit_jobs_per_s": batch_submits(port, batches=20),
+            "claim_result_cycles_per_s_4_workers": claim_result_cycles(port, jobs=4000),
+            "wake_up_latency": wake_up_latency(port, samples=200),
+        }
 
 
 def main():

@@ -18,11 +18,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 
-from throughput import ROOT, Client, start_server
+from throughput import ROOT, Client, running_server
 
 
 def seconds(text):
@@ -70,14 +69,9 @@ def main():
     parser.add_argument("--jobs", type=int, default=400)
     args = parser.parse_args()
     report = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
-    with tempfile.TemporaryDirectory() as folder:
-        process, port = start_server("--db", os.path.join(folder, "worker.sqlite"), "--log-level", "warning")
-        try:
-            report["c1"] = run(port, 1, args.jobs)
-            report["c4"] = run(port, 4, args.jobs)
-        finally:
-            process.terminate()
-            process.wait(30)
+    with running_server() as (port, _):
+        report["c1"] = run(port, 1, args.jobs)
+        report["c4"] = run(port, 4, args.jobs)
     print(json.dumps(report, indent=2))
 
 

@@ -2883,7 +2883,9 @@ class JobRun:
         readers.append(threading.Thread(target=self.feed, daemon=True))
         for reader in readers:
             reader.start()
-        limit = self.worker.timeout or job.get("timeout") or DEFAULT_TIMEOUT
+        lease = job.get("timeout") or DEFAULT_TIMEOUT
+        limit = self.worker.timeout or lease
+        heartbeat = min(HEARTBEAT, lease / 3)  # renew well before a short lease runs out
         last_sent, ended_at = time.monotonic(), None
         while True:
             now = time.monotonic()
@@ -2900,12 +2902,14 @@ class JobRun:
             elif self.kill_at is not None and now >= self.kill_at:
                 self.signal_group(signal.SIGKILL)
                 self.kill_at = None
-            if self.pending or now - last_sent >= HEARTBEAT:
+            if self.pending or now - last_sent >= heartbeat:
                 if not self.send_progress():
                     self.stop("cancelled", CANCEL_GRACE)
                 last_sent = now
             if any(reader.is_alive() for reader in readers[:2]):
-                self.output_closed.wait(BATCH_DELAY)  # set when an output ends: the command is likely done
+                self.output_closed.wait(
+                    min(BATCH_DELAY, heartbeat)
+                )  # set when an output ends: the command is likely done
                 self.output_closed.clear()
             else:
                 try:

@@ -248,6 +248,17 @@ def test_client_commands_show_list_follow_cancel_retry_status(server, start_work
     assert cli("show", "424242", env=env).returncode == 3
 
 
+def test_types_pause_and_resume_from_the_command_line(server):
+    env = {"LAZYBOSS_URL": server.url}
+    submit(server, "mail")
+    assert cli("pause", "mail", env=env).stdout.strip() == "mail: paused"
+    table = cli("types", env=env).stdout.splitlines()
+    assert table[0].split()[:2] == ["TYPE", "PAUSED"] and table[1].split()[:2] == ["mail", "paused"]
+    assert server.client().request("POST", "/jobs/attempt").status == 204
+    assert cli("resume", "mail", env=env).stdout.strip() == "mail: handed out"
+    assert server.client().request("POST", "/jobs/attempt").status == 201
+
+
 @pytest.mark.parametrize(
     "command",
     [["submit", "t"], ["jobs"], ["show", "1"], ["follow", "1"], ["cancel", "1"], ["retry", "1"], ["status"], ["types"]],

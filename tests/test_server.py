@@ -142,26 +142,6 @@ def test_acknowledged_jobs_survive_sigkill(tmp_path):
         restarted.stop()
 
 
-def test_sigterm_releases_a_waiting_worker_and_exits_0(tmp_path):
-    server = ServerProcess(tmp_path / "term.sqlite")
-    try:
-        answer = {}
-        poller = threading.Thread(
-            target=lambda: answer.update(response=server.client().request("POST", "/jobs/attempt?wait=30"))
-        )
-        poller.start()
-        monitor = server.client()
-        wait_until(lambda: monitor.request("GET", "/stats").json["waiting_workers"] == 1, what="the long poll")
-        time_of_term = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(10) == 0
-        poller.join(timeout=10)
-        assert time.monotonic() - time_of_term < 5
-        assert answer["response"].status == 204
-    finally:
-        server.stop()
-
-
 def run_cli(*args, env=None, timeout=20):
     return subprocess.run(
         [sys.executable, str(ROOT / "lazyboss.py"), *args],

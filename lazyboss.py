@@ -2321,19 +2321,24 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
 
     @app.hook("after_request")
     def log_request() -> None:
-        started = bottle.request.environ.get("lazyboss.started", time.perf_counter())
-        route = bottle.request.environ.get("bottle.route")
+        environ = bottle.request.environ
+        elapsed = time.perf_counter() - environ.get("lazyboss.started", time.perf_counter())
+        route = environ.get("bottle.route")
         status = bottle.response.status_code
-        labels = (bottle.request.method, route.rule if route else "unmatched", f"{status // 100}xx")
-        api.request_durations.observe(labels, time.perf_counter() - started)
-        log.info(
-            "%s %s %s %.1fms %s",
-            bottle.request.method,
-            bottle.request.fullpath,
-            bottle.response.status_code,
-            (time.perf_counter() - started) * 1000,
-            bottle.request.remote_addr or "-",
+        api.request_durations.observe(
+            (environ["REQUEST_METHOD"], route.rule if route else "unmatched", f"{status // 100}xx"), elapsed
         )
+        if log.isEnabledFor(logging.INFO):
+            query = environ.get("QUERY_STRING")
+            log.info(
+                "%s %s%s %s %.1fms %s",
+                environ["REQUEST_METHOD"],
+                environ.get("PATH_INFO", ""),
+                f"?{query}" if query else "",
+                status,
+                elapsed * 1000,
+                environ.get("REMOTE_ADDR") or "-",
+            )
 
     return app
 

@@ -1736,6 +1736,12 @@ class Histogram:
             exposition.samples(f"{self.name}_sum", [(named, series[-1])])
 
 
+def firehose_event(row: sqlite3.Row) -> str:
+    """An event's data on /events: `{id, event, at, job, detail?}`."""
+    detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
+    return f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{row["job"]}{detail}}}'
+
+
 def sse_message(event_id: int, data: str) -> str:
     """One Server-Sent Event."""
     return f"id: {event_id}\ndata: {data}\n\n"
@@ -1925,7 +1931,8 @@ class Api:
             after,
             [job_id],
             [],
-            lambda row: row["kind"] in FINISHED_STATUSES,
+            render=lambda row: row["job"],  # the job alone, as the spec says
+            last=lambda row: row["kind"] in FINISHED_STATUSES,
             finished=finished and bool(opening),
         )
 
@@ -1937,7 +1944,7 @@ class Api:
             parse_id(job_id, "job")
         if after is None:
             after = self.store.last_event_id()
-        return self.stream([], after, jobs, self.query_list("type"), lambda row: False)
+        return self.stream([], after, jobs, self.query_list("type"), render=firehose_event, last=lambda row: False)
 
     def stream(
         self,
@@ -1945,16 +1952,20 @@ class Api:
         after: int,
         jobs: list[str],
         types: list[str],
+        render: Callable[[sqlite3.Row], str],
         last: Callable[[sqlite3.Row], bool],
         finished: bool = False,
     ) -> Iterator[str]:
-        """A text/event-stream of events after `after`, until `last(event)`, shutdown or disconnect."""
+        """A text/event-stream of events after `after`, each as `render` makes its data.
+
+        It ends after the event for which `last` is true, at shutdown, or when
+        the client goes; `finished` ends it right after the opening events.
+        """
         response = bottle.response
         response.content_type = "text/event-stream"
         response.set_header("Cache-Control", "no-cache")
         response.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
         client_gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
-        with_detail = not jobs or len(jobs) > 1 or bottle.request.path == "/events"
         store, heartbeat = self.store, self.config.heartbeat
 
         def generate() -> Iterator[str]:
@@ -1973,7 +1984,7 @@ class Api:
                     if ending is not None:
                         rows = rows[: ending + 1]
                     if rows:  # one write for all that is new: far cheaper than one per event
-                        yield "".join(sse_message(row["id"], self.event_data(row, with_detail)) for row in rows)
+                        yield "".join(sse_message(row["id"], render(row)) for row in rows)
                         cursor = rows[-1]["id"]
                     if ending is not None:
                         return
@@ -1986,13 +1997,6 @@ class Api:
                     store.events_added.wait(seen, min(FOREIGN_WRITE_POLL, heartbeat))
 
         return generate()
-
-    def event_data(self, row: sqlite3.Row, firehose: bool) -> str:
-        """An event's data: the job alone on a job's stream, the whole event on /events."""
-        if not firehose:
-            return row["job"]
-        detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
-        return f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{row["job"]}{detail}}}'
 
     def claim(self) -> str:
         """POST /jobs/attempt: claim the next job, long polling up to `wait` seconds."""

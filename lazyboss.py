@@ -1283,11 +1283,7 @@ class Store:
 
     def list_types(self) -> list[dict]:
         """Every configured type or type with jobs, with settings and counts."""
-        counts: dict[str, dict[str, int]] = {}
-        for job_type, status, number in self.db.execute(
-            "SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status"
-        ):
-            counts.setdefault(job_type, {})[status] = number
+        counts = self.count_jobs()
         rows = {row["name"]: row for row in self.db.execute("SELECT * FROM types")}
         return [type_view(name, rows.get(name), counts.get(name, {})) for name in sorted(set(rows) | set(counts))]
 

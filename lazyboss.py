@@ -2495,7 +2495,10 @@ class Server:
             return
         self._stop_requested = True
         self.store.stop_waiting()
-        self.waitress.pull_trigger()
+        try:
+            self.waitress.pull_trigger()  # wake the loop now rather than at its next timeout
+        except OSError:
+            pass  # the loop saw the flag by itself and has closed its trigger already
 
 
 SD_LISTEN_FDS_START = 3

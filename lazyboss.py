@@ -5,8 +5,23 @@ Clients submit jobs over HTTP, workers claim them by long polling and report
 progress, results and errors; lazyboss remembers what went to whom and when,
 and steps in when a worker goes silent. One SQLite file holds everything.
 
-The module reads top to bottom: configuration, store, reaper, HTTP API,
-command line.
+The module reads top to bottom, each section using only those above it:
+
+- Settings and small parsers: `Config`, durations, times, compact JSON.
+- Errors: `LazybossError` and its kinds, each carrying an HTTP status and code.
+- Schema and SQL: the migrations and the SQL that builds a job's JSON and
+  picks the next job.
+- Validation and SSE encoding: what a submission, a type's settings and a
+  progress stream may hold; how events go on the wire.
+- Schedules: intervals and cron lines, and when they next fire.
+- Store: the SQLite file, every read and every transaction.
+- Reaper and systemd: the housekeeping thread, sd_notify, socket activation.
+- Metrics: Prometheus' text format and the request histogram.
+- HTTP API: the handlers, authentication, streams, and `make_app`.
+- Serving: waitress on a port, the orderly stop, `serve`.
+- Client: talking to a server over HTTP.
+- Worker engine: the shell worker that runs a command per job.
+- Command line: `main` and its sub-commands.
 """
 
 from __future__ import annotations
@@ -46,30 +61,62 @@ import bottle
 import waitress
 from waitress import wasyncore
 
+__all__ = [
+    "__version__",
+    "JOB_STATUSES",
+    "FINISHED_STATUSES",
+    "ROLES",
+    "Config",
+    "parse_duration",
+    "parse_time",
+    "rfc3339",
+    "LazybossError",
+    "NotFound",
+    "Forbidden",
+    "Conflict",
+    "Invalid",
+    "ServerError",
+    "JobSpec",
+    "ProgressItem",
+    "parse_job_spec",
+    "parse_progress",
+    "Cron",
+    "Every",
+    "parse_every",
+    "Store",
+    "SystemdNotifier",
+    "Reaper",
+    "make_app",
+    "Server",
+    "serve",
+    "Client",
+    "ShellWorker",
+    "main",
+]
+
+# --------------------------------------------------------------------------
+# Settings and small parsers
+# --------------------------------------------------------------------------
+
 __version__ = "0.1.0"
-
-log = logging.getLogger("lazyboss")
-
-# --------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------
+_log = logging.getLogger("lazyboss")
 
 JOB_STATUSES = ("pending", "processing", "done", "failed", "cancelled")
 FINISHED_STATUSES = ("done", "failed", "cancelled")
 
-DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_TIMEOUT = 300.0
-DEFAULT_PRIORITY = 0
-DEFAULT_BACKOFF_BASE = 1.0  # first retry after ~2 s, then ~4 s, ~8 s, ...
-DEFAULT_BACKOFF_MAX = 600.0
+_DEFAULT_MAX_ATTEMPTS = 3
+_DEFAULT_TIMEOUT = 300.0
+_DEFAULT_PRIORITY = 0
+_DEFAULT_BACKOFF_BASE = 1.0  # first retry after ~2 s, then ~4 s, ~8 s, ...
+_DEFAULT_BACKOFF_MAX = 600.0
 
 # How often a waiting worker looks at the file even without a wake-up from
 # this process: another lazyboss process on the same file cannot wake it.
-FOREIGN_WRITE_POLL = 1.0
+_FOREIGN_WRITE_POLL = 1.0
 
-WAL_SIZE_LIMIT = 8 << 20
+_WAL_SIZE_LIMIT = 8 << 20
 
-TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 
 @dataclass
@@ -89,16 +136,24 @@ class Config:
     log_level: str = "info"
 
 
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a bind address only accepts connections from this machine."""
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
 def parse_duration(text: str) -> float:
     """Seconds in a duration like `90`, `30s`, `10m`, `2h` or `7d`."""
-    match = DURATION.match(str(text))
+    match = _DURATION.match(str(text))
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h, 7d)")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -125,14 +180,22 @@ def parse_time(value: Any) -> float:
     return moment.timestamp()
 
 
-def backoff_delay(failures: int, base: float, cap: float) -> float:
+def _backoff_delay(failures: int, base: float, cap: float) -> float:
     """Seconds before the next attempt: base·2^failures, ±25 % jitter, at most cap."""
     delay = base * 2 ** min(failures, 62)
     return min(cap, delay * random.uniform(0.75, 1.25))
 
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode(value: Any) -> str:
+    """Compact JSON for a column."""
+    return _COMPACT_JSON.encode(value)
+
+
 # --------------------------------------------------------------------------
-# Store
+# Errors
 # --------------------------------------------------------------------------
 
 
@@ -165,7 +228,20 @@ class Invalid(LazybossError):
     status, code = 422, "invalid"
 
 
-MIGRATIONS = [
+class ServerError(Exception):
+    """The server could not be reached, or answered with an error; the message says which."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+# --------------------------------------------------------------------------
+# Schema and SQL
+# --------------------------------------------------------------------------
+
+_MIGRATIONS = [
     # 1: jobs, their attempts, the event log and per-type settings.
     """
     CREATE TABLE jobs (
@@ -277,53 +353,75 @@ MIGRATIONS = [
 ]
 
 
-class Signal:
-    """A generation counter threads can wait on: `fire` bumps it and wakes every waiter."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self.generation = 0
-
-    def fire(self) -> None:
-        """Wake everybody waiting for a change."""
-        with self._condition:
-            self.generation += 1
-            self._condition.notify_all()
-
-    def wait(self, seen: int, timeout: float) -> int:
-        """Wait until the generation differs from `seen` (or timeout); return it."""
-        with self._condition:
-            self._condition.wait_for(lambda: self.generation != seen, timeout)
-            return self.generation
-
-
-COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def encode(value: Any) -> str:
-    """Compact JSON for a column."""
-    return COMPACT_JSON.encode(value)
-
-
-def sql_time(column: str) -> str:
+def _sql_time(column: str) -> str:
     """SQL rendering a Unix-time column as RFC 3339 UTC with milliseconds."""
     return f"strftime('%Y-%m-%dT%H:%M:%fZ', {column}, 'unixepoch')"
 
 
 # The public shapes of a job and an attempt, built by SQLite itself so that an
 # event's snapshot, a batch's answer and a GET all come from one definition.
-JOB_JSON = f"""json_object(
+_JOB_JSON = f"""json_object(
     'id', CAST(id AS TEXT), 'type', type, 'status', status,
     'parameters', json(parameters), 'result', json(result), 'error', json(error),
-    'priority', priority, 'run_at', {sql_time("run_at")}, 'attempts', attempts,
-    'max_attempts', max_attempts, 'timeout', timeout, 'created_at', {sql_time("created_at")},
-    'updated_at', {sql_time("updated_at")}, 'finished_at', {sql_time("finished_at")},
+    'priority', priority, 'run_at', {_sql_time("run_at")}, 'attempts', attempts,
+    'max_attempts', max_attempts, 'timeout', timeout, 'created_at', {_sql_time("created_at")},
+    'updated_at', {_sql_time("updated_at")}, 'finished_at', {_sql_time("finished_at")},
     'assignee', assignee, 'attempt', CAST(attempt AS TEXT), 'progress', progress)"""
-
-ATTEMPT_JSON = f"""json_object(
+_ATTEMPT_JSON = f"""json_object(
     'id', CAST(id AS TEXT), 'job', CAST(job_id AS TEXT), 'worker', worker, 'status', status,
-    'started_at', {sql_time("started_at")}, 'finished_at', {sql_time("finished_at")},
+    'started_at', {_sql_time("started_at")}, 'finished_at', {_sql_time("finished_at")},
     'result', json(result), 'error', json(error))"""
+_SCHEDULE_JSON = f"""json_object(
+    'name', name, 'type', type, 'parameters', json(parameters), 'every', every, 'timezone', timezone,
+    'next_run_at', {_sql_time("next_run_at")}, 'last_run_at', {_sql_time("last_run_at")},
+    'last_job', CAST(last_job_id AS TEXT), 'created_at', {_sql_time("created_at")})"""
+_QUEUE_ORDER = "ORDER BY priority DESC, run_at, id LIMIT 1"
+_DUE = "status = 'pending' AND run_at <= ? AND type NOT IN (SELECT name FROM types WHERE paused)"
+
+
+def _next_job_query(types: list[str] | None) -> str:
+    """SQL for the id of the most urgent due job, of any type or of the given ones.
+
+    With types, each type is looked up in its own index and the best of their
+    heads wins: a backlog of other types is never scanned.
+    """
+    if not types:
+        return f"SELECT id FROM jobs WHERE {_DUE} {_QUEUE_ORDER}"
+    head = f"SELECT * FROM (SELECT id, priority, run_at FROM jobs WHERE type = ? AND {_DUE} {_QUEUE_ORDER})"
+    return f"SELECT id FROM ({' UNION ALL '.join([head] * len(types))}) {_QUEUE_ORDER}"
+
+
+def _next_job_parameters(types: list[str] | None, now: float) -> list:
+    """The parameters of `next_job_query`."""
+    if not types:
+        return [now]
+    return [value for job_type in types for value in (job_type, now)]
+
+
+# --------------------------------------------------------------------------
+# Validation and SSE encoding
+# --------------------------------------------------------------------------
+
+
+def _check_int(value: Any, name: str, low: int, high: int) -> int:
+    """An integer within [low, high], or Invalid naming the field."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise Invalid(f"{name!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _check_number(value: Any, name: str, low: float, high: float) -> float:
+    """A number within [low, high], or Invalid naming the field."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise Invalid(f"{name!r} must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _parse_id(text: str, what: str) -> int:
+    """The integer behind a public id, or NotFound for anything that is not one."""
+    if not str(text).isdigit() or len(str(text)) > 18:
+        raise NotFound(f"no {what} {text}")
+    return int(text)
 
 
 @dataclass
@@ -336,6 +434,83 @@ class JobSpec:
     run_at: float | None = None
     max_attempts: int | None = None
     timeout: float | None = None
+
+
+_SUBMIT_FIELDS = {"type", "parameters", "priority", "run_at", "delay", "max_attempts", "timeout"}
+
+
+def parse_job_spec(body: Any, now: float, where: str = "") -> JobSpec:
+    """Validate one submitted job object; raise Invalid naming the bad field."""
+    if not isinstance(body, dict):
+        raise Invalid(f"{where}a job must be a JSON object with at least a 'type'")
+    unknown = sorted(set(body) - _SUBMIT_FIELDS)
+    if unknown:
+        raise Invalid(f"{where}unknown field {unknown[0]!r}; known: {', '.join(sorted(_SUBMIT_FIELDS))}")
+    job_type = body.get("type")
+    if not isinstance(job_type, str) or not _TYPE_NAME.match(job_type):
+        raise Invalid(f"{where}'type' must be a string of 1-100 letters, digits, '_', '.', ':' or '-'")
+    spec = JobSpec(type=job_type, parameters=body.get("parameters", {}))
+    if "priority" in body:
+        spec.priority = _check_int(body["priority"], f"{where}priority", -(2**31), 2**31 - 1)
+    if "max_attempts" in body:
+        spec.max_attempts = _check_int(body["max_attempts"], f"{where}max_attempts", 1, 1000)
+    if "timeout" in body:
+        spec.timeout = _check_number(body["timeout"], f"{where}timeout", 0.001, 366 * 86400)
+    if "run_at" in body and "delay" in body:
+        raise Invalid(f"{where}give 'run_at' or 'delay', not both")
+    if "run_at" in body:
+        try:
+            spec.run_at = parse_time(body["run_at"])
+        except ValueError as error:
+            raise Invalid(f"{where}run_at: {error}") from None
+    if "delay" in body:
+        spec.run_at = now + _check_number(body["delay"], f"{where}delay", 0, 366 * 86400)
+    return spec
+
+
+ROLES = ("admin", "worker", "client")
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+# Settings a job type may have (PUT /types/{type}), and how each is checked.
+_TYPE_COLUMNS = ("timeout", "max_attempts", "backoff_base", "backoff_max", "paused", "retain")
+
+
+def _parse_type_settings(body: Any) -> dict:
+    """Validate PUT /types/{type}: {timeout, max_attempts, backoff: {base, max}, paused, retain}."""
+    if not isinstance(body, dict):
+        raise Invalid("send an object with any of timeout, max_attempts, backoff, paused, retain")
+    known = {"timeout", "max_attempts", "backoff", "paused", "retain"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise Invalid(f"unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    settings: dict[str, Any] = {}
+    if "timeout" in body:
+        settings["timeout"] = (
+            None if body["timeout"] is None else _check_number(body["timeout"], "timeout", 0.001, 366 * 86400)
+        )
+    if "max_attempts" in body:
+        value = body["max_attempts"]
+        settings["max_attempts"] = None if value is None else _check_int(value, "max_attempts", 1, 1000)
+    if "backoff" in body:
+        backoff = body["backoff"] or {"base": None, "max": None}
+        if not isinstance(backoff, dict) or set(backoff) - {"base", "max"}:
+            raise Invalid('\'backoff\' is an object {"base": seconds, "max": seconds}')
+        for key in ("base", "max"):
+            if key in backoff:
+                value = backoff[key]
+                settings[f"backoff_{key}"] = (
+                    None if value is None else _check_number(value, f"backoff.{key}", 0, 366 * 86400)
+                )
+    if "paused" in body:
+        if not isinstance(body["paused"], bool):
+            raise Invalid("'paused' must be true or false")
+        settings["paused"] = int(body["paused"])
+    if "retain" in body:
+        value = body["retain"]
+        try:
+            settings["retain"] = None if value is None else parse_duration(value)
+        except ValueError as error:
+            raise Invalid(f"retain: {error}") from None
+    return settings
 
 
 @dataclass
@@ -351,8 +526,8 @@ class ProgressItem:
         return {"id": self.id, "event": self.event, "data": self.data}
 
 
-SSE_LINE_END = re.compile(r"\r\n|\r|\n")  # the only line ends of text/event-stream
-PROGRESS_EVENT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_SSE_LINE_END = re.compile(r"\r\n|\r|\n")  # the only line ends of text/event-stream
+_PROGRESS_EVENT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
@@ -366,7 +541,7 @@ def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
     fields: dict[str, Any] = {}
     data: list[str] = []
     previous = last_id or 0
-    for line in SSE_LINE_END.split(text) + [""]:
+    for line in _SSE_LINE_END.split(text) + [""]:
         if line.startswith(":"):
             continue
         if line:
@@ -386,12 +561,12 @@ def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
         else:
             previous += 1
         event = fields.get("event", "log_chunk")
-        if not PROGRESS_EVENT.match(event):
+        if not _PROGRESS_EVENT.match(event):
             raise Invalid(f"progress event name {event!r} is not a word of letters, digits and _.:-")
         item = ProgressItem(previous, event, "\n".join(data))
         if event == "percent":
             try:
-                check_number(float(item.data), "percent", 0, 100)
+                _check_number(float(item.data), "percent", 0, 100)
             except ValueError:
                 raise Invalid(f"percent event {item.id} needs a number from 0 to 100, not {item.data!r}") from None
         items.append(item)
@@ -399,90 +574,32 @@ def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
     return items
 
 
-SUBMIT_FIELDS = {"type", "parameters", "priority", "run_at", "delay", "max_attempts", "timeout"}
+def _sse_message(event_id: int, data: str) -> str:
+    """One Server-Sent Event."""
+    return f"id: {event_id}\ndata: {data}\n\n"
 
 
-def parse_job_spec(body: Any, now: float, where: str = "") -> JobSpec:
-    """Validate one submitted job object; raise Invalid naming the bad field."""
-    if not isinstance(body, dict):
-        raise Invalid(f"{where}a job must be a JSON object with at least a 'type'")
-    unknown = sorted(set(body) - SUBMIT_FIELDS)
-    if unknown:
-        raise Invalid(f"{where}unknown field {unknown[0]!r}; known: {', '.join(sorted(SUBMIT_FIELDS))}")
-    job_type = body.get("type")
-    if not isinstance(job_type, str) or not TYPE_NAME.match(job_type):
-        raise Invalid(f"{where}'type' must be a string of 1-100 letters, digits, '_', '.', ':' or '-'")
-    spec = JobSpec(type=job_type, parameters=body.get("parameters", {}))
-    if "priority" in body:
-        spec.priority = check_int(body["priority"], f"{where}priority", -(2**31), 2**31 - 1)
-    if "max_attempts" in body:
-        spec.max_attempts = check_int(body["max_attempts"], f"{where}max_attempts", 1, 1000)
-    if "timeout" in body:
-        spec.timeout = check_number(body["timeout"], f"{where}timeout", 0.001, 366 * 86400)
-    if "run_at" in body and "delay" in body:
-        raise Invalid(f"{where}give 'run_at' or 'delay', not both")
-    if "run_at" in body:
-        try:
-            spec.run_at = parse_time(body["run_at"])
-        except ValueError as error:
-            raise Invalid(f"{where}run_at: {error}") from None
-    if "delay" in body:
-        spec.run_at = now + check_number(body["delay"], f"{where}delay", 0, 366 * 86400)
-    return spec
+def _firehose_event(row: sqlite3.Row) -> str:
+    """An event's data on /events: `{id, event, at, job, detail?}`."""
+    detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
+    return f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{row["job"]}{detail}}}'
 
 
-def parse_type_settings(body: Any) -> dict:
-    """Validate PUT /types/{type}: {timeout, max_attempts, backoff: {base, max}, paused, retain}."""
-    if not isinstance(body, dict):
-        raise Invalid("send an object with any of timeout, max_attempts, backoff, paused, retain")
-    known = {"timeout", "max_attempts", "backoff", "paused", "retain"}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise Invalid(f"unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    settings: dict[str, Any] = {}
-    if "timeout" in body:
-        settings["timeout"] = (
-            None if body["timeout"] is None else check_number(body["timeout"], "timeout", 0.001, 366 * 86400)
-        )
-    if "max_attempts" in body:
-        value = body["max_attempts"]
-        settings["max_attempts"] = None if value is None else check_int(value, "max_attempts", 1, 1000)
-    if "backoff" in body:
-        backoff = body["backoff"] or {"base": None, "max": None}
-        if not isinstance(backoff, dict) or set(backoff) - {"base", "max"}:
-            raise Invalid('\'backoff\' is an object {"base": seconds, "max": seconds}')
-        for key in ("base", "max"):
-            if key in backoff:
-                value = backoff[key]
-                settings[f"backoff_{key}"] = (
-                    None if value is None else check_number(value, f"backoff.{key}", 0, 366 * 86400)
-                )
-    if "paused" in body:
-        if not isinstance(body["paused"], bool):
-            raise Invalid("'paused' must be true or false")
-        settings["paused"] = int(body["paused"])
-    if "retain" in body:
-        value = body["retain"]
-        try:
-            settings["retain"] = None if value is None else parse_duration(value)
-        except ValueError as error:
-            raise Invalid(f"retain: {error}") from None
-    return settings
+# --------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------
 
-
-# -- when schedules fire
-
-INTERVAL = re.compile(r"^\s*(?:every\s+)?(\d+)?\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
-INTERVAL_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
-MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_INTERVAL = re.compile(r"^\s*(?:every\s+)?(\d+)?\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
+_INTERVAL_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+_MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
 class Cron:
     """A five-field cron line (minute hour day-of-month month day-of-week), as cron(8) reads it."""
 
     FIELDS = (("minute", 0, 59, []), ("hour", 0, 23, []), ("day of month", 1, 31, []))
-    FIELDS += (("month", 1, 12, MONTH_NAMES), ("day of week", 0, 7, DAY_NAMES))
+    FIELDS += (("month", 1, 12, _MONTH_NAMES), ("day of week", 0, 7, _DAY_NAMES))
 
     def __init__(self, line: str):
         parts = line.split()
@@ -577,76 +694,58 @@ def parse_every(text: Any, zone_name: Any = "UTC") -> Every:
         zoneinfo.ZoneInfo(zone_name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {zone_name!r}") from None
-    match = INTERVAL.match(text)
+    match = _INTERVAL.match(text)
     if match:
         count = int(match.group(1) or 1)
         if count == 0:
             raise ValueError(f"{text!r}: an interval must be at least 1")
-        return Every(text.strip(), zone_name, period=count * INTERVAL_SECONDS[match.group(2).lower()])
+        return Every(text.strip(), zone_name, period=count * _INTERVAL_SECONDS[match.group(2).lower()])
     every = Every(text.strip(), zone_name, cron=Cron(text))
     every.next_after(0)  # refuse a line that never fires
     return every
 
 
-def check_int(value: Any, name: str, low: int, high: int) -> int:
-    """An integer within [low, high], or Invalid naming the field."""
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise Invalid(f"{name!r} must be an integer from {low} to {high}")
-    return value
+# --------------------------------------------------------------------------
+# Store
+# --------------------------------------------------------------------------
 
 
-def check_number(value: Any, name: str, low: float, high: float) -> float:
-    """A number within [low, high], or Invalid naming the field."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-        raise Invalid(f"{name!r} must be a number from {low:g} to {high:g}")
-    return float(value)
+class _Signal:
+    """A generation counter threads can wait on: `fire` bumps it and wakes every waiter."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.generation = 0
+
+    def fire(self) -> None:
+        """Wake everybody waiting for a change."""
+        with self._condition:
+            self.generation += 1
+            self._condition.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Wait until the generation differs from `seen` (or timeout); return it."""
+        with self._condition:
+            self._condition.wait_for(lambda: self.generation != seen, timeout)
+            return self.generation
 
 
-def resolve(settings: sqlite3.Row | None, column: str, default: Any) -> Any:
+_TOKEN_USE_RESOLUTION = 60.0  # `last_used_at` is written at most once a minute per token
+
+
+def _token_hash(secret: str) -> str:
+    """What is stored of a secret. SHA-256 suffices: secrets are random, not passwords."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _resolve(settings: sqlite3.Row | None, column: str, default: Any) -> Any:
     """A type's setting, else the default."""
     if settings is not None and settings[column] is not None:
         return settings[column]
     return default
 
 
-QUEUE_ORDER = "ORDER BY priority DESC, run_at, id LIMIT 1"
-DUE = "status = 'pending' AND run_at <= ? AND type NOT IN (SELECT name FROM types WHERE paused)"
-
-
-def next_job_query(types: list[str] | None) -> str:
-    """SQL for the id of the most urgent due job, of any type or of the given ones.
-
-    With types, each type is looked up in its own index and the best of their
-    heads wins: a backlog of other types is never scanned.
-    """
-    if not types:
-        return f"SELECT id FROM jobs WHERE {DUE} {QUEUE_ORDER}"
-    head = f"SELECT * FROM (SELECT id, priority, run_at FROM jobs WHERE type = ? AND {DUE} {QUEUE_ORDER})"
-    return f"SELECT id FROM ({' UNION ALL '.join([head] * len(types))}) {QUEUE_ORDER}"
-
-
-def next_job_parameters(types: list[str] | None, now: float) -> list:
-    """The parameters of `next_job_query`."""
-    if not types:
-        return [now]
-    return [value for job_type in types for value in (job_type, now)]
-
-
-ROLES = ("admin", "worker", "client")
-TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-TOKEN_USE_RESOLUTION = 60.0  # `last_used_at` is written at most once a minute per token
-
-
-def token_hash(secret: str) -> str:
-    """What is stored of a secret. SHA-256 suffices: secrets are random, not passwords."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-# Settings a job type may have (PUT /types/{type}), and how each is checked.
-TYPE_COLUMNS = ("timeout", "max_attempts", "backoff_base", "backoff_max", "paused", "retain")
-
-
-def type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> dict:
+def _type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> dict:
     """A job type's public shape: effective settings, whether they are its own, and counts."""
 
     def own(column: str) -> Any:
@@ -654,11 +753,11 @@ def type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> dic
 
     return {
         "type": name,
-        "timeout": resolve(row, "timeout", DEFAULT_TIMEOUT),
-        "max_attempts": resolve(row, "max_attempts", DEFAULT_MAX_ATTEMPTS),
+        "timeout": _resolve(row, "timeout", _DEFAULT_TIMEOUT),
+        "max_attempts": _resolve(row, "max_attempts", _DEFAULT_MAX_ATTEMPTS),
         "backoff": {
-            "base": resolve(row, "backoff_base", DEFAULT_BACKOFF_BASE),
-            "max": resolve(row, "backoff_max", DEFAULT_BACKOFF_MAX),
+            "base": _resolve(row, "backoff_base", _DEFAULT_BACKOFF_BASE),
+            "max": _resolve(row, "backoff_max", _DEFAULT_BACKOFF_MAX),
         },
         "paused": bool(own("paused")),
         "retain": own("retain"),
@@ -667,14 +766,8 @@ def type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> dic
     }
 
 
-SCHEDULE_JSON = f"""json_object(
-    'name', name, 'type', type, 'parameters', json(parameters), 'every', every, 'timezone', timezone,
-    'next_run_at', {sql_time("next_run_at")}, 'last_run_at', {sql_time("last_run_at")},
-    'last_job', CAST(last_job_id AS TEXT), 'created_at', {sql_time("created_at")})"""
-
-
 # Which events the metrics count, under which name.
-EVENT_COUNTERS = {
+_EVENT_COUNTERS = {
     "submitted": "jobs_submitted",
     "claimed": "jobs_claimed",
     "done": "jobs_completed",
@@ -698,8 +791,8 @@ class Store:
         self.path = path
         self.sync = sync
         self.clock = clock
-        self.queue_changed = Signal()  # a job may have become claimable
-        self.events_added = Signal()  # the event log grew
+        self.queue_changed = _Signal()  # a job may have become claimable
+        self.events_added = _Signal()  # the event log grew
         self.stopping = threading.Event()  # the server shuts down: no claims, no waiting
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -724,7 +817,7 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA busy_timeout = 30000")
             # After a checkpoint, cut a WAL that grew past this back down.
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)
@@ -761,10 +854,10 @@ class Store:
             self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(f"{self.path} has schema {version}, newer than this lazyboss ({len(MIGRATIONS)})")
-            for number in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[number].split(";"):
+            if version > len(_MIGRATIONS):
+                raise RuntimeError(f"{self.path} has schema {version}, newer than this lazyboss ({len(_MIGRATIONS)})")
+            for number in range(version, len(_MIGRATIONS)):
+                for statement in _MIGRATIONS[number].split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number + 1}")
@@ -775,7 +868,7 @@ class Store:
             self.save_worker_contacts()
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as error:
-            log.warning("final checkpoint failed: %s", error)
+            _log.warning("final checkpoint failed: %s", error)
         with self._connections_lock:
             for conn in self._connections:
                 conn.close()
@@ -788,14 +881,14 @@ class Store:
         """Append an event with the job as it now is; return the job's view."""
         job_type, view = db.execute(
             f"""INSERT INTO events (job_id, type, kind, at, job, detail)
-                SELECT id, type, ?, updated_at, {JOB_JSON}, ? FROM jobs WHERE id = ?
+                SELECT id, type, ?, updated_at, {_JOB_JSON}, ? FROM jobs WHERE id = ?
                 RETURNING type, job""",
-            (kind, None if detail is None else encode(detail), job_id),
+            (kind, None if detail is None else _encode(detail), job_id),
         ).fetchone()
-        if kind in EVENT_COUNTERS:
-            self._count(EVENT_COUNTERS[kind], job_type)
+        if kind in _EVENT_COUNTERS:
+            self._count(_EVENT_COUNTERS[kind], job_type)
         extra = "".join(f" {key}={value}" for key, value in context.items())
-        log.log(
+        _log.log(
             logging.DEBUG if kind == "progress" else logging.INFO, "job %s %s type=%s%s", job_id, kind, job_type, extra
         )
         return json.loads(view)
@@ -831,10 +924,10 @@ class Store:
                 if spec.type not in settings:
                     kind = self.type_settings(db, spec.type)
                     settings[spec.type] = (
-                        resolve(kind, "max_attempts", DEFAULT_MAX_ATTEMPTS),
-                        resolve(kind, "timeout", DEFAULT_TIMEOUT),
-                        resolve(kind, "backoff_base", DEFAULT_BACKOFF_BASE),
-                        resolve(kind, "backoff_max", DEFAULT_BACKOFF_MAX),
+                        _resolve(kind, "max_attempts", _DEFAULT_MAX_ATTEMPTS),
+                        _resolve(kind, "timeout", _DEFAULT_TIMEOUT),
+                        _resolve(kind, "backoff_base", _DEFAULT_BACKOFF_BASE),
+                        _resolve(kind, "backoff_max", _DEFAULT_BACKOFF_MAX),
                     )
             rows = []
             for spec, key in zip(specs, keys):
@@ -842,8 +935,8 @@ class Store:
                 rows.append(
                     (
                         spec.type,
-                        encode(spec.parameters),
-                        spec.priority if spec.priority is not None else DEFAULT_PRIORITY,
+                        _encode(spec.parameters),
+                        spec.priority if spec.priority is not None else _DEFAULT_PRIORITY,
                         spec.run_at if spec.run_at is not None else now,
                         spec.max_attempts if spec.max_attempts is not None else max_attempts,
                         spec.timeout if spec.timeout is not None else timeout,
@@ -865,7 +958,7 @@ class Store:
             # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
             recorded = db.execute(
                 f"""INSERT INTO events (job_id, type, kind, at, job)
-                    SELECT id, type, 'submitted', updated_at, {JOB_JSON} FROM jobs WHERE id > ?
+                    SELECT id, type, 'submitted', updated_at, {_JOB_JSON} FROM jobs WHERE id > ?
                     RETURNING job_id, type, job""",
                 (newest_before,),
             ).fetchall()
@@ -875,12 +968,12 @@ class Store:
                 views = [row["job"] for row in sorted(recorded, key=lambda row: row["job_id"])]
             else:
                 views = [
-                    db.execute(f"SELECT {JOB_JSON} FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()[0]
+                    db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()[0]
                     for key in keys
                 ]
         if recorded:
             ids = sorted(row["job_id"] for row in recorded)
-            log.info("job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
+            _log.info("job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
             self._committed(queue_changed=True)
         return views
 
@@ -888,13 +981,13 @@ class Store:
 
     def get_job(self, job_id: str) -> dict:
         """One job's view, or NotFound."""
-        row = self.db.execute(f"SELECT {JOB_JSON} FROM jobs WHERE id = ?", (parse_id(job_id, "job"),)).fetchone()
+        row = self.db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id = ?", (_parse_id(job_id, "job"),)).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id}")
         return json.loads(row[0])
 
     def _job_row(self, db: sqlite3.Connection, job_id: str) -> sqlite3.Row:
-        row = db.execute("SELECT * FROM jobs WHERE id = ?", (parse_id(job_id, "job"),)).fetchone()
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (_parse_id(job_id, "job"),)).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id}")
         return row
@@ -915,7 +1008,7 @@ class Store:
             args.append(before)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self.db.execute(
-            f"SELECT id, {JOB_JSON} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*args, limit + 1)
+            f"SELECT id, {_JOB_JSON} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*args, limit + 1)
         ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
@@ -924,21 +1017,21 @@ class Store:
     def list_attempts(self, job_id: str) -> list[dict]:
         """A job's attempts, oldest first."""
         row = self._job_row(self.db, job_id)
-        rows = self.db.execute(f"SELECT {ATTEMPT_JSON} FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],))
+        rows = self.db.execute(f"SELECT {_ATTEMPT_JSON} FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],))
         return [json.loads(attempt[0]) for attempt in rows]
 
     def get_attempt(self, job_id: str, attempt_id: str) -> dict:
         """One attempt of a job, or NotFound."""
         row = self._attempt_row(self.db, job_id, attempt_id)
         view = self.db.execute(
-            f"SELECT {ATTEMPT_JSON} FROM attempts WHERE job_id = ? AND id = ?", (row["job_id"], row["id"])
+            f"SELECT {_ATTEMPT_JSON} FROM attempts WHERE job_id = ? AND id = ?", (row["job_id"], row["id"])
         ).fetchone()
         return json.loads(view[0])
 
     def _attempt_row(self, db: sqlite3.Connection, job_id: str, attempt_id: str) -> sqlite3.Row:
         row = db.execute(
             "SELECT * FROM attempts WHERE job_id = ? AND id = ?",
-            (parse_id(job_id, "job"), parse_id(attempt_id, "attempt")),
+            (_parse_id(job_id, "job"), _parse_id(attempt_id, "attempt")),
         ).fetchone()
         if row is None:
             self._job_row(db, job_id)
@@ -957,9 +1050,9 @@ class Store:
                 f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
                        attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
                        updated_at = ?, progress = NULL
-                   WHERE id = ({next_job_query(types)})
+                   WHERE id = ({_next_job_query(types)})
                    RETURNING id, attempt""",
-                (worker, now, now, *next_job_parameters(types, now)),
+                (worker, now, now, *_next_job_parameters(types, now)),
             ).fetchone()
             if row is None:
                 return None
@@ -989,7 +1082,7 @@ class Store:
             remaining = deadline - time.monotonic()
             if job is not None or remaining <= 0 or self.stopping.is_set():
                 return job
-            pause = min(remaining, self.seconds_until_due(types), FOREIGN_WRITE_POLL)
+            pause = min(remaining, self.seconds_until_due(types), _FOREIGN_WRITE_POLL)
             self.queue_changed.wait(seen, pause)
 
     def stop_waiting(self) -> None:
@@ -1039,12 +1132,12 @@ class Store:
             job, attempt = running
             db.execute(
                 "UPDATE attempts SET status = 'done', finished_at = ?, result = ? WHERE job_id = ? AND id = ?",
-                (now, encode(result), job["id"], attempt["id"]),
+                (now, _encode(result), job["id"], attempt["id"]),
             )
             db.execute(
                 """UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ?,
                        updated_at = ?, lease_expires_at = NULL WHERE id = ?""",
-                (encode(result), now, now, job["id"]),
+                (_encode(result), now, now, job["id"]),
             )
             view = self._record(db, "done", job["id"], attempt=attempt["id"], worker=worker)
         self._committed(queue_changed=False)
@@ -1067,23 +1160,23 @@ class Store:
         self._count("attempts_expired" if outcome == "expired" else "attempts_failed", job["type"])
         db.execute(
             "UPDATE attempts SET status = ?, finished_at = ?, error = ? WHERE job_id = ? AND id = ?",
-            (outcome, now, encode(error), job["id"], job["attempt"]),
+            (outcome, now, _encode(error), job["id"], job["attempt"]),
         )
         failures = job["attempts"] - job["budget_start"]
         if failures < job["max_attempts"]:
-            run_at = now + backoff_delay(failures, job["backoff_base"], job["backoff_max"])
+            run_at = now + _backoff_delay(failures, job["backoff_base"], job["backoff_max"])
             db.execute(
                 """UPDATE jobs SET status = 'pending', error = ?, run_at = ?, updated_at = ?,
                        assignee = NULL, attempt = NULL, lease_expires_at = NULL, progress = NULL
                    WHERE id = ?""",
-                (encode(error), run_at, now, job["id"]),
+                (_encode(error), run_at, now, job["id"]),
             )
             kind, requeued = ("expired" if outcome == "expired" else "retrying"), True
         else:
             db.execute(
                 """UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
                        lease_expires_at = NULL WHERE id = ?""",
-                (encode(error), now, now, job["id"]),
+                (_encode(error), now, now, job["id"]),
             )
             kind, requeued = "failed", False
         return self._record(db, kind, job["id"], attempt=job["attempt"], worker=job["assignee"]), requeued
@@ -1143,7 +1236,7 @@ class Store:
         if job_id is None:
             row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
         else:
-            row = self.db.execute("SELECT MAX(id) FROM events WHERE job_id = ?", (parse_id(job_id, "job"),)).fetchone()
+            row = self.db.execute("SELECT MAX(id) FROM events WHERE job_id = ?", (_parse_id(job_id, "job"),)).fetchone()
         return row[0] or 0
 
     def events_after(self, after: int, jobs: list[str], types: list[str], limit: int = 500) -> list[sqlite3.Row]:
@@ -1151,7 +1244,7 @@ class Store:
         where, args = ["id > ?"], [after]
         if jobs:
             where.append(f"job_id IN ({', '.join('?' * len(jobs))})")
-            args += [parse_id(job, "job") for job in jobs]
+            args += [_parse_id(job, "job") for job in jobs]
         if types:
             where.append(f"type IN ({', '.join('?' * len(types))})")
             args += types
@@ -1203,7 +1296,7 @@ class Store:
 
     def create_token(self, name: str, role: str) -> str:
         """Make a credential; return its secret, which is stored only as a hash."""
-        if not TOKEN_NAME.match(name):
+        if not _TOKEN_NAME.match(name):
             raise Invalid("a token name is 1-64 letters, digits, '_', '.', '@' or '-'")
         if role not in ROLES:
             raise Invalid(f"role must be one of {', '.join(ROLES)}")
@@ -1213,16 +1306,16 @@ class Store:
                 raise Conflict(f"a token named {name!r} exists; revoke it first", "exists")
             db.execute(
                 "INSERT INTO tokens (name, role, hash, created_at) VALUES (?, ?, ?, ?)",
-                (name, role, token_hash(secret), self.clock()),
+                (name, role, _token_hash(secret), self.clock()),
             )
-        log.info("token %s created with role %s", name, role)
+        _log.info("token %s created with role %s", name, role)
         return secret
 
     def list_tokens(self) -> list[dict]:
         """Every token's name, role and times; never a secret."""
         rows = self.db.execute(
-            f"""SELECT json_object('name', name, 'role', role, 'created_at', {sql_time("created_at")},
-                   'last_used_at', {sql_time("last_used_at")}) FROM tokens ORDER BY name"""
+            f"""SELECT json_object('name', name, 'role', role, 'created_at', {_sql_time("created_at")},
+                   'last_used_at', {_sql_time("last_used_at")}) FROM tokens ORDER BY name"""
         )
         return [json.loads(row[0]) for row in rows]
 
@@ -1231,7 +1324,7 @@ class Store:
         with self.transaction() as db:
             if not db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount:
                 raise NotFound(f"no token named {name!r}")
-        log.info("token %s revoked", name)
+        _log.info("token %s revoked", name)
 
     def has_tokens(self) -> bool:
         """Whether any credential exists (if not, the server is in open mode)."""
@@ -1239,7 +1332,7 @@ class Store:
 
     def find_token(self, secret: str, name: str | None = None) -> sqlite3.Row | None:
         """The token a secret belongs to (and, for Basic, the name it must have), else None."""
-        digest = token_hash(secret)
+        digest = _token_hash(secret)
         if name is not None:
             row = self.db.execute(
                 "SELECT name, role, hash, last_used_at FROM tokens WHERE name = ?", (name,)
@@ -1252,7 +1345,7 @@ class Store:
         if row is None or not hmac.compare_digest(row["hash"], digest):
             return None
         now = self.clock()
-        if row["last_used_at"] is None or now - row["last_used_at"] > TOKEN_USE_RESOLUTION:
+        if row["last_used_at"] is None or now - row["last_used_at"] > _TOKEN_USE_RESOLUTION:
             with self.transaction() as db:
                 db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (now, row["name"]))
         return row
@@ -1261,13 +1354,13 @@ class Store:
 
     def put_type(self, name: str, settings: dict) -> dict:
         """Change a job type's settings: given fields are set (null restores the default), others kept."""
-        columns = {key: settings[key] for key in TYPE_COLUMNS if key in settings}
+        columns = {key: settings[key] for key in _TYPE_COLUMNS if key in settings}
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO types (name, updated_at) VALUES (?, ?)", (name, self.clock()))
             for column, value in columns.items():
                 db.execute(f"UPDATE types SET {column} = ?, updated_at = ? WHERE name = ?", (value, self.clock(), name))
         if "paused" in columns:
-            log.info("type %s %s", name, "paused" if columns["paused"] else "resumed")
+            _log.info("type %s %s", name, "paused" if columns["paused"] else "resumed")
             self.queue_changed.fire()  # a resumed type's jobs can go out now
         return self.get_type(name)
 
@@ -1279,13 +1372,13 @@ class Store:
         )
         if row is None and not counts:
             raise NotFound(f"no job type {name!r}: none configured and no jobs of it")
-        return type_view(name, row, counts)
+        return _type_view(name, row, counts)
 
     def list_types(self) -> list[dict]:
         """Every configured type or type with jobs, with settings and counts."""
         counts = self.count_jobs()
         rows = {row["name"]: row for row in self.db.execute("SELECT * FROM types")}
-        return [type_view(name, rows.get(name), counts.get(name, {})) for name in sorted(set(rows) | set(counts))]
+        return [_type_view(name, rows.get(name), counts.get(name, {})) for name in sorted(set(rows) | set(counts))]
 
     # -- workers
 
@@ -1320,8 +1413,8 @@ class Store:
             outcomes.setdefault(worker, {})[status] = number
         current: dict[str, list] = {}
         for row in self.db.execute(
-            f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT), {sql_time("updated_at")},
-                   (SELECT {sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
+            f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT), {_sql_time("updated_at")},
+                   (SELECT {_sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
                 FROM jobs WHERE status = 'processing' ORDER BY id"""
         ):
             current.setdefault(row[0], []).append({"job": row[1], "type": row[2], "attempt": row[3], "since": row[5]})
@@ -1350,28 +1443,28 @@ class Store:
                    type = excluded.type, parameters = excluded.parameters, every = excluded.every,
                    timezone = excluded.timezone, next_run_at = excluded.next_run_at,
                    updated_at = excluded.updated_at""",
-                (name, job_type, encode(parameters), every.text, every.zone_name, every.next_after(now), now, now),
+                (name, job_type, _encode(parameters), every.text, every.zone_name, every.next_after(now), now, now),
             )
-        log.info("schedule %s set: %s every %s", name, job_type, every.text)
+        _log.info("schedule %s set: %s every %s", name, job_type, every.text)
         return self.get_schedule(name)
 
     def get_schedule(self, name: str) -> dict:
         """One schedule, with its next run and last job."""
-        row = self.db.execute(f"SELECT {SCHEDULE_JSON} FROM schedules WHERE name = ?", (name,)).fetchone()
+        row = self.db.execute(f"SELECT {_SCHEDULE_JSON} FROM schedules WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no schedule named {name!r}")
         return json.loads(row[0])
 
     def list_schedules(self) -> list[dict]:
         """Every schedule, by name."""
-        return [json.loads(row[0]) for row in self.db.execute(f"SELECT {SCHEDULE_JSON} FROM schedules ORDER BY name")]
+        return [json.loads(row[0]) for row in self.db.execute(f"SELECT {_SCHEDULE_JSON} FROM schedules ORDER BY name")]
 
     def delete_schedule(self, name: str) -> None:
         """Stop a schedule; jobs it made are kept."""
         with self.transaction() as db:
             if not db.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount:
                 raise NotFound(f"no schedule named {name!r}")
-        log.info("schedule %s deleted", name)
+        _log.info("schedule %s deleted", name)
 
     def run_schedule(self, name: str, tick: float | None = None) -> dict:
         """Submit a schedule's job: for `tick` (once only, whoever asks), or now, on demand.
@@ -1484,15 +1577,8 @@ class Store:
         self.db.execute("SELECT COUNT(*) FROM types").fetchone()
 
 
-def parse_id(text: str, what: str) -> int:
-    """The integer behind a public id, or NotFound for anything that is not one."""
-    if not str(text).isdigit() or len(str(text)) > 18:
-        raise NotFound(f"no {what} {text}")
-    return int(text)
-
-
 # --------------------------------------------------------------------------
-# Reaper
+# Reaper and systemd
 # --------------------------------------------------------------------------
 
 
@@ -1522,7 +1608,7 @@ class SystemdNotifier:
         try:
             self._socket.sendto("\n".join(assignments).encode(), self.address)
         except OSError as error:
-            log.warning("could not notify systemd: %s", error)
+            _log.warning("could not notify systemd: %s", error)
 
 
 class Reaper(threading.Thread):
@@ -1576,7 +1662,7 @@ class Reaper(threading.Thread):
             self.last_run = time.time()
             self.report_health()
         except Exception:
-            log.exception("reaper round failed; trying again in %g s", self.interval)
+            _log.exception("reaper round failed; trying again in %g s", self.interval)
 
     def delete_old_jobs(self) -> None:
         """Delete finished jobs past retention, a batch at a time, within half a round."""
@@ -1603,59 +1689,25 @@ class Reaper(threading.Thread):
         self._halt.set()
 
 
+_SD_LISTEN_FDS_START = 3
+
+
+def _activated_socket(environ: dict | None = None) -> socket.socket | None:
+    """The listening socket systemd handed over (socket activation, LISTEN_FDS), if any."""
+    environ = os.environ if environ is None else environ
+    if environ.get("LISTEN_PID") != str(os.getpid()) or environ.get("LISTEN_FDS", "0") in ("", "0"):
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)  # not for the children we might start
+    return socket.socket(fileno=_SD_LISTEN_FDS_START)
+
+
 # --------------------------------------------------------------------------
-# HTTP API
+# Metrics
 # --------------------------------------------------------------------------
-
-
-def error_response(status: int, code: str, detail: str, headers: dict | None = None) -> bottle.HTTPResponse:
-    """A JSON error response `{error, detail}`."""
-    return bottle.HTTPResponse(
-        encode({"error": code, "detail": detail}),
-        status=status,
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-
-
-class Slots:
-    """Counts the requests that hold a thread for long (streams, long polls) against one limit.
-
-    waitress answers each request on one of `--threads` threads; a stream or
-    a long poll keeps its thread while it waits. They may take all but
-    RESERVED_THREADS of them, so short requests always find a thread.
-    """
-
-    RESERVED_THREADS = 4
-    RETRY_AFTER = 5
-
-    def __init__(self, threads: int):
-        self.limit = max(1, threads - self.RESERVED_THREADS)
-        self.counts = {"streams": 0, "long_polls": 0}
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def hold(self, kind: str) -> Iterator[None]:
-        """Take a slot for the block, or answer 503 with Retry-After when none is free."""
-        with self._lock:
-            if sum(self.counts.values()) >= self.limit:
-                raise error_response(
-                    503,
-                    "busy",
-                    f"all {self.limit} threads for streams and long polls are taken; try again shortly",
-                    {"Retry-After": str(self.RETRY_AFTER)},
-                )
-            self.counts[kind] += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.counts[kind] -= 1
-
-
-RECONNECT_MS = 3000
 
 # The counters of /metrics and their help (Store._count tallies them).
-COUNTERS = {
+_COUNTERS = {
     "jobs_submitted": "Jobs submitted.",
     "jobs_claimed": "Jobs handed to a worker (one per attempt).",
     "jobs_completed": "Jobs done.",
@@ -1665,18 +1717,17 @@ COUNTERS = {
     "attempts_failed": "Attempts that ended with an error report.",
     "attempts_expired": "Attempts whose lease ran out.",
 }
+_LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 
-LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 
-
-def label_text(labels: dict) -> str:
+def _label_text(labels: dict) -> str:
     """A Prometheus label set, `{a="x",b="y"}`, its values escaped."""
     if not labels:
         return ""
-    return "{" + ",".join(f'{key}="{str(value).translate(LABEL_ESCAPES)}"' for key, value in labels.items()) + "}"
+    return "{" + ",".join(f'{key}="{str(value).translate(_LABEL_ESCAPES)}"' for key, value in labels.items()) + "}"
 
 
-class Exposition:
+class _Exposition:
     """Prometheus' text exposition format, built a metric family at a time."""
 
     def __init__(self) -> None:
@@ -1689,14 +1740,14 @@ class Exposition:
 
     def samples(self, name: str, samples: list[tuple[dict, float]]) -> None:
         """Sample lines of the current family."""
-        self.lines += [f"{name}{label_text(labels)} {value!r}" for labels, value in samples]
+        self.lines += [f"{name}{_label_text(labels)} {value!r}" for labels, value in samples]
 
     def text(self) -> str:
         """The whole exposition."""
         return "\n".join(self.lines) + "\n"
 
 
-class Histogram:
+class _Histogram:
     """Request durations by (method, route, status class), in cumulative buckets."""
 
     BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -1718,7 +1769,7 @@ class Histogram:
             series[-2] += 1
             series[-1] += seconds
 
-    def expose(self, exposition: Exposition) -> None:
+    def expose(self, exposition: _Exposition) -> None:
         """Add the histogram's family to an exposition."""
         exposition.family(self.name, "histogram", self.help_text, [])
         with self._lock:
@@ -1732,18 +1783,59 @@ class Histogram:
             exposition.samples(f"{self.name}_sum", [(named, series[-1])])
 
 
-def firehose_event(row: sqlite3.Row) -> str:
-    """An event's data on /events: `{id, event, at, job, detail?}`."""
-    detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
-    return f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{row["job"]}{detail}}}'
+# --------------------------------------------------------------------------
+# HTTP API
+# --------------------------------------------------------------------------
 
 
-def sse_message(event_id: int, data: str) -> str:
-    """One Server-Sent Event."""
-    return f"id: {event_id}\ndata: {data}\n\n"
+def _error_response(status: int, code: str, detail: str, headers: dict | None = None) -> bottle.HTTPResponse:
+    """A JSON error response `{error, detail}`."""
+    return bottle.HTTPResponse(
+        _encode({"error": code, "detail": detail}),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
 
 
-def read_credentials(request: bottle.BaseRequest) -> tuple[str | None, str | None]:
+class _Slots:
+    """Counts the requests that hold a thread for long (streams, long polls) against one limit.
+
+    waitress answers each request on one of `--threads` threads; a stream or
+    a long poll keeps its thread while it waits. They may take all but
+    RESERVED_THREADS of them, so short requests always find a thread.
+    """
+
+    RESERVED_THREADS = 4
+    RETRY_AFTER = 5
+
+    def __init__(self, threads: int):
+        self.limit = max(1, threads - self.RESERVED_THREADS)
+        self.counts = {"streams": 0, "long_polls": 0}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, kind: str) -> Iterator[None]:
+        """Take a slot for the block, or answer 503 with Retry-After when none is free."""
+        with self._lock:
+            if sum(self.counts.values()) >= self.limit:
+                raise _error_response(
+                    503,
+                    "busy",
+                    f"all {self.limit} threads for streams and long polls are taken; try again shortly",
+                    {"Retry-After": str(self.RETRY_AFTER)},
+                )
+            self.counts[kind] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.counts[kind] -= 1
+
+
+_RECONNECT_MS = 3000
+
+
+def _read_credentials(request: bottle.BaseRequest) -> tuple[str | None, str | None]:
     """(name, secret) from `Authorization`: Basic gives both, Bearer only the secret."""
     scheme, _, value = request.get_header("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -1758,18 +1850,18 @@ def read_credentials(request: bottle.BaseRequest) -> tuple[str | None, str | Non
 
 
 @dataclass
-class Caller:
+class _Caller:
     """Who sent a request: a name (a worker's identity) and a role."""
 
     name: str
     role: str
 
 
-ROLE_RANK = {"client": 1, "worker": 2, "admin": 3}
-CHALLENGE = {"WWW-Authenticate": 'Basic realm="lazyboss", Bearer realm="lazyboss"'}
+_ROLE_RANK = {"client": 1, "worker": 2, "admin": 3}
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="lazyboss", Bearer realm="lazyboss"'}
 
 
-class Api:
+class _Api:
     """The HTTP handlers: each reads the request, calls the store, shapes the answer."""
 
     JSON_TYPES = ("application/json", "application/x-ndjson", "")
@@ -1779,32 +1871,32 @@ class Api:
         self.config = config
         self.reaper = reaper
         self.up_since = time.time()
-        self.open_mode_allowed = is_loopback(config.host)
-        self.slots = Slots(config.threads)
-        self.request_durations = Histogram(
+        self.open_mode_allowed = _is_loopback(config.host)
+        self.slots = _Slots(config.threads)
+        self.request_durations = _Histogram(
             "lazyboss_http_request_duration_seconds",
             "Time to answer a request (a stream: until its first byte), by route and status class.",
         )
 
     # -- request helpers
 
-    def authenticate(self, needed: str) -> Caller:
+    def authenticate(self, needed: str) -> _Caller:
         """The caller, checked to hold at least the `needed` role: else 401 or 403."""
-        name, secret = read_credentials(bottle.request)
+        name, secret = _read_credentials(bottle.request)
         if not self.store.has_tokens():
             if not self.open_mode_allowed:  # every token was revoked while we listen beyond loopback
-                raise error_response(401, "unauthorized", "no token exists: create one to use this server", CHALLENGE)
-            return Caller(name or secret or "anonymous", "admin")  # open mode
+                raise _error_response(401, "unauthorized", "no token exists: create one to use this server", _CHALLENGE)
+            return _Caller(name or secret or "anonymous", "admin")  # open mode
         token = self.store.find_token(secret, name) if secret else None
         if token is None:
             detail = "wrong credentials" if secret else "credentials needed (curl -u NAME:SECRET, or a Bearer token)"
-            raise error_response(401, "unauthorized", detail, CHALLENGE)
-        if ROLE_RANK[token["role"]] < ROLE_RANK[needed]:
+            raise _error_response(401, "unauthorized", detail, _CHALLENGE)
+        if _ROLE_RANK[token["role"]] < _ROLE_RANK[needed]:
             raise Forbidden(f"{token['name']} is a {token['role']}; this needs a {needed} token")
-        return Caller(token["name"], token["role"])
+        return _Caller(token["name"], token["role"])
 
     @staticmethod
-    def caller() -> Caller:
+    def caller() -> _Caller:
         """The authenticated caller of the current request."""
         return bottle.request.environ["lazyboss.caller"]
 
@@ -1819,10 +1911,10 @@ class Api:
         request = bottle.request
         limit = self.config.max_body
         if request.content_length > limit:
-            raise error_response(413, "too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
+            raise _error_response(413, "too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
         data = request.body.read(limit + 1)
         if len(data) > limit:
-            raise error_response(413, "too_large", f"the body is over the limit of {limit} bytes")
+            raise _error_response(413, "too_large", f"the body is over the limit of {limit} bytes")
         return data
 
     def read_json(self, allow_empty: bool = False) -> Any:
@@ -1832,7 +1924,7 @@ class Api:
         if not data.strip() and allow_empty:
             return None
         if content_type not in self.JSON_TYPES:
-            raise error_response(
+            raise _error_response(
                 415,
                 "unsupported_media_type",
                 f"send JSON with Content-Type: application/json (curl --json), not {content_type!r}",
@@ -1842,7 +1934,7 @@ class Api:
                 return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
             return json.loads(data)
         except (ValueError, UnicodeDecodeError) as error:
-            raise error_response(400, "bad_json", f"the body is not valid JSON: {error}") from None
+            raise _error_response(400, "bad_json", f"the body is not valid JSON: {error}") from None
 
     def query_number(self, name: str, default: float, low: float, high: float) -> float:
         """A numeric query parameter within bounds, or 422."""
@@ -1853,7 +1945,7 @@ class Api:
             value = float(text)
         except ValueError:
             raise Invalid(f"query parameter {name!r} must be a number, not {text!r}") from None
-        return check_number(value, name, low, high)
+        return _check_number(value, name, low, high)
 
     def last_event_id(self) -> int | None:
         """The Last-Event-ID header (or `last_event_id` query parameter) as a number."""
@@ -1906,19 +1998,19 @@ class Api:
                 raise LazybossError(f"cursor {cursor!r} is not one this server gave", "bad_cursor") from None
         jobs, last = self.store.list_jobs(statuses, self.query_list("type"), limit, before)
         following = base64.urlsafe_b64encode(str(last).encode()).decode().rstrip("=") if last else None
-        return encode({"jobs": jobs, "next": following})
+        return _encode({"jobs": jobs, "next": following})
 
     def get_job(self, job_id: str) -> Any:
         """GET /jobs/{id}: the job, or with Accept: text/event-stream its changes as they happen."""
         job = self.store.get_job(job_id)
         if "text/event-stream" not in bottle.request.get_header("Accept", ""):
-            return encode(job)
+            return _encode(job)
         after = self.last_event_id()
         finished = job["status"] in FINISHED_STATUSES
         opening = []
         if after is None:  # start with the job as it is now
             after = self.store.last_event_id(job_id)
-            opening = [sse_message(after, encode(job))]
+            opening = [_sse_message(after, _encode(job))]
         elif finished and not self.store.events_after(after, [job_id], []):
             bottle.response.status = 204  # nothing more will come: tells EventSource to stop reconnecting
             return ""
@@ -1937,10 +2029,10 @@ class Api:
         after = self.last_event_id()
         jobs = self.query_list("job")
         for job_id in jobs:
-            parse_id(job_id, "job")
+            _parse_id(job_id, "job")
         if after is None:
             after = self.store.last_event_id()
-        return self.stream([], after, jobs, self.query_list("type"), render=firehose_event, last=lambda row: False)
+        return self.stream([], after, jobs, self.query_list("type"), render=_firehose_event, last=lambda row: False)
 
     def stream(
         self,
@@ -1968,7 +2060,7 @@ class Api:
             with self.slots.hold("streams"):
                 # Sent at once so the client sees the headers before any event;
                 # it also tells EventSource how soon to reconnect.
-                yield f"retry: {RECONNECT_MS}\n\n"
+                yield f"retry: {_RECONNECT_MS}\n\n"
                 yield from opening
                 if finished:
                     return
@@ -1980,7 +2072,7 @@ class Api:
                     if ending is not None:
                         rows = rows[: ending + 1]
                     if rows:  # one write for all that is new: far cheaper than one per event
-                        yield "".join(sse_message(row["id"], render(row)) for row in rows)
+                        yield "".join(_sse_message(row["id"], render(row)) for row in rows)
                         cursor = rows[-1]["id"]
                     if ending is not None:
                         return
@@ -1990,7 +2082,7 @@ class Api:
                     if time.monotonic() - quiet_since >= heartbeat:
                         yield ": keep-alive\n\n"
                         quiet_since = time.monotonic()
-                    store.events_added.wait(seen, min(FOREIGN_WRITE_POLL, heartbeat))
+                    store.events_added.wait(seen, min(_FOREIGN_WRITE_POLL, heartbeat))
 
         return generate()
 
@@ -2008,7 +2100,7 @@ class Api:
             types += body["types"]
         wait = self.query_number("wait", 0, 0, float("inf"))
         if "wait" in body:
-            wait = check_number(body["wait"], "wait", 0, float("inf"))
+            wait = _check_number(body["wait"], "wait", 0, float("inf"))
         wait = min(wait, self.config.max_wait)
         worker = self.caller().name
         self.store.saw_worker(worker)
@@ -2022,26 +2114,26 @@ class Api:
             return ""
         bottle.response.status = 201
         bottle.response.set_header("Location", f"/jobs/{job['id']}/attempts/{job['attempt']}")
-        return encode(job)
+        return _encode(job)
 
     def put_result(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/result."""
         result = self.read_json(allow_empty=True)
         bottle.response.status = 201
-        return encode(self.store.complete_attempt(job_id, attempt_id, self.reporter(), result))
+        return _encode(self.store.complete_attempt(job_id, attempt_id, self.reporter(), result))
 
     def put_error(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/error."""
         error = self.read_json(allow_empty=True)
         bottle.response.status = 201
-        return encode(self.store.fail_attempt(job_id, attempt_id, self.reporter(), error))
+        return _encode(self.store.fail_attempt(job_id, attempt_id, self.reporter(), error))
 
     def put_progress(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/progress: a text/event-stream of progress, acknowledged."""
         content_type = bottle.request.content_type.split(";")[0].strip().lower()
         body = self.read_body()
         if body.strip() and content_type != "text/event-stream":
-            raise error_response(
+            raise _error_response(
                 415, "unsupported_media_type", f"send progress as Content-Type: text/event-stream, not {content_type!r}"
             )
         try:
@@ -2062,19 +2154,19 @@ class Api:
 
     def list_attempts(self, job_id: str) -> str:
         """GET /jobs/{id}/attempts."""
-        return encode(self.store.list_attempts(job_id))
+        return _encode(self.store.list_attempts(job_id))
 
     def get_attempt(self, job_id: str, attempt_id: str) -> str:
         """GET /jobs/{id}/attempts/{aid}."""
-        return encode(self.store.get_attempt(job_id, attempt_id))
+        return _encode(self.store.get_attempt(job_id, attempt_id))
 
     def cancel(self, job_id: str) -> str:
         """POST /jobs/{id}/cancel."""
-        return encode(self.store.cancel_job(job_id))
+        return _encode(self.store.cancel_job(job_id))
 
     def retry(self, job_id: str) -> str:
         """POST /jobs/{id}/retry."""
-        return encode(self.store.retry_job(job_id))
+        return _encode(self.store.retry_job(job_id))
 
     # -- supervising
 
@@ -2085,11 +2177,11 @@ class Api:
             raise Invalid('send {"name": ..., "role": "admin" | "worker" | "client"}')
         secret = self.store.create_token(body["name"], body.get("role", "worker"))
         bottle.response.status = 201
-        return encode({"name": body["name"], "role": body.get("role", "worker"), "secret": secret})
+        return _encode({"name": body["name"], "role": body.get("role", "worker"), "secret": secret})
 
     def list_tokens(self) -> str:
         """GET /tokens: names, roles and times, never secrets."""
-        return encode(self.store.list_tokens())
+        return _encode(self.store.list_tokens())
 
     def revoke_token(self, name: str) -> str:
         """DELETE /tokens/{name}: the token stops working at once."""
@@ -2099,25 +2191,25 @@ class Api:
 
     def put_type(self, name: str) -> str:
         """PUT /types/{type}: change the given settings; null restores a default."""
-        if not TYPE_NAME.match(name):
+        if not _TYPE_NAME.match(name):
             raise Invalid("a type is 1-100 letters, digits, '_', '.', ':' or '-'")
-        return encode(self.store.put_type(name, parse_type_settings(self.read_json())))
+        return _encode(self.store.put_type(name, _parse_type_settings(self.read_json())))
 
     def list_types(self) -> str:
         """GET /types."""
-        return encode(self.store.list_types())
+        return _encode(self.store.list_types())
 
     def get_type(self, name: str) -> str:
         """GET /types/{type}."""
-        return encode(self.store.get_type(name))
+        return _encode(self.store.get_type(name))
 
     def list_workers(self) -> str:
         """GET /workers."""
-        return encode(self.store.list_workers())
+        return _encode(self.store.list_workers())
 
     def put_schedule(self, name: str) -> str:
         """PUT /schedules/{name} {type, parameters, every, timezone?}."""
-        if not TOKEN_NAME.match(name):
+        if not _TOKEN_NAME.match(name):
             raise Invalid("a schedule name is 1-64 letters, digits, '_', '.', '@' or '-'")
         body = self.read_json()
         if not isinstance(body, dict):
@@ -2125,21 +2217,21 @@ class Api:
         unknown = sorted(set(body) - {"type", "parameters", "every", "timezone"})
         if unknown:
             raise Invalid(f"unknown field {unknown[0]!r}; known: every, parameters, timezone, type")
-        if not isinstance(body.get("type"), str) or not TYPE_NAME.match(body["type"]):
+        if not isinstance(body.get("type"), str) or not _TYPE_NAME.match(body["type"]):
             raise Invalid("'type' must be a job type name")
         try:
             every = parse_every(body.get("every"), body.get("timezone", "UTC"))
         except ValueError as error:
             raise Invalid(f"every: {error}") from None
-        return encode(self.store.put_schedule(name, body["type"], body.get("parameters", {}), every))
+        return _encode(self.store.put_schedule(name, body["type"], body.get("parameters", {}), every))
 
     def list_schedules(self) -> str:
         """GET /schedules."""
-        return encode(self.store.list_schedules())
+        return _encode(self.store.list_schedules())
 
     def get_schedule(self, name: str) -> str:
         """GET /schedules/{name}."""
-        return encode(self.store.get_schedule(name))
+        return _encode(self.store.get_schedule(name))
 
     def delete_schedule(self, name: str) -> str:
         """DELETE /schedules/{name}: no more ticks."""
@@ -2152,7 +2244,7 @@ class Api:
         job = self.store.run_schedule(name)
         bottle.response.status = 202
         bottle.response.set_header("Location", f"/jobs/{job['id']}")
-        return encode(job)
+        return _encode(job)
 
     # -- monitoring
 
@@ -2166,7 +2258,7 @@ class Api:
         if self.reaper is not None and not self.reaper.healthy():
             report.update(status="unhealthy", reaper="no round finished recently")
         bottle.response.status = 200 if report["status"] == "ok" else 503
-        return encode(report)
+        return _encode(report)
 
     def snapshot(self) -> dict:
         """Everything /stats and /metrics report, gathered once."""
@@ -2175,7 +2267,7 @@ class Api:
         for counts in by_type.values():
             for status, number in counts.items():
                 totals[status] += number
-        counters: dict[str, dict[str, int]] = {name: {} for name in COUNTERS}
+        counters: dict[str, dict[str, int]] = {name: {} for name in _COUNTERS}
         for (name, job_type), number in sorted(self.store.counters.items()):
             counters[name][job_type] = number
         return {
@@ -2193,12 +2285,12 @@ class Api:
 
     def stats(self) -> str:
         """GET /stats: what the server holds and does now, as JSON."""
-        return encode(self.snapshot())
+        return _encode(self.snapshot())
 
     def metrics(self) -> str:
         """GET /metrics: the same in Prometheus' text exposition format."""
         snapshot = self.snapshot()
-        lines = Exposition()
+        lines = _Exposition()
         lines.family("lazyboss_info", "gauge", "The running lazyboss.", [({"version": __version__}, 1)])
         lines.family("lazyboss_start_time_seconds", "gauge", "When this process started.", [({}, self.up_since)])
         lines.family(
@@ -2211,7 +2303,7 @@ class Api:
                 for status in JOB_STATUSES
             ],
         )
-        for name, help_text in COUNTERS.items():
+        for name, help_text in _COUNTERS.items():
             samples = [({"type": t}, n) for t, n in snapshot["counters"][name].items()]
             lines.family(f"lazyboss_{name}_total", "counter", help_text, samples)
         lines.family(
@@ -2237,13 +2329,13 @@ class Api:
         return lines.text()
 
 
-class ApiPlugin:
+class _ApiPlugin:
     """Bottle plugin: authenticate per the route's `role`, and answer LazybossError as JSON."""
 
     name = "lazyboss"
     api = 2
 
-    def __init__(self, handlers: Api):
+    def __init__(self, handlers: _Api):
         self.handlers = handlers
 
     def apply(self, callback: Callable, route: bottle.Route) -> Callable:
@@ -2256,7 +2348,7 @@ class ApiPlugin:
                     bottle.request.environ["lazyboss.caller"] = self.handlers.authenticate(needed)
                 body = callback(*args, **kwargs)
             except LazybossError as error:
-                raise error_response(error.status, error.code, error.detail) from None
+                raise _error_response(error.status, error.code, error.detail) from None
             if isinstance(body, str) and body and "Content-Type" not in bottle.response.headers:
                 bottle.response.content_type = "application/json"
             return body
@@ -2267,10 +2359,10 @@ class ApiPlugin:
 def make_app(store: Store, config: Config | None = None, reaper: Reaper | None = None) -> bottle.Bottle:
     """Build the Bottle application serving `store`."""
     config = config or Config()
-    api = Api(store, config, reaper)
+    api = _Api(store, config, reaper)
     app = bottle.Bottle()
     app.config["json.enable"] = False
-    app.install(ApiPlugin(api))
+    app.install(_ApiPlugin(api))
     routes = [  # method, path, handler, the least role that may call it (None: anyone)
         ("POST", "/jobs", api.submit, "client"),
         ("GET", "/jobs", api.list_jobs, "client"),
@@ -2307,11 +2399,11 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
     def default_error(error: bottle.HTTPError) -> str:
         # Bottle's own refusals (unknown route, wrong method, crash) in our JSON shape.
         if error.status_code >= 500:
-            log.error("internal error on %s %s: %s", bottle.request.method, bottle.request.path, error.exception)
+            _log.error("internal error on %s %s: %s", bottle.request.method, bottle.request.path, error.exception)
         codes = {404: "not_found", 405: "method_not_allowed"}
         detail = {404: f"no such resource: {bottle.request.path}", 405: error.body}.get(error.status_code)
         bottle.response.content_type = "application/json"
-        return encode({"error": codes.get(error.status_code, "internal_error"), "detail": detail or str(error.body)})
+        return _encode({"error": codes.get(error.status_code, "internal_error"), "detail": detail or str(error.body)})
 
     app.default_error_handler = default_error
 
@@ -2328,9 +2420,9 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         api.request_durations.observe(
             (environ["REQUEST_METHOD"], route.rule if route else "unmatched", f"{status // 100}xx"), elapsed
         )
-        if log.isEnabledFor(logging.INFO):
+        if _log.isEnabledFor(logging.INFO):
             query = environ.get("QUERY_STRING")
-            log.info(
+            _log.info(
                 "%s %s%s %s %.1fms %s",
                 environ["REQUEST_METHOD"],
                 environ.get("PATH_INFO", ""),
@@ -2344,18 +2436,565 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
 
 
 # --------------------------------------------------------------------------
+# Serving
+# --------------------------------------------------------------------------
+
+
+class Server:
+    """waitress serving a lazyboss app on a port, with an orderly stop from any thread or signal."""
+
+    def __init__(
+        self, store: Store, config: Config, reaper: Reaper | None = None, listener: socket.socket | None = None
+    ):
+        self.store = store
+        self.config = config
+        self.app = make_app(store, config, reaper)
+        if listener is not None:  # handed over by systemd
+            where: dict[str, Any] = {"sockets": [listener]}
+        else:  # "localhost" could mean two sockets (IPv4 and IPv6); one is enough
+            where = {"host": "127.0.0.1" if config.host == "localhost" else config.host, "port": config.port}
+        self.waitress = waitress.create_server(
+            self.app,
+            **where,
+            threads=config.threads,
+            ident="lazyboss",
+            # Bodies up to 4x the limit reach the app and get a JSON 413;
+            # larger ones are refused by waitress before they are read.
+            max_request_body_size=max(4 * config.max_body, config.max_body + (1 << 20)),
+            clear_untrusted_proxy_headers=True,
+            # Keep reading while a request runs, so a stream notices its client leave.
+            channel_request_lookahead=1,
+            # Every thread may hold a stream, with room for idle keep-alive clients.
+            connection_limit=100 + 2 * config.threads,
+        )
+        self.host: str = self.waitress.effective_host
+        self.port: int = self.waitress.effective_port
+        self._stop_requested = False  # a plain flag: safe to set from a signal handler
+
+    def run(self, grace: float = 10.0) -> None:
+        """Serve until `stop`; then let running requests finish (at most `grace` s) and close."""
+        connections = self.waitress._map
+        while not self._stop_requested:
+            wasyncore.loop(timeout=1.0, map=connections, count=1)
+        self.store.stop_waiting()
+        deadline = time.monotonic() + grace
+        while self._busy() and time.monotonic() < deadline:
+            wasyncore.loop(timeout=0.05, map=connections, count=1)
+        self.waitress.task_dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+        wasyncore.close_all(connections)
+
+    def _busy(self) -> bool:
+        """Whether a request is still being answered or its answer still being sent."""
+        return any(channel.requests or channel.total_outbufs_len for channel in self.waitress.active_channels.values())
+
+    def stop(self) -> None:
+        """Ask `run` to wind down: no more claims, waiting workers get 204 at once."""
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        self.store.stop_waiting()
+        try:
+            self.waitress.pull_trigger()  # wake the loop now rather than at its next timeout
+        except OSError:
+            pass  # the loop saw the flag by itself and has closed its trigger already
+
+
+def serve(config: Config) -> int:
+    """Run the server until SIGTERM or SIGINT; return the exit status."""
+    listener = _activated_socket()
+    if listener is not None:
+        config = replace(config, host=listener.getsockname()[0])
+    store = Store(config.db, config.sync)
+    if not _is_loopback(config.host) and not store.has_tokens():
+        store.close()
+        print(
+            f"lazyboss: refusing to listen on {config.host}: no token exists, so anyone could take jobs. "
+            f"Create one first (lazyboss --db {config.db} token create --role admin --name me) "
+            "or listen on 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
+    notifier = SystemdNotifier()
+    reaper = Reaper(store, config.reap_interval, parse_duration(config.retain), notifier)
+    server = Server(store, config, reaper, listener)
+
+    def shut_down(signum: int, frame: Any) -> None:
+        notifier.notify("STOPPING=1", "STATUS=stopping")
+        server.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, shut_down)
+    reaper.start()
+    _log.info("lazyboss %s serving %s on http://%s:%s", __version__, config.db, server.host, server.port)
+    notifier.notify("READY=1", f"STATUS=serving on {server.host}:{server.port}")
+    try:
+        server.run()
+    finally:
+        reaper.stop()
+        reaper.join(timeout=30)
+        store.close()
+    _log.info("lazyboss stopped")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Client
+# --------------------------------------------------------------------------
+
+_EXIT_OK, _EXIT_JOB_FAILED, _EXIT_USAGE, _EXIT_SERVER = 0, 1, 2, 3
+
+
+class Client:
+    """A small HTTP client for the lazyboss API, on the standard library only."""
+
+    def __init__(self, server: str, token: str | None = None, user: str | None = None, timeout: float = 30):
+        parts = urllib.parse.urlsplit(server if "://" in server else f"http://{server}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ServerError(f"--server {server!r} is not an http:// URL")
+        self.server = f"{parts.scheme}://{parts.netloc}"
+        self.parts = parts
+        self.timeout = timeout
+        self.headers = {"User-Agent": f"lazyboss/{__version__}"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        elif user:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+        self._local = threading.local()
+
+    def connect(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        """A new connection to the server."""
+        kind = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
+        return kind(self.parts.hostname, self.parts.port, timeout=timeout or self.timeout)
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = None
+    ) -> tuple[int, Any]:
+        """Send a request on this thread's keep-alive connection; (status, parsed JSON or text)."""
+        data = body if isinstance(body, (bytes, type(None))) else _encode(body).encode()
+        sent = {
+            **self.headers,
+            **({"Content-Type": "application/json"} if data and not isinstance(body, bytes) else {}),
+        }
+        sent.update(headers or {})
+        for attempt in (1, 2):  # a kept-alive connection the server has since closed gets one fresh try
+            connection = getattr(self._local, "connection", None) or self.connect()
+            self._local.connection = connection
+            try:
+                if timeout is not None:
+                    connection.timeout = timeout
+                    if connection.sock:
+                        connection.sock.settimeout(timeout)
+                connection.request(method, path, body=data, headers=sent)
+                response = connection.getresponse()
+                payload = response.read()
+                break
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                self._local.connection = None
+                if attempt == 2 or isinstance(error, (ConnectionRefusedError, socket.timeout)):
+                    raise ServerError(f"cannot reach {self.server}: {error}") from None
+        content_type = response.getheader("Content-Type", "")
+        parsed = payload.decode("utf-8", "replace")
+        if "json" in content_type and payload:
+            parsed = json.loads(payload)
+        if response.status >= 400:
+            code = parsed.get("error") if isinstance(parsed, dict) else None
+            detail = parsed.get("detail") if isinstance(parsed, dict) else parsed
+            raise ServerError(
+                f"{method} {path}: {response.status} {code or ''} {detail}".strip(), response.status, code
+            )
+        return response.status, parsed
+
+
+def _read_event_stream(client: Client, path: str, headers: dict | None = None) -> Iterator[tuple[str, Any]]:
+    """Follow a text/event-stream: (event id, parsed data) for each event, until the server ends it."""
+    connection = client.connect(timeout=120)  # heartbeats come every 15 s
+    try:
+        connection.request("GET", path, headers={**client.headers, "Accept": "text/event-stream", **(headers or {})})
+        response = connection.getresponse()
+        if response.status >= 400 or response.status == 204:
+            body = response.read().decode("utf-8", "replace")
+            if response.status == 204:
+                return
+            raise ServerError(f"GET {path}: {response.status} {body.strip()}", response.status)
+        event_id, data = "", []
+        for raw in response:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+            elif not line and data:
+                yield event_id, json.loads("\n".join(data))
+                data = []
+    except (OSError, http.client.HTTPException) as error:
+        raise ServerError(f"lost the stream from {client.server}: {error}") from None
+    finally:
+        connection.close()
+
+
+def _follow_job(client: Client, job_id: str, echo_log: bool) -> dict:
+    """Print a job's log chunks (and status changes) as they come; return the finished job."""
+    path = f"/events?job={urllib.parse.quote(job_id)}&last_event_id=0"
+    client.request("GET", f"/jobs/{urllib.parse.quote(job_id)}")  # a clear 404 for an unknown job
+    for _, event in _read_event_stream(client, path):
+        job = event["job"]
+        if echo_log:
+            for item in (event.get("detail") or {}).get("events", []):
+                if item["event"] == "log_chunk":
+                    sys.stdout.write(item["data"])
+                    sys.stdout.flush()
+            if event["event"] != "progress":
+                print(f"[lazyboss] job {job['id']} {event['event']}: {job['status']}", file=sys.stderr)
+        if job["status"] in FINISHED_STATUSES:
+            return job
+    raise ServerError("the event stream ended before the job did")
+
+
+def _retry_delay(failures: int) -> float:
+    """Seconds before the next try after `failures` failures in a row: doubling, jittered, at most ~5 s."""
+    return min(5.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)
+
+
+# --------------------------------------------------------------------------
+# Worker engine
+# --------------------------------------------------------------------------
+
+_OUTPUT_TAIL = 64 * 1024  # bytes of stdout and stderr kept for the result or error
+_BATCH_DELAY = 0.25  # seconds output may wait before it is sent as progress
+_HEARTBEAT = 2.0  # seconds of silence after which the lease is renewed anyway
+_PROGRESS_REQUEST_BYTES = 256 * 1024  # most output sent in one progress request
+_CANCEL_GRACE = 3.0  # seconds a cancelled command gets between SIGTERM and SIGKILL
+_PERCENT_LINE = re.compile(r"^LAZYBOSS_PERCENT=(\d+(?:\.\d+)?)\s*$")
+
+
+class _Output:
+    """One output stream of a command: decoded text for the log, its last bytes for the report."""
+
+    def __init__(self) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.tail = bytearray()
+        self.line = ""  # the unfinished last line, to spot LAZYBOSS_PERCENT=
+
+    def take(self, data: bytes) -> str:
+        """Keep the tail; return the newly decoded text."""
+        self.tail += data
+        del self.tail[:-_OUTPUT_TAIL]
+        return self.decoder.decode(data, final=not data)
+
+    def text(self) -> str:
+        """The kept tail as text."""
+        return bytes(self.tail).decode("utf-8", "replace")
+
+
+class _JobRun:
+    """One claimed job: its command in its own process group, the progress sent, the report."""
+
+    def __init__(self, worker: ShellWorker, job: dict):
+        self.worker = worker
+        self.job = job
+        self.path = f"/jobs/{job['id']}/attempts/{job['attempt']}"
+        self.outputs = {"stdout": _Output(), "stderr": _Output()}
+        self.pending: list[ProgressItem] = []  # not yet acknowledged by the server
+        self.next_id = 1
+        self.lock = threading.Lock()
+        self.stopped_because: str | None = None  # why we stopped the command, if we did
+        self.kill_at: float | None = None
+        self.process: subprocess.Popen | None = None
+        self.output_closed = threading.Event()
+
+    def run(self) -> None:
+        """Run the command to its end (or ours), then report."""
+        job, started = self.job, time.monotonic()
+        _log.info("claimed job %s (type %s, attempt %s)", job["id"], job["type"], job["attempt"])
+        environment = {
+            **os.environ,
+            "LAZYBOSS_JOB_ID": job["id"],
+            "LAZYBOSS_ATTEMPT": job["attempt"],
+            "LAZYBOSS_TYPE": job["type"],
+            "LAZYBOSS_URL": self.worker.client.server,
+        }
+        try:
+            self.process = subprocess.Popen(
+                self.worker.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=environment,
+                start_new_session=True,  # its own process group: we can stop all it started
+            )
+        except OSError as error:
+            self.report("error", {"error": f"cannot run {self.worker.command[0]}: {error}", "return_code": None})
+            return
+        readers = [
+            threading.Thread(target=self.read, args=(name, pipe), daemon=True)
+            for name, pipe in (("stdout", self.process.stdout), ("stderr", self.process.stderr))
+        ]
+        readers.append(threading.Thread(target=self.feed, daemon=True))
+        for reader in readers:
+            reader.start()
+        lease = job.get("timeout") or _DEFAULT_TIMEOUT
+        limit = self.worker.timeout or lease
+        heartbeat = min(_HEARTBEAT, lease / 3)  # renew well before a short lease runs out
+        last_sent, ended_at = time.monotonic(), None
+        while True:
+            now = time.monotonic()
+            if self.process.poll() is not None:
+                ended_at = ended_at or now
+                # Output still open after the command ended belongs to something it left behind.
+                if not any(reader.is_alive() for reader in readers[:2]) or now - ended_at > 2:
+                    break
+            elif self.stopped_because is None:
+                if now - started > limit:
+                    self.stop("timeout", self.worker.grace)
+                elif self.worker.hard_stop or (self.worker.deadline and now > self.worker.deadline):
+                    self.stop("shutdown", 0 if self.worker.hard_stop else self.worker.grace)
+            elif self.kill_at is not None and now >= self.kill_at:
+                self.signal_group(signal.SIGKILL)
+                self.kill_at = None
+            if self.pending or now - last_sent >= heartbeat:
+                if not self.send_progress():
+                    self.stop("cancelled", _CANCEL_GRACE)
+                last_sent = now
+            if any(reader.is_alive() for reader in readers[:2]):
+                self.output_closed.wait(
+                    min(_BATCH_DELAY, heartbeat)
+                )  # set when an output ends: the command is likely done
+                self.output_closed.clear()
+            else:
+                try:
+                    self.process.wait(_BATCH_DELAY)
+                except subprocess.TimeoutExpired:
+                    pass
+        for output in self.outputs.values():
+            self.queue("log_chunk", output.take(b""))  # what the decoders still held
+        while self.pending and self.stopped_because != "cancelled" and not self.worker.hard_stop:
+            if not self.send_progress():
+                break
+        self.finish(time.monotonic() - started)
+
+    def feed(self) -> None:
+        """Write the parameters to the command's stdin, then close it."""
+        assert self.process is not None and self.process.stdin is not None
+        try:
+            self.process.stdin.write(_encode(self.job.get("parameters")).encode() + b"\n")
+            self.process.stdin.close()
+        except OSError:
+            pass  # the command does not read its stdin: fine
+
+    def read(self, name: str, pipe: Any) -> None:
+        """Pass one output stream on as log chunks (and LAZYBOSS_PERCENT= lines as percent)."""
+        output = self.outputs[name]
+        while True:
+            data = os.read(pipe.fileno(), 65536)
+            if not data:
+                self.output_closed.set()
+                return
+            text = output.take(data)
+            self.queue("log_chunk", text)
+            if name == "stderr":
+                lines = (output.line + text).split("\n")
+                output.line = lines.pop()
+                for line in lines:
+                    match = _PERCENT_LINE.match(line.strip())
+                    if match:
+                        self.queue("percent", match.group(1))
+
+    def queue(self, event: str, data: str) -> None:
+        """Add a progress event to send, with the next id."""
+        if not data:
+            return
+        with self.lock:
+            self.pending.append(ProgressItem(self.next_id, event, data))
+            self.next_id += 1
+
+    def send_progress(self) -> bool:
+        """Send what is pending (or a heartbeat); False when the server says to stop the work."""
+        with self.lock:
+            batch, size = [], 0
+            for item in self.pending:
+                if batch and size + len(item.data) > _PROGRESS_REQUEST_BYTES:
+                    break
+                batch.append(item)
+                size += len(item.data)
+        body = "".join(
+            f"id: {item.id}\nevent: {item.event}\n"
+            + "".join(f"data: {line}\n" for line in item.data.split("\n"))
+            + "\n"
+            for item in batch
+        )
+        try:
+            self.worker.client.request(
+                "PUT", f"{self.path}/progress", body.encode(), {"Content-Type": "text/event-stream"}
+            )
+        except ServerError as error:
+            if error.status in (403, 404, 409):
+                _log.warning("job %s: %s; stopping its command", self.job["id"], error.code or error)
+                return False
+            _log.warning("job %s: progress not sent (%s); will send again", self.job["id"], error)
+            return True  # keep it pending: the ids make a resend harmless
+        with self.lock:
+            del self.pending[: len(batch)]
+        return True
+
+    def stop(self, reason: str, grace: float) -> None:
+        """SIGTERM to the command's process group, SIGKILL after `grace` seconds."""
+        self.stopped_because = reason
+        self.signal_group(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        self.kill_at = time.monotonic() + grace if grace > 0 else None
+
+    def signal_group(self, signum: int) -> None:
+        """Signal every process of the command's group."""
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def finish(self, duration: float) -> None:
+        """Report the outcome: a result for exit 0, else an error."""
+        assert self.process is not None
+        code = self.process.wait()
+        stdout, stderr = self.outputs["stdout"].text(), self.outputs["stderr"].text()
+        signame = signal.Signals(-code).name if code < 0 else None
+        _log.info(
+            "finished job %s: %s in %.2f s%s",
+            self.job["id"],
+            f"killed by {signame}" if signame else f"exit {code}",
+            duration,
+            f" ({self.stopped_because})" if self.stopped_because else "",
+        )
+        if self.stopped_because == "cancelled":
+            return  # the job is over already; nobody takes a report
+        outcome = {"return_code": None if signame else code, "signal": signame, "stdout": stdout, "stderr": stderr}
+        outcome["duration_s"] = round(duration, 3)
+        if self.stopped_because:
+            outcome["stopped_because"] = self.stopped_because
+        if code != 0:
+            self.report("error", outcome)
+        elif self.worker.json_result:
+            try:
+                self.report("result", json.loads(stdout))
+            except ValueError as error:
+                self.report("error", {**outcome, "error": f"--json-result: stdout is not JSON: {error}"})
+        else:
+            self.report("result", outcome)
+
+    def report(self, kind: str, body: Any) -> None:
+        """Deliver a result or error, again and again until the server answers it."""
+        failures = 0
+        while True:
+            try:
+                self.worker.client.request("PUT", f"{self.path}/{kind}", body)
+                return
+            except ServerError as error:
+                if error.status in (403, 404, 409):
+                    _log.warning("job %s: %s dropped: %s", self.job["id"], kind, error)
+                    return
+                if self.worker.hard_stop:
+                    _log.error("job %s: %s lost at exit: %s", self.job["id"], kind, error)
+                    return
+                failures += 1
+                _log.warning("job %s: %s not delivered (%s); trying again", self.job["id"], kind, error)
+                time.sleep(_retry_delay(failures))
+
+
+class ShellWorker:
+    """`lazyboss work`: claims jobs of some types by long polling and runs a command for each."""
+
+    LONG_POLL = 30.0
+
+    def __init__(self, client: Client, types: list[str], command: list[str], concurrency: int, **options: Any):
+        self.client = client
+        self.types = types
+        self.command = command
+        self.concurrency = concurrency
+        self.timeout: float | None = options.get("timeout")
+        self.grace: float = options.get("grace", 30.0)
+        self.json_result: bool = options.get("json_result", False)
+        self.stopping = threading.Event()
+        self.deadline: float | None = None  # after a SIGTERM: when running commands get stopped
+        self.hard_stop = False  # a second SIGINT: kill everything now
+        self.polls: dict[int, http.client.HTTPConnection] = {}
+
+    def run(self) -> int:
+        """Work until SIGTERM or SIGINT; return the exit status."""
+        signal.signal(signal.SIGTERM, self.shut_down)
+        signal.signal(signal.SIGINT, self.shut_down)
+        slots = [threading.Thread(target=self.work, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)]
+        for slot in slots:
+            slot.start()
+        _log.info(
+            "working on %s with %d slot(s): %s", ", ".join(self.types), self.concurrency, shlex.join(self.command)
+        )
+        while any(slot.is_alive() for slot in slots):
+            for slot in slots:
+                slot.join(0.2)  # short joins let signal handlers run
+        _log.info("worker stopped")
+        return _EXIT_OK
+
+    def shut_down(self, signum: int, frame: Any) -> None:
+        """First signal: claim nothing more, let running commands finish for --grace. Second SIGINT: kill."""
+        if self.stopping.is_set():
+            if signum == signal.SIGINT:
+                self.hard_stop = True
+            return
+        self.stopping.set()
+        self.deadline = time.monotonic() + self.grace
+        for connection in list(self.polls.values()):  # end waiting long polls now
+            if connection.sock is not None:
+                try:
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def work(self) -> None:
+        """One slot: claim, run, report, until told to stop."""
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                job = self.claim()
+                failures = 0
+            except ServerError as error:
+                if self.stopping.is_set():
+                    return
+                failures += 1
+                _log.warning("cannot claim: %s; trying again", error)
+                self.stopping.wait(_retry_delay(failures))
+                continue
+            if job is not None:
+                _JobRun(self, job).run()
+
+    def claim(self) -> dict | None:
+        """One long poll for a job of our types; None when none came."""
+        connection = self.client.connect(timeout=self.LONG_POLL + 30)
+        self.polls[threading.get_ident()] = connection
+        try:
+            if self.stopping.is_set():
+                return None
+            body = _encode({"types": self.types, "wait": self.LONG_POLL}).encode()
+            headers = {**self.client.headers, "Content-Type": "application/json"}
+            connection.request("POST", "/jobs/attempt", body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            raise ServerError(f"cannot reach {self.client.server}: {error}") from None
+        finally:
+            self.polls.pop(threading.get_ident(), None)
+            connection.close()
+        if response.status == 204:
+            return None
+        if response.status != 201:
+            raise ServerError(f"claim refused: {response.status} {data.decode('utf-8', 'replace')}", response.status)
+        return json.loads(data)
+
+
+# --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address only accepts connections from this machine."""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> argparse.ArgumentParser:
     """The command line: server flags (each with a LAZYBOSS_* variable) and commands."""
     parser = argparse.ArgumentParser(
         prog="lazyboss",
@@ -2442,198 +3081,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Server:
-    """waitress serving a lazyboss app on a port, with an orderly stop from any thread or signal."""
-
-    def __init__(
-        self, store: Store, config: Config, reaper: Reaper | None = None, listener: socket.socket | None = None
-    ):
-        self.store = store
-        self.config = config
-        self.app = make_app(store, config, reaper)
-        if listener is not None:  # handed over by systemd
-            where: dict[str, Any] = {"sockets": [listener]}
-        else:  # "localhost" could mean two sockets (IPv4 and IPv6); one is enough
-            where = {"host": "127.0.0.1" if config.host == "localhost" else config.host, "port": config.port}
-        self.waitress = waitress.create_server(
-            self.app,
-            **where,
-            threads=config.threads,
-            ident="lazyboss",
-            # Bodies up to 4x the limit reach the app and get a JSON 413;
-            # larger ones are refused by waitress before they are read.
-            max_request_body_size=max(4 * config.max_body, config.max_body + (1 << 20)),
-            clear_untrusted_proxy_headers=True,
-            # Keep reading while a request runs, so a stream notices its client leave.
-            channel_request_lookahead=1,
-            # Every thread may hold a stream, with room for idle keep-alive clients.
-            connection_limit=100 + 2 * config.threads,
-        )
-        self.host: str = self.waitress.effective_host
-        self.port: int = self.waitress.effective_port
-        self._stop_requested = False  # a plain flag: safe to set from a signal handler
-
-    def run(self, grace: float = 10.0) -> None:
-        """Serve until `stop`; then let running requests finish (at most `grace` s) and close."""
-        connections = self.waitress._map
-        while not self._stop_requested:
-            wasyncore.loop(timeout=1.0, map=connections, count=1)
-        self.store.stop_waiting()
-        deadline = time.monotonic() + grace
-        while self._busy() and time.monotonic() < deadline:
-            wasyncore.loop(timeout=0.05, map=connections, count=1)
-        self.waitress.task_dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
-        wasyncore.close_all(connections)
-
-    def _busy(self) -> bool:
-        """Whether a request is still being answered or its answer still being sent."""
-        return any(channel.requests or channel.total_outbufs_len for channel in self.waitress.active_channels.values())
-
-    def stop(self) -> None:
-        """Ask `run` to wind down: no more claims, waiting workers get 204 at once."""
-        if self._stop_requested:
-            return
-        self._stop_requested = True
-        self.store.stop_waiting()
-        try:
-            self.waitress.pull_trigger()  # wake the loop now rather than at its next timeout
-        except OSError:
-            pass  # the loop saw the flag by itself and has closed its trigger already
-
-
-SD_LISTEN_FDS_START = 3
-
-
-def activated_socket(environ: dict | None = None) -> socket.socket | None:
-    """The listening socket systemd handed over (socket activation, LISTEN_FDS), if any."""
-    environ = os.environ if environ is None else environ
-    if environ.get("LISTEN_PID") != str(os.getpid()) or environ.get("LISTEN_FDS", "0") in ("", "0"):
-        return None
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)  # not for the children we might start
-    return socket.socket(fileno=SD_LISTEN_FDS_START)
-
-
-def serve(config: Config) -> int:
-    """Run the server until SIGTERM or SIGINT; return the exit status."""
-    listener = activated_socket()
-    if listener is not None:
-        config = replace(config, host=listener.getsockname()[0])
-    store = Store(config.db, config.sync)
-    if not is_loopback(config.host) and not store.has_tokens():
-        store.close()
-        print(
-            f"lazyboss: refusing to listen on {config.host}: no token exists, so anyone could take jobs. "
-            f"Create one first (lazyboss --db {config.db} token create --role admin --name me) "
-            "or listen on 127.0.0.1.",
-            file=sys.stderr,
-        )
-        return 2
-    notifier = SystemdNotifier()
-    reaper = Reaper(store, config.reap_interval, parse_duration(config.retain), notifier)
-    server = Server(store, config, reaper, listener)
-
-    def shut_down(signum: int, frame: Any) -> None:
-        notifier.notify("STOPPING=1", "STATUS=stopping")
-        server.stop()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, shut_down)
-    reaper.start()
-    log.info("lazyboss %s serving %s on http://%s:%s", __version__, config.db, server.host, server.port)
-    notifier.notify("READY=1", f"STATUS=serving on {server.host}:{server.port}")
-    try:
-        server.run()
-    finally:
-        reaper.stop()
-        reaper.join(timeout=30)
-        store.close()
-    log.info("lazyboss stopped")
-    return 0
-
-
-# -- talking to a server (the client commands and the shell worker)
-
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
-
-
-class ServerError(Exception):
-    """The server could not be reached, or answered with an error; the message says which."""
-
-    def __init__(self, message: str, status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class Client:
-    """A small HTTP client for the lazyboss API, on the standard library only."""
-
-    def __init__(self, server: str, token: str | None = None, user: str | None = None, timeout: float = 30):
-        parts = urllib.parse.urlsplit(server if "://" in server else f"http://{server}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ServerError(f"--server {server!r} is not an http:// URL")
-        self.server = f"{parts.scheme}://{parts.netloc}"
-        self.parts = parts
-        self.timeout = timeout
-        self.headers = {"User-Agent": f"lazyboss/{__version__}"}
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
-        elif user:
-            self.headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
-        self._local = threading.local()
-
-    def connect(self, timeout: float | None = None) -> http.client.HTTPConnection:
-        """A new connection to the server."""
-        kind = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
-        return kind(self.parts.hostname, self.parts.port, timeout=timeout or self.timeout)
-
-    def request(
-        self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = None
-    ) -> tuple[int, Any]:
-        """Send a request on this thread's keep-alive connection; (status, parsed JSON or text)."""
-        data = body if isinstance(body, (bytes, type(None))) else encode(body).encode()
-        sent = {
-            **self.headers,
-            **({"Content-Type": "application/json"} if data and not isinstance(body, bytes) else {}),
-        }
-        sent.update(headers or {})
-        for attempt in (1, 2):  # a kept-alive connection the server has since closed gets one fresh try
-            connection = getattr(self._local, "connection", None) or self.connect()
-            self._local.connection = connection
-            try:
-                if timeout is not None:
-                    connection.timeout = timeout
-                    if connection.sock:
-                        connection.sock.settimeout(timeout)
-                connection.request(method, path, body=data, headers=sent)
-                response = connection.getresponse()
-                payload = response.read()
-                break
-            except (OSError, http.client.HTTPException) as error:
-                connection.close()
-                self._local.connection = None
-                if attempt == 2 or isinstance(error, (ConnectionRefusedError, socket.timeout)):
-                    raise ServerError(f"cannot reach {self.server}: {error}") from None
-        content_type = response.getheader("Content-Type", "")
-        parsed = payload.decode("utf-8", "replace")
-        if "json" in content_type and payload:
-            parsed = json.loads(payload)
-        if response.status >= 400:
-            code = parsed.get("error") if isinstance(parsed, dict) else None
-            detail = parsed.get("detail") if isinstance(parsed, dict) else parsed
-            raise ServerError(
-                f"{method} {path}: {response.status} {code or ''} {detail}".strip(), response.status, code
-            )
-        return response.status, parsed
-
-
-def print_json(value: Any) -> None:
+def _print_json(value: Any) -> None:
     """Pretty JSON on stdout."""
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def print_table(rows: list[dict], columns: list[str]) -> None:
+def _print_table(rows: list[dict], columns: list[str]) -> None:
     """A plain aligned table on stdout."""
     cells = [[("" if row.get(column) is None else str(row.get(column))) for column in columns] for row in rows]
     widths = [max([len(column)] + [len(line[index]) for line in cells]) for index, column in enumerate(columns)]
@@ -2641,7 +3094,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
 
 
-def command_token(args: argparse.Namespace, config: Config) -> int:
+def _command_token(args: argparse.Namespace, config: Config) -> int:
     """lazyboss token create|list|revoke, on the database file itself."""
     store = Store(config.db, config.sync)
     try:
@@ -2650,86 +3103,41 @@ def command_token(args: argparse.Namespace, config: Config) -> int:
             print(secret)
             print(f"Token {args.name!r} ({args.role}) created. The secret is shown only now.", file=sys.stderr)
         elif args.token_command == "list":
-            print_table(store.list_tokens(), ["name", "role", "created_at", "last_used_at"])
+            _print_table(store.list_tokens(), ["name", "role", "created_at", "last_used_at"])
         else:
             store.revoke_token(args.name)
             print(f"Token {args.name!r} revoked.", file=sys.stderr)
     except LazybossError as error:
         print(f"lazyboss: {error.detail}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, Invalid) else EXIT_SERVER
+        return _EXIT_USAGE if isinstance(error, Invalid) else _EXIT_SERVER
     finally:
         store.close()
-    return EXIT_OK
+    return _EXIT_OK
 
 
-def command_types(args: argparse.Namespace, client: Client) -> int:
+def _command_types(args: argparse.Namespace, client: Client) -> int:
     """lazyboss types | pause TYPE | resume TYPE."""
     if args.command in ("pause", "resume"):
         _, kind = client.request("PUT", f"/types/{urllib.parse.quote(args.type)}", {"paused": args.command == "pause"})
         print(f"{kind['type']}: {'paused' if kind['paused'] else 'handed out'}")
-        return EXIT_OK
+        return _EXIT_OK
     _, kinds = client.request("GET", "/types")
     rows = [
         {**kind, **kind["jobs"], "paused": "paused" if kind["paused"] else "", "backoff": kind["backoff"]["base"]}
         for kind in kinds
     ]
-    print_table(rows, ["type", "paused", "timeout", "max_attempts", "pending", "processing", "done", "failed"])
-    return EXIT_OK
+    _print_table(rows, ["type", "paused", "timeout", "max_attempts", "pending", "processing", "done", "failed"])
+    return _EXIT_OK
 
 
-def read_event_stream(client: Client, path: str, headers: dict | None = None) -> Iterator[tuple[str, Any]]:
-    """Follow a text/event-stream: (event id, parsed data) for each event, until the server ends it."""
-    connection = client.connect(timeout=120)  # heartbeats come every 15 s
-    try:
-        connection.request("GET", path, headers={**client.headers, "Accept": "text/event-stream", **(headers or {})})
-        response = connection.getresponse()
-        if response.status >= 400 or response.status == 204:
-            body = response.read().decode("utf-8", "replace")
-            if response.status == 204:
-                return
-            raise ServerError(f"GET {path}: {response.status} {body.strip()}", response.status)
-        event_id, data = "", []
-        for raw in response:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-            elif not line and data:
-                yield event_id, json.loads("\n".join(data))
-                data = []
-    except (OSError, http.client.HTTPException) as error:
-        raise ServerError(f"lost the stream from {client.server}: {error}") from None
-    finally:
-        connection.close()
-
-
-def follow_job(client: Client, job_id: str, echo_log: bool) -> dict:
-    """Print a job's log chunks (and status changes) as they come; return the finished job."""
-    path = f"/events?job={urllib.parse.quote(job_id)}&last_event_id=0"
-    client.request("GET", f"/jobs/{urllib.parse.quote(job_id)}")  # a clear 404 for an unknown job
-    for _, event in read_event_stream(client, path):
-        job = event["job"]
-        if echo_log:
-            for item in (event.get("detail") or {}).get("events", []):
-                if item["event"] == "log_chunk":
-                    sys.stdout.write(item["data"])
-                    sys.stdout.flush()
-            if event["event"] != "progress":
-                print(f"[lazyboss] job {job['id']} {event['event']}: {job['status']}", file=sys.stderr)
-        if job["status"] in FINISHED_STATUSES:
-            return job
-    raise ServerError("the event stream ended before the job did")
-
-
-def command_submit(args: argparse.Namespace, client: Client) -> int:
+def _command_submit(args: argparse.Namespace, client: Client) -> int:
     """lazyboss submit TYPE [JSON|-]: print the job id; with --wait, the result."""
     text = sys.stdin.read() if args.parameters == "-" else args.parameters
     try:
         parameters = json.loads(text) if text is not None else {}
     except ValueError as error:
         print(f"lazyboss: the parameters are not JSON: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _EXIT_USAGE
     body: dict[str, Any] = {"type": args.type, "parameters": parameters}
     if args.priority is not None:
         body["priority"] = args.priority
@@ -2738,427 +3146,93 @@ def command_submit(args: argparse.Namespace, client: Client) -> int:
     _, job = client.request("POST", "/jobs", body, {"Idempotency-Key": args.key} if args.key else None)
     print(job["id"])
     if not args.wait:
-        return EXIT_OK
-    job = follow_job(client, job["id"], echo_log=False)
-    print_json(job["result"] if job["status"] == "done" else {"status": job["status"], "error": job["error"]})
-    return EXIT_OK if job["status"] == "done" else EXIT_JOB_FAILED
+        return _EXIT_OK
+    job = _follow_job(client, job["id"], echo_log=False)
+    _print_json(job["result"] if job["status"] == "done" else {"status": job["status"], "error": job["error"]})
+    return _EXIT_OK if job["status"] == "done" else _EXIT_JOB_FAILED
 
 
-def command_jobs(args: argparse.Namespace, client: Client) -> int:
+def _command_jobs(args: argparse.Namespace, client: Client) -> int:
     """lazyboss jobs: newest first, as a table or JSON."""
     query = urllib.parse.urlencode(
         [("limit", args.limit)] + [("status", s) for s in args.status or []] + [("type", t) for t in args.type or []]
     )
     _, listing = client.request("GET", f"/jobs?{query}")
     if args.json:
-        print_json(listing["jobs"])
+        _print_json(listing["jobs"])
     else:
-        print_table(listing["jobs"], ["id", "type", "status", "attempts", "assignee", "created_at", "finished_at"])
-    return EXIT_OK
+        _print_table(listing["jobs"], ["id", "type", "status", "attempts", "assignee", "created_at", "finished_at"])
+    return _EXIT_OK
 
 
-def command_show(args: argparse.Namespace, client: Client) -> int:
+def _command_show(args: argparse.Namespace, client: Client) -> int:
     """lazyboss show ID: the job, its attempts and their logs."""
     job_path = f"/jobs/{urllib.parse.quote(args.id)}"
     _, job = client.request("GET", job_path)
     _, attempts = client.request("GET", f"{job_path}/attempts")
     for attempt in attempts:
         attempt["log"] = client.request("GET", f"{job_path}/attempts/{attempt['id']}/log")[1]
-    print_json({**job, "attempt_history": attempts})
-    return EXIT_OK
+    _print_json({**job, "attempt_history": attempts})
+    return _EXIT_OK
 
 
-def command_follow(args: argparse.Namespace, client: Client) -> int:
+def _command_follow(args: argparse.Namespace, client: Client) -> int:
     """lazyboss follow ID: its log and status changes as they happen, until it ends."""
-    job = follow_job(client, args.id, echo_log=True)
-    return EXIT_OK if job["status"] == "done" else EXIT_JOB_FAILED
+    job = _follow_job(client, args.id, echo_log=True)
+    return _EXIT_OK if job["status"] == "done" else _EXIT_JOB_FAILED
 
 
-def command_cancel_or_retry(args: argparse.Namespace, client: Client) -> int:
+def _command_cancel_or_retry(args: argparse.Namespace, client: Client) -> int:
     """lazyboss cancel ID | retry ID."""
     _, job = client.request("POST", f"/jobs/{urllib.parse.quote(args.id)}/{args.command}")
     print(f"job {job['id']}: {job['status']}")
-    return EXIT_OK
+    return _EXIT_OK
 
 
-def command_status(args: argparse.Namespace, client: Client) -> int:
+def _command_status(args: argparse.Namespace, client: Client) -> int:
     """lazyboss status: queue depth by type and status, and the workers (for admins)."""
     _, stats = client.request("GET", "/stats")
     rows = [
         {"type": job_type, **{status: counts.get(status, 0) for status in JOB_STATUSES}}
         for job_type, counts in sorted(stats["jobs_by_type"].items())
     ]
-    print_table(rows, ["type", *JOB_STATUSES])
+    _print_table(rows, ["type", *JOB_STATUSES])
     try:
         _, workers = client.request("GET", "/workers")
     except ServerError as error:
         if error.status != 403:
             raise
-        return EXIT_OK  # not an admin: no worker list
+        return _EXIT_OK  # not an admin: no worker list
     print()
     for worker in workers:
         worker["doing"] = ", ".join(f"job {w['job']} since {w['since']}" for w in worker["working_on"]) or "-"
-    print_table(workers, ["name", "last_seen_at", "doing", "done", "failed", "expired"])
-    return EXIT_OK
+    _print_table(workers, ["name", "last_seen_at", "doing", "done", "failed", "expired"])
+    return _EXIT_OK
 
 
-CLIENT_COMMANDS = {
-    "types": command_types,
-    "pause": command_types,
-    "resume": command_types,
-    "submit": command_submit,
-    "jobs": command_jobs,
-    "show": command_show,
-    "follow": command_follow,
-    "cancel": command_cancel_or_retry,
-    "retry": command_cancel_or_retry,
-    "status": command_status,
+_CLIENT_COMMANDS = {
+    "types": _command_types,
+    "pause": _command_types,
+    "resume": _command_types,
+    "submit": _command_submit,
+    "jobs": _command_jobs,
+    "show": _command_show,
+    "follow": _command_follow,
+    "cancel": _command_cancel_or_retry,
+    "retry": _command_cancel_or_retry,
+    "status": _command_status,
 }
 
 
-# -- the shell worker
-
-OUTPUT_TAIL = 64 * 1024  # bytes of stdout and stderr kept for the result or error
-BATCH_DELAY = 0.25  # seconds output may wait before it is sent as progress
-HEARTBEAT = 2.0  # seconds of silence after which the lease is renewed anyway
-PROGRESS_REQUEST_BYTES = 256 * 1024  # most output sent in one progress request
-CANCEL_GRACE = 3.0  # seconds a cancelled command gets between SIGTERM and SIGKILL
-PERCENT_LINE = re.compile(r"^LAZYBOSS_PERCENT=(\d+(?:\.\d+)?)\s*$")
-
-
-class Output:
-    """One output stream of a command: decoded text for the log, its last bytes for the report."""
-
-    def __init__(self) -> None:
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self.tail = bytearray()
-        self.line = ""  # the unfinished last line, to spot LAZYBOSS_PERCENT=
-
-    def take(self, data: bytes) -> str:
-        """Keep the tail; return the newly decoded text."""
-        self.tail += data
-        del self.tail[:-OUTPUT_TAIL]
-        return self.decoder.decode(data, final=not data)
-
-    def text(self) -> str:
-        """The kept tail as text."""
-        return bytes(self.tail).decode("utf-8", "replace")
-
-
-class JobRun:
-    """One claimed job: its command in its own process group, the progress sent, the report."""
-
-    def __init__(self, worker: ShellWorker, job: dict):
-        self.worker = worker
-        self.job = job
-        self.path = f"/jobs/{job['id']}/attempts/{job['attempt']}"
-        self.outputs = {"stdout": Output(), "stderr": Output()}
-        self.pending: list[ProgressItem] = []  # not yet acknowledged by the server
-        self.next_id = 1
-        self.lock = threading.Lock()
-        self.stopped_because: str | None = None  # why we stopped the command, if we did
-        self.kill_at: float | None = None
-        self.process: subprocess.Popen | None = None
-        self.output_closed = threading.Event()
-
-    def run(self) -> None:
-        """Run the command to its end (or ours), then report."""
-        job, started = self.job, time.monotonic()
-        log.info("claimed job %s (type %s, attempt %s)", job["id"], job["type"], job["attempt"])
-        environment = {
-            **os.environ,
-            "LAZYBOSS_JOB_ID": job["id"],
-            "LAZYBOSS_ATTEMPT": job["attempt"],
-            "LAZYBOSS_TYPE": job["type"],
-            "LAZYBOSS_URL": self.worker.client.server,
-        }
-        try:
-            self.process = subprocess.Popen(
-                self.worker.command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=environment,
-                start_new_session=True,  # its own process group: we can stop all it started
-            )
-        except OSError as error:
-            self.report("error", {"error": f"cannot run {self.worker.command[0]}: {error}", "return_code": None})
-            return
-        readers = [
-            threading.Thread(target=self.read, args=(name, pipe), daemon=True)
-            for name, pipe in (("stdout", self.process.stdout), ("stderr", self.process.stderr))
-        ]
-        readers.append(threading.Thread(target=self.feed, daemon=True))
-        for reader in readers:
-            reader.start()
-        lease = job.get("timeout") or DEFAULT_TIMEOUT
-        limit = self.worker.timeout or lease
-        heartbeat = min(HEARTBEAT, lease / 3)  # renew well before a short lease runs out
-        last_sent, ended_at = time.monotonic(), None
-        while True:
-            now = time.monotonic()
-            if self.process.poll() is not None:
-                ended_at = ended_at or now
-                # Output still open after the command ended belongs to something it left behind.
-                if not any(reader.is_alive() for reader in readers[:2]) or now - ended_at > 2:
-                    break
-            elif self.stopped_because is None:
-                if now - started > limit:
-                    self.stop("timeout", self.worker.grace)
-                elif self.worker.hard_stop or (self.worker.deadline and now > self.worker.deadline):
-                    self.stop("shutdown", 0 if self.worker.hard_stop else self.worker.grace)
-            elif self.kill_at is not None and now >= self.kill_at:
-                self.signal_group(signal.SIGKILL)
-                self.kill_at = None
-            if self.pending or now - last_sent >= heartbeat:
-                if not self.send_progress():
-                    self.stop("cancelled", CANCEL_GRACE)
-                last_sent = now
-            if any(reader.is_alive() for reader in readers[:2]):
-                self.output_closed.wait(
-                    min(BATCH_DELAY, heartbeat)
-                )  # set when an output ends: the command is likely done
-                self.output_closed.clear()
-            else:
-                try:
-                    self.process.wait(BATCH_DELAY)
-                except subprocess.TimeoutExpired:
-                    pass
-        for output in self.outputs.values():
-            self.queue("log_chunk", output.take(b""))  # what the decoders still held
-        while self.pending and self.stopped_because != "cancelled" and not self.worker.hard_stop:
-            if not self.send_progress():
-                break
-        self.finish(time.monotonic() - started)
-
-    def feed(self) -> None:
-        """Write the parameters to the command's stdin, then close it."""
-        assert self.process is not None and self.process.stdin is not None
-        try:
-            self.process.stdin.write(encode(self.job.get("parameters")).encode() + b"\n")
-            self.process.stdin.close()
-        except OSError:
-            pass  # the command does not read its stdin: fine
-
-    def read(self, name: str, pipe: Any) -> None:
-        """Pass one output stream on as log chunks (and LAZYBOSS_PERCENT= lines as percent)."""
-        output = self.outputs[name]
-        while True:
-            data = os.read(pipe.fileno(), 65536)
-            if not data:
-                self.output_closed.set()
-                return
-            text = output.take(data)
-            self.queue("log_chunk", text)
-            if name == "stderr":
-                lines = (output.line + text).split("\n")
-                output.line = lines.pop()
-                for line in lines:
-                    match = PERCENT_LINE.match(line.strip())
-                    if match:
-                        self.queue("percent", match.group(1))
-
-    def queue(self, event: str, data: str) -> None:
-        """Add a progress event to send, with the next id."""
-        if not data:
-            return
-        with self.lock:
-            self.pending.append(ProgressItem(self.next_id, event, data))
-            self.next_id += 1
-
-    def send_progress(self) -> bool:
-        """Send what is pending (or a heartbeat); False when the server says to stop the work."""
-        with self.lock:
-            batch, size = [], 0
-            for item in self.pending:
-                if batch and size + len(item.data) > PROGRESS_REQUEST_BYTES:
-                    break
-                batch.append(item)
-                size += len(item.data)
-        body = "".join(
-            f"id: {item.id}\nevent: {item.event}\n"
-            + "".join(f"data: {line}\n" for line in item.data.split("\n"))
-            + "\n"
-            for item in batch
-        )
-        try:
-            self.worker.client.request(
-                "PUT", f"{self.path}/progress", body.encode(), {"Content-Type": "text/event-stream"}
-            )
-        except ServerError as error:
-            if error.status in (403, 404, 409):
-                log.warning("job %s: %s; stopping its command", self.job["id"], error.code or error)
-                return False
-            log.warning("job %s: progress not sent (%s); will send again", self.job["id"], error)
-            return True  # keep it pending: the ids make a resend harmless
-        with self.lock:
-            del self.pending[: len(batch)]
-        return True
-
-    def stop(self, reason: str, grace: float) -> None:
-        """SIGTERM to the command's process group, SIGKILL after `grace` seconds."""
-        self.stopped_because = reason
-        self.signal_group(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        self.kill_at = time.monotonic() + grace if grace > 0 else None
-
-    def signal_group(self, signum: int) -> None:
-        """Signal every process of the command's group."""
-        assert self.process is not None
-        try:
-            os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def finish(self, duration: float) -> None:
-        """Report the outcome: a result for exit 0, else an error."""
-        assert self.process is not None
-        code = self.process.wait()
-        stdout, stderr = self.outputs["stdout"].text(), self.outputs["stderr"].text()
-        signame = signal.Signals(-code).name if code < 0 else None
-        log.info(
-            "finished job %s: %s in %.2f s%s",
-            self.job["id"],
-            f"killed by {signame}" if signame else f"exit {code}",
-            duration,
-            f" ({self.stopped_because})" if self.stopped_because else "",
-        )
-        if self.stopped_because == "cancelled":
-            return  # the job is over already; nobody takes a report
-        outcome = {"return_code": None if signame else code, "signal": signame, "stdout": stdout, "stderr": stderr}
-        outcome["duration_s"] = round(duration, 3)
-        if self.stopped_because:
-            outcome["stopped_because"] = self.stopped_because
-        if code != 0:
-            self.report("error", outcome)
-        elif self.worker.json_result:
-            try:
-                self.report("result", json.loads(stdout))
-            except ValueError as error:
-                self.report("error", {**outcome, "error": f"--json-result: stdout is not JSON: {error}"})
-        else:
-            self.report("result", outcome)
-
-    def report(self, kind: str, body: Any) -> None:
-        """Deliver a result or error, again and again until the server answers it."""
-        failures = 0
-        while True:
-            try:
-                self.worker.client.request("PUT", f"{self.path}/{kind}", body)
-                return
-            except ServerError as error:
-                if error.status in (403, 404, 409):
-                    log.warning("job %s: %s dropped: %s", self.job["id"], kind, error)
-                    return
-                if self.worker.hard_stop:
-                    log.error("job %s: %s lost at exit: %s", self.job["id"], kind, error)
-                    return
-                failures += 1
-                log.warning("job %s: %s not delivered (%s); trying again", self.job["id"], kind, error)
-                time.sleep(retry_delay(failures))
-
-
-def retry_delay(failures: int) -> float:
-    """Seconds before the next try after `failures` failures in a row: doubling, jittered, at most ~5 s."""
-    return min(5.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)
-
-
-class ShellWorker:
-    """`lazyboss work`: claims jobs of some types by long polling and runs a command for each."""
-
-    LONG_POLL = 30.0
-
-    def __init__(self, client: Client, types: list[str], command: list[str], concurrency: int, **options: Any):
-        self.client = client
-        self.types = types
-        self.command = command
-        self.concurrency = concurrency
-        self.timeout: float | None = options.get("timeout")
-        self.grace: float = options.get("grace", 30.0)
-        self.json_result: bool = options.get("json_result", False)
-        self.stopping = threading.Event()
-        self.deadline: float | None = None  # after a SIGTERM: when running commands get stopped
-        self.hard_stop = False  # a second SIGINT: kill everything now
-        self.polls: dict[int, http.client.HTTPConnection] = {}
-
-    def run(self) -> int:
-        """Work until SIGTERM or SIGINT; return the exit status."""
-        signal.signal(signal.SIGTERM, self.shut_down)
-        signal.signal(signal.SIGINT, self.shut_down)
-        slots = [threading.Thread(target=self.work, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)]
-        for slot in slots:
-            slot.start()
-        log.info("working on %s with %d slot(s): %s", ", ".join(self.types), self.concurrency, shlex.join(self.command))
-        while any(slot.is_alive() for slot in slots):
-            for slot in slots:
-                slot.join(0.2)  # short joins let signal handlers run
-        log.info("worker stopped")
-        return EXIT_OK
-
-    def shut_down(self, signum: int, frame: Any) -> None:
-        """First signal: claim nothing more, let running commands finish for --grace. Second SIGINT: kill."""
-        if self.stopping.is_set():
-            if signum == signal.SIGINT:
-                self.hard_stop = True
-            return
-        self.stopping.set()
-        self.deadline = time.monotonic() + self.grace
-        for connection in list(self.polls.values()):  # end waiting long polls now
-            if connection.sock is not None:
-                try:
-                    connection.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def work(self) -> None:
-        """One slot: claim, run, report, until told to stop."""
-        failures = 0
-        while not self.stopping.is_set():
-            try:
-                job = self.claim()
-                failures = 0
-            except ServerError as error:
-                if self.stopping.is_set():
-                    return
-                failures += 1
-                log.warning("cannot claim: %s; trying again", error)
-                self.stopping.wait(retry_delay(failures))
-                continue
-            if job is not None:
-                JobRun(self, job).run()
-
-    def claim(self) -> dict | None:
-        """One long poll for a job of our types; None when none came."""
-        connection = self.client.connect(timeout=self.LONG_POLL + 30)
-        self.polls[threading.get_ident()] = connection
-        try:
-            if self.stopping.is_set():
-                return None
-            body = encode({"types": self.types, "wait": self.LONG_POLL}).encode()
-            headers = {**self.client.headers, "Content-Type": "application/json"}
-            connection.request("POST", "/jobs/attempt", body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            raise ServerError(f"cannot reach {self.client.server}: {error}") from None
-        finally:
-            self.polls.pop(threading.get_ident(), None)
-            connection.close()
-        if response.status == 204:
-            return None
-        if response.status != 201:
-            raise ServerError(f"claim refused: {response.status} {data.decode('utf-8', 'replace')}", response.status)
-        return json.loads(data)
-
-
-def command_work(args: argparse.Namespace, client: Client) -> int:
+def _command_work(args: argparse.Namespace, client: Client) -> int:
     """lazyboss work --type T -- COMMAND...: the shell worker."""
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not command:
         print("lazyboss work: give the command after --, e.g. lazyboss work --type t -- sh -c 'cat'", file=sys.stderr)
-        return EXIT_USAGE
+        return _EXIT_USAGE
     if args.concurrency < 1:
         print("lazyboss work: -c needs at least 1", file=sys.stderr)
-        return EXIT_USAGE
+        return _EXIT_USAGE
     worker = ShellWorker(
         client,
         args.types,
@@ -3173,7 +3247,7 @@ def command_work(args: argparse.Namespace, client: Client) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `lazyboss` and `python lazyboss.py`."""
-    parser = build_parser()
+    parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -3184,8 +3258,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(f"--retain: {error}")
     if args.command == "token":
-        return command_token(args, config)
-    if args.command in CLIENT_COMMANDS or args.command == "work":
+        return _command_token(args, config)
+    if args.command in _CLIENT_COMMANDS or args.command == "work":
         # In open mode a worker's name is its Basic user: by default the host name.
         user = args.user or (
             f"{getattr(args, 'name', None) or socket.gethostname()}:" if args.command == "work" else None
@@ -3193,11 +3267,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             client = Client(args.server, args.token, user)
             if args.command == "work":
-                return command_work(args, client)
-            return CLIENT_COMMANDS[args.command](args, client)
+                return _command_work(args, client)
+            return _CLIENT_COMMANDS[args.command](args, client)
         except ServerError as error:
             print(f"lazyboss: {error}", file=sys.stderr)
-            return EXIT_SERVER
+            return _EXIT_SERVER
     return serve(config)
 
 

@@ -337,7 +337,7 @@ def test_health_checks_the_database(app):
 
 def test_schema_version_is_recorded_and_reopening_is_harmless(store, db_path):
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(lazyboss.MIGRATIONS)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(lazyboss._MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     lazyboss.Store(db_path).close()
 
@@ -402,7 +402,7 @@ def test_parse_progress_follows_the_event_stream_format():
 
 def test_an_older_file_is_migrated_in_place(db_path):
     with sqlite3.connect(db_path) as db:
-        db.executescript(lazyboss.MIGRATIONS[0])
+        db.executescript(lazyboss._MIGRATIONS[0])
         db.execute("PRAGMA user_version = 1")
         db.execute(
             """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
@@ -413,7 +413,7 @@ def test_an_older_file_is_migrated_in_place(db_path):
     try:
         assert store.get_job("1")["type"] == "old"
         with sqlite3.connect(db_path) as db:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == len(lazyboss.MIGRATIONS)
+            assert db.execute("PRAGMA user_version").fetchone()[0] == len(lazyboss._MIGRATIONS)
             assert db.execute("SELECT COUNT(*) FROM progress").fetchone()[0] == 0
     finally:
         store.close()

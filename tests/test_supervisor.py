@@ -128,13 +128,13 @@ def test_every_role_against_every_endpoint_class(store, tokens, role, needed, me
     response = app.request(
         path,
         method=method,
-        body=(b"" if body is None else lazyboss.encode(body).encode()),
+        body=(b"" if body is None else lazyboss._encode(body).encode()),
         content_type="application/json",
         **params,
     )
     if role in ("nobody", "wrong"):
         assert response.status_int == 401 and "WWW-Authenticate" in response.headers
-    elif lazyboss.ROLE_RANK[role] < lazyboss.ROLE_RANK[needed]:
+    elif lazyboss._ROLE_RANK[role] < lazyboss._ROLE_RANK[needed]:
         assert response.status_int == 403 and response.json["error"] == "forbidden"
     else:
         assert response.status_int not in (401, 403), response.text

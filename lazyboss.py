@@ -54,7 +54,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import bottle
@@ -596,10 +596,20 @@ _DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
 class Cron:
-    """A five-field cron line (minute hour day-of-month month day-of-week), as cron(8) reads it."""
+    """A five-field cron line (minute hour day-of-month month day-of-week), read as cron(8) reads it.
+
+    The reference is Vixie cron and cronie, as modelled by cronsim (which the
+    tests compare with): when either day field starts with `*` (as `*/2`
+    does) a day must match both, otherwise either. A line with a fixed minute
+    and hour walks the wall clock through daylight-saving changes: it fires
+    once in a repeated hour, and a time a jump skips fires right after the
+    jump. Every other line walks real time: `*/15 * * * *` fires every 15
+    minutes through a repeated hour, and not for the minutes a jump skips.
+    """
 
     FIELDS = (("minute", 0, 59, []), ("hour", 0, 23, []), ("day of month", 1, 31, []))
     FIELDS += (("month", 1, 12, _MONTH_NAMES), ("day of week", 0, 7, _DAY_NAMES))
+    HORIZON_YEARS = 50  # a line that does not fire within this many years never does (as cronsim)
 
     def __init__(self, line: str):
         parts = line.split()
@@ -608,8 +618,8 @@ class Cron:
         sets = [self._parse_field(part, *field) for part, field in zip(parts, self.FIELDS)]
         self.minutes, self.hours, self.days, self.months, weekdays = sets
         self.weekdays = {day % 7 for day in weekdays}  # 7 is Sunday too
-        # cron(8): when both day fields are restricted, either may match.
-        self.either_day = parts[2] != "*" and parts[4] != "*"
+        self.both_days = parts[2].startswith("*") or parts[4].startswith("*")
+        self.wall_clock = not parts[0].startswith("*") and not parts[1].startswith("*")
 
     @staticmethod
     def _parse_field(text: str, name: str, low: int, high: int, names: list[str]) -> set[int]:
@@ -618,14 +628,14 @@ class Cron:
         def number(word: str) -> int:
             if word.lower() in names:
                 return names.index(word.lower()) + (1 if name == "month" else 0)
-            if not word.isdigit() or not low <= int(word) <= high:
+            if not re.fullmatch("[0-9]{1,4}", word) or not low <= int(word) <= high:
                 raise ValueError(f"{name}: {word!r} is not a number from {low} to {high}")
             return int(word)
 
         values: set[int] = set()
         for item in text.split(","):
             span, _, step_text = item.partition("/")
-            if step_text and (not step_text.isdigit() or int(step_text) == 0):
+            if step_text and (not re.fullmatch("[0-9]{1,9}", step_text) or int(step_text) == 0):
                 raise ValueError(f"{name}: step {step_text!r} is not a positive whole number")
             step = int(step_text) if step_text else 1
             if span == "*":
@@ -640,31 +650,75 @@ class Cron:
             values.update(range(first, last + 1, step))
         return values
 
-    def _day_matches(self, day: datetime) -> bool:
+    def _day_matches(self, day: date) -> bool:
         in_month = day.day in self.days
         in_week = (day.weekday() + 1) % 7 in self.weekdays
-        return (in_month or in_week) if self.either_day else (in_month and in_week)
+        return (in_month and in_week) if self.both_days else (in_month or in_week)
 
     def next_after(self, timestamp: float, zone: Any) -> float:
-        """The first time after `timestamp` the line matches on the wall clock of `zone`."""
-        start = datetime.fromtimestamp(timestamp, zone).replace(tzinfo=None, second=0, microsecond=0)
-        moment = start + timedelta(minutes=1)
-        while moment < start + timedelta(days=5 * 366):
-            if moment.month not in self.months:
-                moment = (moment.replace(day=1) + timedelta(days=32)).replace(day=1, hour=0, minute=0)
-            elif not self._day_matches(moment):
-                moment = moment.replace(hour=0, minute=0) + timedelta(days=1)
-            elif moment.hour not in self.hours:
-                moment = moment.replace(minute=0) + timedelta(hours=1)
-            elif moment.minute not in self.minutes:
-                moment += timedelta(minutes=1)
+        """The first time after `timestamp` the line fires in `zone`."""
+        if self.wall_clock:
+            moment = datetime.fromtimestamp(timestamp, zone).replace(tzinfo=None, second=0, microsecond=0)
+            moment += timedelta(minutes=1)
+        else:
+            moment = datetime.fromtimestamp((math.floor(timestamp / 60) + 1) * 60, zone)
+        horizon = moment.year + self.HORIZON_YEARS
+        while True:
+            moment = self._first_match(moment, zone, horizon)
+            if self.wall_clock:
+                # A wall time that a jump skips fires at the first minute after the
+                # jump; one that a fall-back repeats, at its first pass.
+                while not self._wall_time_exists(moment, zone):
+                    moment += timedelta(minutes=1)
+                fires = moment.replace(tzinfo=zone, fold=0).timestamp()
             else:
-                aware = moment.replace(tzinfo=zone)
-                # A wall time that a daylight-saving jump skips does not happen.
-                if aware.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) == moment:
-                    return aware.timestamp()
-                moment += timedelta(minutes=1)
-        raise ValueError("the cron line never matches (such as the 30th of February)")
+                fires = moment.timestamp()
+            if fires > timestamp:  # else a fixed time whose first pass is over, in a repeated hour
+                return fires
+            moment = self._forward(moment, zone, 60)
+
+    @staticmethod
+    def _wall_time_exists(moment: datetime, zone: Any) -> bool:
+        """Whether a wall-clock time happens in `zone` (a jump forward skips some)."""
+        return moment.replace(tzinfo=zone).astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) == moment
+
+    def _forward(self, moment: datetime, zone: Any, seconds: int) -> datetime:
+        """`seconds` later: on the wall clock for a fixed-time line, in real time for the others."""
+        if self.wall_clock:
+            return moment + timedelta(seconds=seconds)
+        return (moment.astimezone(timezone.utc) + timedelta(seconds=seconds)).astimezone(zone)
+
+    def _first_match(self, moment: datetime, zone: Any, horizon: int) -> datetime:
+        """The first matching minute from `moment` on; ValueError past the year `horizon`."""
+        while True:
+            if moment.month not in self.months:
+                day = moment.date().replace(day=1)
+                while day.month not in self.months:
+                    day = (day + timedelta(days=32)).replace(day=1)
+                moment = datetime.combine(day, datetime.min.time(), moment.tzinfo)
+            if moment.year > horizon:
+                raise ValueError("the cron line never fires (such as on the 30th of February)")
+            if not self._day_matches(moment.date()):
+                day = moment.date() + timedelta(days=1)
+                while not self._day_matches(day) and day.day != 1:  # a new month is checked above
+                    day += timedelta(days=1)
+                moment = datetime.combine(day, datetime.min.time(), moment.tzinfo)
+            elif moment.hour not in self.hours:
+                moment = moment.replace(minute=0)
+                while True:
+                    moment = self._forward(moment, zone, 3600)
+                    if moment.hour in self.hours or moment.hour == 0:
+                        break
+            elif moment.minute not in self.minutes:
+                if len(self.minutes) == 1:
+                    (target,) = self.minutes
+                    moment = self._forward(moment, zone, (target - moment.minute) % 60 * 60)
+                while moment.minute not in self.minutes:
+                    moment = self._forward(moment, zone, 60)
+                    if moment.minute == 0:
+                        break
+            else:
+                return moment
 
 
 @dataclass

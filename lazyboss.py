@@ -241,7 +241,50 @@ class ServerError(Exception):
 # Schema and SQL
 # --------------------------------------------------------------------------
 
-_MIGRATIONS = [
+
+def _separate_submission_keys(db: sqlite3.Connection) -> None:
+    """Migration 4: a client's Idempotency-Key names a submission; schedule ticks get a column of their own.
+
+    Until now one unique column held the keys of clients, of batch members
+    (KEY/0, KEY/1, ...) and of schedule ticks (schedule:NAME:TICK), so that
+    one could stand for another. Batch members are recognised by KEY/0 and
+    KEY/1 both being there (a batch had at least two jobs); where a client
+    used KEY for a single job too, the submission made first keeps KEY.
+    """
+    db.execute("ALTER TABLE jobs RENAME COLUMN idempotency_key TO schedule_tick")
+    db.execute(
+        """CREATE TABLE submissions (
+               id INTEGER PRIMARY KEY,
+               key TEXT NOT NULL UNIQUE,  -- the client's Idempotency-Key
+               batch INTEGER NOT NULL,  -- 1: the jobs came as a list
+               jobs INTEGER NOT NULL  -- how many
+           )"""
+    )
+    db.execute("ALTER TABLE jobs ADD COLUMN submission INTEGER REFERENCES submissions (id)")
+    db.execute("CREATE INDEX jobs_submission ON jobs (submission) WHERE submission IS NOT NULL")
+    keyed = dict(db.execute("SELECT schedule_tick, id FROM jobs WHERE schedule_tick IS NOT NULL ORDER BY id"))
+    db.execute("UPDATE jobs SET schedule_tick = NULL")
+    submissions: dict[str, tuple[bool, list[int]]] = {}
+    for key, job_id in sorted(keyed.items(), key=lambda item: item[1]):
+        tick = re.fullmatch(r"schedule:([^:]+:[0-9.]+)", key)
+        if tick:
+            db.execute("UPDATE jobs SET schedule_tick = ? WHERE id = ?", (tick.group(1), job_id))
+            continue
+        member = re.fullmatch(r"(.*)/[0-9]+", key, re.DOTALL)
+        batch = member is not None and f"{member.group(1)}/0" in keyed and f"{member.group(1)}/1" in keyed
+        name = member.group(1) if member and batch else key
+        first = submissions.setdefault(name, (batch, []))
+        if first[0] == batch:
+            first[1].append(job_id)
+    for key, (batch, ids) in submissions.items():
+        submission = db.execute(
+            "INSERT INTO submissions (key, batch, jobs) VALUES (?, ?, ?)", (key, batch, len(ids))
+        ).lastrowid
+        db.executemany("UPDATE jobs SET submission = ? WHERE id = ?", [(submission, job_id) for job_id in ids])
+
+
+# Each migration is SQL statements, or a function of the connection for what SQL alone cannot say well.
+_MIGRATIONS: list = [
     # 1: jobs, their attempts, the event log and per-type settings.
     """
     CREATE TABLE jobs (
@@ -350,6 +393,7 @@ _MIGRATIONS = [
         updated_at REAL NOT NULL
     );
     """,
+    _separate_submission_keys,
 ]
 
 
@@ -432,6 +476,7 @@ class JobSpec:
     parameters: Any = None
     priority: int | None = None
     run_at: float | None = None
+    delay: float | None = None  # seconds after the submit is committed; run_at wins
     max_attempts: int | None = None
     timeout: float | None = None
 
@@ -439,7 +484,7 @@ class JobSpec:
 _SUBMIT_FIELDS = {"type", "parameters", "priority", "run_at", "delay", "max_attempts", "timeout"}
 
 
-def parse_job_spec(body: Any, now: float, where: str = "") -> JobSpec:
+def parse_job_spec(body: Any, where: str = "") -> JobSpec:
     """Validate one submitted job object; raise Invalid naming the bad field."""
     if not isinstance(body, dict):
         raise Invalid(f"{where}a job must be a JSON object with at least a 'type'")
@@ -464,7 +509,7 @@ def parse_job_spec(body: Any, now: float, where: str = "") -> JobSpec:
         except ValueError as error:
             raise Invalid(f"{where}run_at: {error}") from None
     if "delay" in body:
-        spec.run_at = now + _check_number(body["delay"], f"{where}delay", 0, 366 * 86400)
+        spec.delay = _check_number(body["delay"], f"{where}delay", 0, 366 * 86400)
     return spec
 
 
@@ -836,7 +881,10 @@ class Store:
 
     Every write is one IMMEDIATE transaction. Threads of this process queue on
     a lock before it (cheaper than SQLite's busy back-off); other processes on
-    the same file wait in SQLite's busy timeout.
+    the same file wait in SQLite's busy timeout. A write reads the clock and
+    everything it decides on inside its transaction, once it holds the lock:
+    time spent waiting must not age a lease, and nothing read before may have
+    changed. Reads that make one answer are one statement or one `snapshot`.
     """
 
     def __init__(self, path: str, sync: str = "full", clock: Callable[[], float] = time.time):
@@ -897,6 +945,19 @@ class Store:
             with self._counters_lock:
                 self.counters.update(tally)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that make one answer: all see the file as the first one does (inside a transaction, that one's)."""
+        conn = self.db
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
     def _count(self, counter: str, job_type: str, number: int = 1) -> None:
         """Tally an occurrence for the metrics, in the running transaction."""
         self._local.tally[(counter, job_type)] += number
@@ -911,9 +972,13 @@ class Store:
             if version > len(_MIGRATIONS):
                 raise RuntimeError(f"{self.path} has schema {version}, newer than this lazyboss ({len(_MIGRATIONS)})")
             for number in range(version, len(_MIGRATIONS)):
-                for statement in _MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                migration = _MIGRATIONS[number]
+                if callable(migration):
+                    migration(db)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     def close(self) -> None:
@@ -959,79 +1024,103 @@ class Store:
         """The stored settings of a job type, if any."""
         return db.execute("SELECT * FROM types WHERE name = ?", (job_type,)).fetchone()
 
-    def submit_jobs(self, specs: list[JobSpec], idempotency_key: str | None = None) -> list[str]:
+    def submit_jobs(self, specs: list[JobSpec], idempotency_key: str | None = None, batch: bool = False) -> list[str]:
         """Insert jobs in one transaction; return each job's view as JSON text.
 
-        With an idempotency key a repeated submission returns the jobs the
-        first one created (a batch keys its jobs KEY/0, KEY/1, ...).
+        `batch`: the jobs came as a list (more than one always do). An
+        idempotency key names one submission: sent again with the same shape
+        (one job, or a list of as many) it returns the jobs the first one made
+        and still kept; with another shape it is a Conflict.
         """
-        now = self.clock()
-        if idempotency_key is None:
-            keys: list[str | None] = [None] * len(specs)
-        elif len(specs) == 1:
-            keys = [idempotency_key]
-        else:
-            keys = [f"{idempotency_key}/{index}" for index in range(len(specs))]
+        batch = batch or len(specs) > 1
         with self.transaction() as db:
-            settings: dict[str, tuple] = {}
-            for spec in specs:
-                if spec.type not in settings:
-                    kind = self.type_settings(db, spec.type)
-                    settings[spec.type] = (
-                        _resolve(kind, "max_attempts", _DEFAULT_MAX_ATTEMPTS),
-                        _resolve(kind, "timeout", _DEFAULT_TIMEOUT),
-                        _resolve(kind, "backoff_base", _DEFAULT_BACKOFF_BASE),
-                        _resolve(kind, "backoff_max", _DEFAULT_BACKOFF_MAX),
-                    )
-            rows = []
-            for spec, key in zip(specs, keys):
-                max_attempts, timeout, backoff_base, backoff_max = settings[spec.type]
-                rows.append(
-                    (
-                        spec.type,
-                        _encode(spec.parameters),
-                        spec.priority if spec.priority is not None else _DEFAULT_PRIORITY,
-                        spec.run_at if spec.run_at is not None else now,
-                        spec.max_attempts if spec.max_attempts is not None else max_attempts,
-                        spec.timeout if spec.timeout is not None else timeout,
-                        backoff_base,
-                        backoff_max,
-                        now,
-                        now,
-                        key,
-                    )
-                )
-            newest_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
-            db.executemany(
-                """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts,
-                       timeout, backoff_base, backoff_max, created_at, updated_at, idempotency_key)
-                   VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (idempotency_key) DO NOTHING""",
-                rows,
-            )
-            # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
-            recorded = db.execute(
-                f"""INSERT INTO events (job_id, type, kind, at, job)
-                    SELECT id, type, 'submitted', updated_at, {_JOB_JSON} FROM jobs WHERE id > ?
-                    RETURNING job_id, type, job""",
-                (newest_before,),
-            ).fetchall()
-            for job_type, number in Counter(row["type"] for row in recorded).items():
-                self._count("jobs_submitted", job_type, number)
-            if idempotency_key is None:
-                views = [row["job"] for row in sorted(recorded, key=lambda row: row["job_id"])]
-            else:
-                views = [
-                    db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()[0]
-                    for key in keys
-                ]
-        if recorded:
-            ids = sorted(row["job_id"] for row in recorded)
-            _log.info("job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
-            self._committed(queue_changed=True)
+            submission = None
+            if idempotency_key is not None:
+                known = db.execute("SELECT * FROM submissions WHERE key = ?", (idempotency_key,)).fetchone()
+                if known is not None:
+                    if (bool(known["batch"]), known["jobs"]) != (batch, len(specs)):
+                        made = f"a batch of {known['jobs']}" if known["batch"] else "one job (not a batch)"
+                        raise Conflict(
+                            f"Idempotency-Key {idempotency_key!r} was used for {made}: "
+                            "resend that same submission, or use a new key",
+                            "key_reused",
+                        )
+                    rows = db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE submission = ? ORDER BY id", (known["id"],))
+                    return [row[0] for row in rows]
+                submission = db.execute(
+                    "INSERT INTO submissions (key, batch, jobs) VALUES (?, ?, ?)",
+                    (idempotency_key, batch, len(specs)),
+                ).lastrowid
+            ids = self._insert_jobs(db, specs, submission=submission)
+            views = [row[0] for row in db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id >= ? ORDER BY id", (ids[0],))]
+        self._committed(queue_changed=True)
         return views
 
+    def _insert_jobs(
+        self, db: sqlite3.Connection, specs: list[JobSpec], submission: int | None = None, tick: str | None = None
+    ) -> list[int]:
+        """Insert pending jobs and their `submitted` events in the running transaction; return their ids."""
+        now = self.clock()
+        settings: dict[str, tuple] = {}
+        for spec in specs:
+            if spec.type not in settings:
+                kind = self.type_settings(db, spec.type)
+                settings[spec.type] = (
+                    _resolve(kind, "max_attempts", _DEFAULT_MAX_ATTEMPTS),
+                    _resolve(kind, "timeout", _DEFAULT_TIMEOUT),
+                    _resolve(kind, "backoff_base", _DEFAULT_BACKOFF_BASE),
+                    _resolve(kind, "backoff_max", _DEFAULT_BACKOFF_MAX),
+                )
+        rows = []
+        for spec in specs:
+            max_attempts, timeout, backoff_base, backoff_max = settings[spec.type]
+            rows.append(
+                (
+                    spec.type,
+                    _encode(spec.parameters),
+                    spec.priority if spec.priority is not None else _DEFAULT_PRIORITY,
+                    spec.run_at if spec.run_at is not None else now + (spec.delay or 0),
+                    spec.max_attempts if spec.max_attempts is not None else max_attempts,
+                    spec.timeout if spec.timeout is not None else timeout,
+                    backoff_base,
+                    backoff_max,
+                    now,
+                    now,
+                    submission,
+                    tick,
+                )
+            )
+        newest_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
+        db.executemany(
+            """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
+                   backoff_base, backoff_max, created_at, updated_at, submission, schedule_tick)
+               VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            rows,
+        )
+        # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
+        recorded = db.execute(
+            f"""INSERT INTO events (job_id, type, kind, at, job)
+                SELECT id, type, 'submitted', updated_at, {_JOB_JSON} FROM jobs WHERE id > ?
+                RETURNING job_id, type""",
+            (newest_before,),
+        ).fetchall()
+        for job_type, number in Counter(row["type"] for row in recorded).items():
+            self._count("jobs_submitted", job_type, number)
+        ids = sorted(row["job_id"] for row in recorded)
+        _log.info("job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
+        return ids
+
     # -- reading
+
+    def follow_job(self, job_id: str) -> tuple[str, str, int]:
+        """A job's view as JSON text, its status and the id of its latest event (0 if none), read as one."""
+        row = self.db.execute(
+            f"SELECT {_JOB_JSON}, status, (SELECT MAX(id) FROM events WHERE job_id = jobs.id) FROM jobs WHERE id = ?",
+            (_parse_id(job_id, "job"),),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return row[0], row[1], row[2] or 0
 
     def get_job(self, job_id: str) -> dict:
         """One job's view, or NotFound."""
@@ -1070,16 +1159,18 @@ class Store:
 
     def list_attempts(self, job_id: str) -> list[dict]:
         """A job's attempts, oldest first."""
-        row = self._job_row(self.db, job_id)
-        rows = self.db.execute(f"SELECT {_ATTEMPT_JSON} FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],))
-        return [json.loads(attempt[0]) for attempt in rows]
+        with self.snapshot() as db:
+            row = self._job_row(db, job_id)
+            rows = db.execute(f"SELECT {_ATTEMPT_JSON} FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],))
+            return [json.loads(attempt[0]) for attempt in rows]
 
     def get_attempt(self, job_id: str, attempt_id: str) -> dict:
         """One attempt of a job, or NotFound."""
-        row = self._attempt_row(self.db, job_id, attempt_id)
-        view = self.db.execute(
-            f"SELECT {_ATTEMPT_JSON} FROM attempts WHERE job_id = ? AND id = ?", (row["job_id"], row["id"])
-        ).fetchone()
+        with self.snapshot() as db:
+            row = self._attempt_row(db, job_id, attempt_id)
+            view = db.execute(
+                f"SELECT {_ATTEMPT_JSON} FROM attempts WHERE job_id = ? AND id = ?", (row["job_id"], row["id"])
+            ).fetchone()
         return json.loads(view[0])
 
     def _attempt_row(self, db: sqlite3.Connection, job_id: str, attempt_id: str) -> sqlite3.Row:
@@ -1098,8 +1189,8 @@ class Store:
         """Hand the most urgent due job to `worker` as a new attempt, atomically."""
         if self.stopping.is_set():
             return None
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             row = db.execute(
                 f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
                        attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
@@ -1178,8 +1269,8 @@ class Store:
 
     def complete_attempt(self, job_id: str, attempt_id: str, worker: str, result: Any) -> dict:
         """Accept the result of the job's current attempt: the job is done."""
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             running = self._running_attempt(db, job_id, attempt_id, worker, resent="done")
             if running is None:
                 return self.get_job(job_id)
@@ -1199,8 +1290,8 @@ class Store:
 
     def fail_attempt(self, job_id: str, attempt_id: str, worker: str, error: Any) -> dict:
         """Take the error of the job's current attempt: retry later, or fail the job."""
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             running = self._running_attempt(db, job_id, attempt_id, worker, resent="failed")
             if running is None:
                 return self.get_job(job_id)
@@ -1237,8 +1328,8 @@ class Store:
 
     def expire_stale_attempts(self, limit: int = 500) -> int:
         """End attempts whose lease ran out; return how many."""
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             stale = db.execute(
                 "SELECT * FROM jobs WHERE status = 'processing' AND lease_expires_at < ? LIMIT ?", (now, limit)
             ).fetchall()
@@ -1251,8 +1342,8 @@ class Store:
 
     def record_progress(self, job_id: str, attempt_id: str, worker: str, items: list[ProgressItem]) -> list[int]:
         """Store a worker's progress events once each and renew the lease; return the ids taken."""
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             job, attempt = self._running_attempt(db, job_id, attempt_id, worker)  # type: ignore[misc]
             fresh = []
             for item in items:
@@ -1278,20 +1369,17 @@ class Store:
 
     def attempt_log(self, job_id: str, attempt_id: str) -> str:
         """The log chunks an attempt reported, in id order, as one text."""
-        attempt = self._attempt_row(self.db, job_id, attempt_id)
-        rows = self.db.execute(
-            "SELECT data FROM progress WHERE job_id = ? AND attempt_id = ? AND event = 'log_chunk' ORDER BY id",
-            (attempt["job_id"], attempt["id"]),
-        )
-        return "".join(row[0] for row in rows)
+        with self.snapshot() as db:
+            attempt = self._attempt_row(db, job_id, attempt_id)
+            rows = db.execute(
+                "SELECT data FROM progress WHERE job_id = ? AND attempt_id = ? AND event = 'log_chunk' ORDER BY id",
+                (attempt["job_id"], attempt["id"]),
+            )
+            return "".join(row[0] for row in rows)
 
-    def last_event_id(self, job_id: str | None = None) -> int:
-        """The newest event's id (of one job, or of all), 0 when there is none."""
-        if job_id is None:
-            row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
-        else:
-            row = self.db.execute("SELECT MAX(id) FROM events WHERE job_id = ?", (_parse_id(job_id, "job"),)).fetchone()
-        return row[0] or 0
+    def last_event_id(self) -> int:
+        """The newest event's id, 0 when there is none."""
+        return self.db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
 
     def events_after(self, after: int, jobs: list[str], types: list[str], limit: int = 500) -> list[sqlite3.Row]:
         """Up to `limit` events newer than `after`, oldest first, of these jobs and types."""
@@ -1309,8 +1397,8 @@ class Store:
 
     def cancel_job(self, job_id: str) -> dict:
         """Cancel a pending or processing job at once."""
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             job = self._job_row(db, job_id)
             if job["status"] not in ("pending", "processing"):
                 raise Conflict(f"job {job_id} is {job['status']}: only pending or processing jobs can be cancelled")
@@ -1330,8 +1418,8 @@ class Store:
 
     def retry_job(self, job_id: str) -> dict:
         """Send a failed or cancelled job back to pending with a fresh attempt budget."""
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             job = self._job_row(db, job_id)
             if job["status"] not in ("failed", "cancelled"):
                 raise Conflict(f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
@@ -1398,10 +1486,9 @@ class Store:
             ).fetchone()
         if row is None or not hmac.compare_digest(row["hash"], digest):
             return None
-        now = self.clock()
-        if row["last_used_at"] is None or now - row["last_used_at"] > _TOKEN_USE_RESOLUTION:
+        if row["last_used_at"] is None or self.clock() - row["last_used_at"] > _TOKEN_USE_RESOLUTION:
             with self.transaction() as db:
-                db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (now, row["name"]))
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (self.clock(), row["name"]))
         return row
 
     # -- job types
@@ -1410,28 +1497,32 @@ class Store:
         """Change a job type's settings: given fields are set (null restores the default), others kept."""
         columns = {key: settings[key] for key in _TYPE_COLUMNS if key in settings}
         with self.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO types (name, updated_at) VALUES (?, ?)", (name, self.clock()))
+            now = self.clock()
+            db.execute("INSERT OR IGNORE INTO types (name, updated_at) VALUES (?, ?)", (name, now))
             for column, value in columns.items():
-                db.execute(f"UPDATE types SET {column} = ?, updated_at = ? WHERE name = ?", (value, self.clock(), name))
+                db.execute(f"UPDATE types SET {column} = ?, updated_at = ? WHERE name = ?", (value, now, name))
+            view = self.get_type(name)
         if "paused" in columns:
             _log.info("type %s %s", name, "paused" if columns["paused"] else "resumed")
             self.queue_changed.fire()  # a resumed type's jobs can go out now
-        return self.get_type(name)
+        return view
 
     def get_type(self, name: str) -> dict:
         """A job type's effective settings and its jobs counted by status."""
-        row = self.type_settings(self.db, name)
-        counts = dict(
-            self.db.execute("SELECT status, COUNT(*) FROM jobs WHERE type = ? GROUP BY status", (name,)).fetchall()
-        )
+        with self.snapshot() as db:
+            row = self.type_settings(db, name)
+            counts = dict(
+                db.execute("SELECT status, COUNT(*) FROM jobs WHERE type = ? GROUP BY status", (name,)).fetchall()
+            )
         if row is None and not counts:
             raise NotFound(f"no job type {name!r}: none configured and no jobs of it")
         return _type_view(name, row, counts)
 
     def list_types(self) -> list[dict]:
         """Every configured type or type with jobs, with settings and counts."""
-        counts = self.count_jobs()
-        rows = {row["name"]: row for row in self.db.execute("SELECT * FROM types")}
+        with self.snapshot() as db:
+            counts = self.count_jobs()
+            rows = {row["name"]: row for row in db.execute("SELECT * FROM types")}
         return [_type_view(name, rows.get(name), counts.get(name, {})) for name in sorted(set(rows) | set(counts))]
 
     # -- workers
@@ -1457,21 +1548,24 @@ class Store:
         """Every worker seen: last contact, what it does now, and its attempts by outcome."""
         with self._counters_lock:
             contacts = dict(self._contacts)
-        seen = {name: last for name, last in self.db.execute("SELECT name, last_seen_at FROM workers")}
+        with self.snapshot() as db:
+            seen = {name: last for name, last in db.execute("SELECT name, last_seen_at FROM workers")}
+            outcomes: dict[str, dict[str, int]] = {}
+            for worker, status, number in db.execute(
+                "SELECT worker, status, COUNT(*) FROM attempts GROUP BY worker, status"
+            ):
+                outcomes.setdefault(worker, {})[status] = number
+            current: dict[str, list] = {}
+            for row in db.execute(
+                f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT), {_sql_time("updated_at")},
+                       (SELECT {_sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
+                    FROM jobs WHERE status = 'processing' ORDER BY id"""
+            ):
+                current.setdefault(row[0], []).append(
+                    {"job": row[1], "type": row[2], "attempt": row[3], "since": row[5]}
+                )
         for name, last in contacts.items():
             seen[name] = max(last, seen.get(name, last))
-        outcomes: dict[str, dict[str, int]] = {}
-        for worker, status, number in self.db.execute(
-            "SELECT worker, status, COUNT(*) FROM attempts GROUP BY worker, status"
-        ):
-            outcomes.setdefault(worker, {})[status] = number
-        current: dict[str, list] = {}
-        for row in self.db.execute(
-            f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT), {_sql_time("updated_at")},
-                   (SELECT {_sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
-                FROM jobs WHERE status = 'processing' ORDER BY id"""
-        ):
-            current.setdefault(row[0], []).append({"job": row[1], "type": row[2], "attempt": row[3], "since": row[5]})
         names = sorted(set(seen) | set(outcomes) | set(current))
         return [
             {
@@ -1489,8 +1583,8 @@ class Store:
 
     def put_schedule(self, name: str, job_type: str, parameters: Any, every: Every) -> dict:
         """Create or replace a schedule; its first tick is the next one from now."""
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             db.execute(
                 """INSERT INTO schedules (name, type, parameters, every, timezone, next_run_at, created_at, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
@@ -1499,8 +1593,9 @@ class Store:
                    updated_at = excluded.updated_at""",
                 (name, job_type, _encode(parameters), every.text, every.zone_name, every.next_after(now), now, now),
             )
+            view = self.get_schedule(name)
         _log.info("schedule %s set: %s every %s", name, job_type, every.text)
-        return self.get_schedule(name)
+        return view
 
     def get_schedule(self, name: str) -> dict:
         """One schedule, with its next run and last job."""
@@ -1520,48 +1615,48 @@ class Store:
                 raise NotFound(f"no schedule named {name!r}")
         _log.info("schedule %s deleted", name)
 
-    def run_schedule(self, name: str, tick: float | None = None) -> dict:
-        """Submit a schedule's job: for `tick` (once only, whoever asks), or now, on demand.
+    def run_schedule(self, name: str) -> dict:
+        """Submit a schedule's job now, on demand, besides its ticks."""
+        with self.transaction() as db:
+            job = self._run_schedule(db, name)
+        self._committed(queue_changed=True)
+        return job
 
-        A tick's job carries the idempotency key schedule:NAME:TICK, so the
-        database itself refuses a second job for the same tick, whichever
-        process or thread tries.
-        """
-        row = self.db.execute("SELECT type, parameters FROM schedules WHERE name = ?", (name,)).fetchone()
+    def _run_schedule(self, db: sqlite3.Connection, name: str, tick: float | None = None) -> dict:
+        """Submit a schedule's job in the running transaction, as the schedule is in it."""
+        row = db.execute("SELECT type, parameters FROM schedules WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no schedule named {name!r}")
-        key = f"schedule:{name}:{tick:.3f}" if tick is not None else None
         spec = JobSpec(type=row["type"], parameters=json.loads(row["parameters"]))
-        (view,) = self.submit_jobs([spec], key)
-        job = json.loads(view)
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE name = ?",
-                (self.clock(), int(job["id"]), name),
-            )
-        return job
+        (job_id,) = self._insert_jobs(db, [spec], tick=None if tick is None else f"{name}:{tick:.3f}")
+        db.execute("UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE name = ?", (self.clock(), job_id, name))
+        return json.loads(db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
 
     def fire_due_schedules(self) -> int:
         """Submit one job for each schedule whose tick has come, and move it to its next tick.
 
-        A schedule that missed several ticks (the server was down) gets one
+        Each schedule is read, fired and moved in one transaction, so a tick
+        makes exactly one job however many servers share the file, and a
+        schedule deleted or changed before that transaction makes none. A
+        schedule that missed several ticks (the server was down) gets one
         job, for the first missed tick, then waits for the next future one.
         """
-        now = self.clock()
         fired = 0
-        for name, tick, every, zone_name in self.db.execute(
-            "SELECT name, next_run_at, every, timezone FROM schedules WHERE next_run_at <= ?", (now,)
-        ).fetchall():
-            try:
-                self.run_schedule(name, tick)  # first: a crash before the move below loses no tick
-            except NotFound:
-                continue  # deleted meanwhile
+        while True:
             with self.transaction() as db:
-                fired += db.execute(
-                    "UPDATE schedules SET next_run_at = ? WHERE name = ? AND next_run_at = ?",
-                    (parse_every(every, zone_name).next_after(now), name, tick),
-                ).rowcount
-        return fired
+                now = self.clock()
+                due = db.execute(
+                    """SELECT name, next_run_at, every, timezone FROM schedules WHERE next_run_at <= ?
+                       ORDER BY next_run_at LIMIT 1""",
+                    (now,),
+                ).fetchone()
+                if due is None:
+                    return fired
+                self._run_schedule(db, due["name"], due["next_run_at"])
+                following = parse_every(due["every"], due["timezone"]).next_after(now)
+                db.execute("UPDATE schedules SET next_run_at = ? WHERE name = ?", (following, due["name"]))
+            self._committed(queue_changed=True)
+            fired += 1
 
     def seconds_until_next_schedule(self) -> float:
         """Seconds until the next schedule's tick (infinity without schedules)."""
@@ -1572,22 +1667,24 @@ class Store:
 
     def delete_finished_jobs(self, retain: float, batch: int = 500) -> int:
         """Delete one batch of jobs finished longer ago than their type's retention (else `retain`)."""
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             shortest = db.execute("SELECT MIN(retain) FROM types").fetchone()[0]
-            ids = [
-                row[0]
-                for row in db.execute(
-                    """SELECT jobs.id FROM jobs LEFT JOIN types ON types.name = jobs.type
-                       WHERE jobs.finished_at < ? AND jobs.finished_at < ? - COALESCE(types.retain, ?)
-                       ORDER BY jobs.finished_at LIMIT ?""",
-                    (now - min(retain, shortest if shortest is not None else retain), now, retain, batch),
-                )
-            ]
-            for job_id in ids:
+            old = db.execute(
+                """SELECT jobs.id, jobs.submission FROM jobs LEFT JOIN types ON types.name = jobs.type
+                   WHERE jobs.finished_at < ? AND jobs.finished_at < ? - COALESCE(types.retain, ?)
+                   ORDER BY jobs.finished_at LIMIT ?""",
+                (now - min(retain, shortest if shortest is not None else retain), now, retain, batch),
+            ).fetchall()
+            for job_id, _ in old:
                 db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
                 db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        return len(ids)
+            # An idempotency key is forgotten with the last job of its submission.
+            db.executemany(
+                "DELETE FROM submissions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM jobs WHERE submission = ?)",
+                [(submission, submission) for submission in {row[1] for row in old if row[1] is not None}],
+            )
+        return len(old)
 
     def count_jobs(self) -> dict[str, dict[str, int]]:
         """Job counts by type and status."""
@@ -2025,14 +2122,13 @@ class _Api:
         key = bottle.request.get_header("Idempotency-Key")
         if key is not None and not 0 < len(key) <= 200:
             raise Invalid("Idempotency-Key must be 1-200 characters")
-        now = self.store.clock()
         bottle.response.status = 202
         if isinstance(body, list):
             if not body:
                 raise Invalid("an empty batch: send at least one job")
-            specs = [parse_job_spec(item, now, f"job {index}: ") for index, item in enumerate(body)]
-            return "[" + ",".join(self.store.submit_jobs(specs, key)) + "]"
-        (view,) = self.store.submit_jobs([parse_job_spec(body, now)], key)
+            specs = [parse_job_spec(item, f"job {index}: ") for index, item in enumerate(body)]
+            return "[" + ",".join(self.store.submit_jobs(specs, key, batch=True)) + "]"
+        (view,) = self.store.submit_jobs([parse_job_spec(body)], key)
         bottle.response.set_header("Location", f"/jobs/{json.loads(view)['id']}")
         return view
 
@@ -2056,16 +2152,15 @@ class _Api:
 
     def get_job(self, job_id: str) -> Any:
         """GET /jobs/{id}: the job, or with Accept: text/event-stream its changes as they happen."""
-        job = self.store.get_job(job_id)
+        view, status, latest = self.store.follow_job(job_id)
         if "text/event-stream" not in bottle.request.get_header("Accept", ""):
-            return _encode(job)
+            return view
         after = self.last_event_id()
-        finished = job["status"] in FINISHED_STATUSES
+        finished = status in FINISHED_STATUSES
         opening = []
-        if after is None:  # start with the job as it is now
-            after = self.store.last_event_id(job_id)
-            opening = [_sse_message(after, _encode(job))]
-        elif finished and not self.store.events_after(after, [job_id], []):
+        if after is None:  # start with the job as it is now, labelled with the event that made it so
+            after, opening = latest, [_sse_message(latest, view)]
+        elif finished and latest <= after:
             bottle.response.status = 204  # nothing more will come: tells EventSource to stop reconnecting
             return ""
         return self.stream(

@@ -5,10 +5,13 @@ import http.client
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -173,3 +176,76 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout)
+
+
+@contextmanager
+def interleave(store, statement, action, nth=1):
+    """Run `action` on another thread right before this thread's `nth` SQL statement containing `statement`.
+
+    This makes a race deterministic: `action` (with its own connection) commits
+    between two of the store's reads, or before its one read. If this thread
+    holds SQLite's write lock at that point, `action` cannot commit before it,
+    so it runs alongside and is awaited at the end. An `action` never reached
+    during the block runs at its end, so that the test can count on its effect.
+    Right before a `BEGIN IMMEDIATE` this thread already holds the store's own
+    lock: there `action` must write through a second Store, as another
+    process on the file would.
+    """
+    conn = store.db
+    seen = {"matches": 0, "writing": False}
+    runner = {}
+
+    def traced(sql):
+        if statement in sql and "thread" not in runner:
+            seen["matches"] += 1
+            if seen["matches"] == nth:
+                runner["thread"] = threading.Thread(target=lambda: runner.update(result=action()))
+                runner["thread"].start()
+                if not seen["writing"]:
+                    runner["thread"].join()
+        words = sql.lstrip().upper()
+        if words.startswith("BEGIN IMMEDIATE"):
+            seen["writing"] = True
+        elif words.startswith(("COMMIT", "ROLLBACK")):
+            seen["writing"] = False
+
+    conn.set_trace_callback(traced)
+    try:
+        yield runner
+    finally:
+        conn.set_trace_callback(None)
+    if "thread" not in runner:
+        runner["result"] = action()
+    else:
+        runner["thread"].join()
+
+
+@contextmanager
+def write_lock_held(db_path):
+    """Hold SQLite's write lock from another connection, as another process's big batch would."""
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+
+
+def start_blocked_on_the_write_lock(store, call):
+    """Run `call` on a thread and return, as a Future, once it waits for the write lock (see `write_lock_held`)."""
+    future, waiting = Future(), threading.Event()
+
+    def run():
+        store.db.set_trace_callback(lambda sql: waiting.set() if sql.lstrip().upper().startswith("BEGIN") else None)
+        try:
+            future.set_result(call())
+        except BaseException as error:  # handed to the test through the future
+            future.set_exception(error)
+        finally:
+            store.db.set_trace_callback(None)
+            waiting.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert waiting.wait(10), "the call never began a transaction"
+    return future

@@ -297,8 +297,8 @@ def test_two_servers_on_one_file_make_each_tick_once(tmp_path):
         for server in servers:
             server.stop()
     with sqlite3.connect(db) as check:
-        ticks = [row[0] for row in check.execute("SELECT idempotency_key FROM jobs WHERE type = 'beat'")]
-    assert len(ticks) == len(set(ticks)) and all(tick.startswith("schedule:beat:") for tick in ticks)
+        ticks = [row[0] for row in check.execute("SELECT schedule_tick FROM jobs WHERE type = 'beat'")]
+    assert len(ticks) == len(set(ticks)) and all(tick.startswith("beat:") for tick in ticks)
 
 
 def test_missed_ticks_make_one_catch_up_job(app, store, clock):

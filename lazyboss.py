@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import codecs
 import hashlib
 import hmac
@@ -116,7 +115,7 @@ _FOREIGN_WRITE_POLL = 1.0
 
 _WAL_SIZE_LIMIT = 8 << 20
 
-_TYPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")  # always fullmatch: `$` lets a newline in
 
 
 @dataclass
@@ -133,6 +132,7 @@ class Config:
     retain: str = "7d"
     reap_interval: float = 1.0
     heartbeat: float = 15.0
+    umask: str = "077"
     log_level: str = "info"
 
 
@@ -144,16 +144,57 @@ def _is_loopback(host: str) -> bool:
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", re.ASCII)
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_LONGEST_DURATION = 100 * 366 * 86400.0
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a duration like `90`, `30s`, `10m`, `2h` or `7d`."""
-    match = _DURATION.match(str(text))
+    """Seconds in a duration like `90`, `30s`, `10m`, `2h` or `7d`, at most a century."""
+    match = _DURATION.fullmatch(str(text))
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h, 7d)")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > _LONGEST_DURATION:
+        raise ValueError(f"{text!r} is longer than 100 years")
+    return seconds
+
+
+# Threads kept for short requests: streams and long polls may hold all the others.
+_RESERVED_THREADS = 4
+
+# What each setting may be; anything else is refused at start (exit status 2).
+_SETTING_RANGES: dict[str, tuple[float, float]] = {
+    "port": (0, 65535),  # 0: any free port
+    "threads": (_RESERVED_THREADS + 1, 1024),  # at least one thread for a stream or a long poll
+    "max_wait": (0, 86400),
+    "max_body": (1024, 1 << 30),
+    "reap_interval": (0.01, 3600),
+    "heartbeat": (0.01, 3600),
+}
+_SETTING_CHOICES = {"sync": ("full", "normal"), "log_level": ("debug", "info", "warning", "error")}
+
+
+def _parse_setting(name: str, text: str) -> Any:
+    """A `Config` field from the text of its flag or variable; ValueError says what is wrong."""
+    text = text.strip()
+    kind = {item.name: str(item.type) for item in fields(Config)}[name]
+    if name in _SETTING_RANGES:
+        low, high = _SETTING_RANGES[name]
+        whole = kind == "int"
+        number = re.fullmatch(r"[0-9]+" if whole else r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text)
+        value = (int if whole else float)(text) if number else None
+        if value is None or not low <= value <= high:
+            what = "a whole number" if whole else "a number"
+            raise ValueError(f"{text!r} is not {what} from {low:g} to {high:g}")
+        return value
+    if name in _SETTING_CHOICES and text not in _SETTING_CHOICES[name]:
+        raise ValueError(f"{text!r} is not one of {', '.join(_SETTING_CHOICES[name])}")
+    if name == "retain":
+        parse_duration(text)
+    if name == "umask" and not re.fullmatch(r"0?[0-7]{1,3}", text):
+        raise ValueError(f"{text!r} is not an octal file mode mask such as 077 or 027")
+    return text
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -164,20 +205,27 @@ def rfc3339(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_LATEST_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last second RFC 3339 can write
+
+
 def parse_time(value: Any) -> float:
-    """A Unix time from an RFC 3339 string (with a zone) or a number of seconds."""
+    """A Unix time from an RFC 3339 string (with a zone) or a number of seconds, from 1970 to 9999."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str):
+        timestamp = value
+    elif isinstance(value, str):
+        try:
+            # Before Python 3.11 fromisoformat does not take a Z for UTC.
+            moment = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", value.strip()))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an RFC 3339 time such as 2026-01-31T12:00:00Z") from None
+        if moment.tzinfo is None:
+            raise ValueError(f"{value!r} has no time zone; add Z for UTC")
+        timestamp = moment.timestamp()
+    else:
         raise ValueError("must be an RFC 3339 time such as 2026-01-31T12:00:00Z")
-    try:
-        # Before Python 3.11 fromisoformat does not take a Z for UTC.
-        moment = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", value.strip()))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an RFC 3339 time such as 2026-01-31T12:00:00Z") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"{value!r} has no time zone; add Z for UTC")
-    return moment.timestamp()
+    if not 0 <= timestamp <= _LATEST_TIME:  # also refuses NaN
+        raise ValueError(f"{value!r} is not between 1970 and 9999")
+    return float(timestamp)
 
 
 def _backoff_delay(failures: int, base: float, cap: float) -> float:
@@ -455,17 +503,80 @@ def _check_int(value: Any, name: str, low: int, high: int) -> int:
 
 
 def _check_number(value: Any, name: str, low: float, high: float) -> float:
-    """A number within [low, high], or Invalid naming the field."""
+    """A number within [low, high] (an integer too big for a float counts as infinite), or Invalid naming the field."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
         raise Invalid(f"{name!r} must be a number from {low:g} to {high:g}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+_DECIMAL_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and below 2**63
+
+
+def _as_id(text: str) -> int | None:
+    """The number a decimal id (of a job, attempt, event or progress event) stands for, else None."""
+    return int(text) if _DECIMAL_ID.fullmatch(text) else None
 
 
 def _parse_id(text: str, what: str) -> int:
     """The integer behind a public id, or NotFound for anything that is not one."""
-    if not str(text).isdigit() or len(str(text)) > 18:
+    number = _as_id(text)
+    if number is None:
         raise NotFound(f"no {what} {text}")
-    return int(text)
+    return number
+
+
+# How deep a JSON body may nest: far below where Python's or SQLite's parsers give up.
+_JSON_MAX_DEPTH = 100
+
+
+def _refuse_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large a number")
+    return number
+
+
+def _parse_json(data: bytes | str) -> Any:
+    """A request body's JSON, or a `bad_json` refusal: no NaN or Infinity, no numbers beyond a double,
+    no nesting deeper than `_JSON_MAX_DEPTH` (all would fail later, in SQLite's JSON or a recursion)."""
+    try:
+        value = json.loads(data, parse_constant=_refuse_json_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        detail = "it nests too deeply" if isinstance(error, RecursionError) else str(error)
+        raise LazybossError(f"the body is not valid JSON: {detail}", "bad_json") from None
+    containers, depth = [value], 0
+    while containers:
+        depth += 1
+        if depth > _JSON_MAX_DEPTH:
+            raise LazybossError(f"the body nests deeper than {_JSON_MAX_DEPTH} levels", "bad_json")
+        containers = [
+            child
+            for container in containers
+            if isinstance(container, (list, dict))
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, (list, dict))
+        ]
+    return value
+
+
+# The most values a filter may name: a claim asks SQLite for one compound SELECT term per type,
+# and SQLite allows 500.
+_MAX_FILTER_VALUES = 500
+
+
+def _distinct(values: list[str], name: str) -> list[str]:
+    """A filter's values without repeats, or Invalid when they are more than `_MAX_FILTER_VALUES`."""
+    distinct = list(dict.fromkeys(values))
+    if len(distinct) > _MAX_FILTER_VALUES:
+        raise Invalid(f"{name!r} names {len(distinct)} values; the limit is {_MAX_FILTER_VALUES}")
+    return distinct
 
 
 @dataclass
@@ -492,7 +603,7 @@ def parse_job_spec(body: Any, where: str = "") -> JobSpec:
     if unknown:
         raise Invalid(f"{where}unknown field {unknown[0]!r}; known: {', '.join(sorted(_SUBMIT_FIELDS))}")
     job_type = body.get("type")
-    if not isinstance(job_type, str) or not _TYPE_NAME.match(job_type):
+    if not isinstance(job_type, str) or not _TYPE_NAME.fullmatch(job_type):
         raise Invalid(f"{where}'type' must be a string of 1-100 letters, digits, '_', '.', ':' or '-'")
     spec = JobSpec(type=job_type, parameters=body.get("parameters", {}))
     if "priority" in body:
@@ -514,7 +625,7 @@ def parse_job_spec(body: Any, where: str = "") -> JobSpec:
 
 
 ROLES = ("admin", "worker", "client")
-_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 # Settings a job type may have (PUT /types/{type}), and how each is checked.
 _TYPE_COLUMNS = ("timeout", "max_attempts", "backoff_base", "backoff_max", "paused", "retain")
 
@@ -572,7 +683,7 @@ class ProgressItem:
 
 
 _SSE_LINE_END = re.compile(r"\r\n|\r|\n")  # the only line ends of text/event-stream
-_PROGRESS_EVENT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_PROGRESS_EVENT = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
@@ -600,13 +711,13 @@ def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
         if not data and not fields:
             continue
         if "id" in fields:
-            if not fields["id"].isdigit() or len(fields["id"]) > 18:
-                raise Invalid(f"progress event id {fields['id']!r} is not a whole number")
-            previous = int(fields["id"])
+            previous = _as_id(fields["id"])  # type: ignore[assignment]
+            if previous is None:
+                raise Invalid(f"progress event id {fields['id']!r} is not a whole number below 10**18")
         else:
             previous += 1
         event = fields.get("event", "log_chunk")
-        if not _PROGRESS_EVENT.match(event):
+        if not _PROGRESS_EVENT.fullmatch(event):
             raise Invalid(f"progress event name {event!r} is not a word of letters, digits and _.:-")
         item = ProgressItem(previous, event, "\n".join(data))
         if event == "percent":
@@ -634,7 +745,7 @@ def _firehose_event(row: sqlite3.Row) -> str:
 # Schedules
 # --------------------------------------------------------------------------
 
-_INTERVAL = re.compile(r"^\s*(?:every\s+)?(\d+)?\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
+_INTERVAL = re.compile(r"^\s*(?:every\s+)?(\d+)?\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE | re.ASCII)
 _INTERVAL_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 _MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -796,9 +907,10 @@ def parse_every(text: Any, zone_name: Any = "UTC") -> Every:
     match = _INTERVAL.match(text)
     if match:
         count = int(match.group(1) or 1)
-        if count == 0:
-            raise ValueError(f"{text!r}: an interval must be at least 1")
-        return Every(text.strip(), zone_name, period=count * _INTERVAL_SECONDS[match.group(2).lower()])
+        period = count * _INTERVAL_SECONDS[match.group(2).lower()]
+        if count == 0 or period > _LONGEST_DURATION:
+            raise ValueError(f"{text!r}: an interval is from 1 second to 100 years")
+        return Every(text.strip(), zone_name, period=period)
     every = Every(text.strip(), zone_name, cron=Cron(text))
     every.next_after(0)  # refuse a line that never fires
     return every
@@ -1438,7 +1550,7 @@ class Store:
 
     def create_token(self, name: str, role: str) -> str:
         """Make a credential; return its secret, which is stored only as a hash."""
-        if not _TOKEN_NAME.match(name):
+        if not _TOKEN_NAME.fullmatch(name):
             raise Invalid("a token name is 1-64 letters, digits, '_', '.', '@' or '-'")
         if role not in ROLES:
             raise Invalid(f"role must be one of {', '.join(ROLES)}")
@@ -1953,14 +2065,13 @@ class _Slots:
 
     waitress answers each request on one of `--threads` threads; a stream or
     a long poll keeps its thread while it waits. They may take all but
-    RESERVED_THREADS of them, so short requests always find a thread.
+    `_RESERVED_THREADS` of them, so short requests always find a thread.
     """
 
-    RESERVED_THREADS = 4
     RETRY_AFTER = 5
 
     def __init__(self, threads: int):
-        self.limit = max(1, threads - self.RESERVED_THREADS)
+        self.limit = max(1, threads - _RESERVED_THREADS)
         self.counts = {"streams": 0, "long_polls": 0}
         self._lock = threading.Lock()
 
@@ -1986,15 +2097,23 @@ class _Slots:
 _RECONNECT_MS = 3000
 
 
-def _read_credentials(request: bottle.BaseRequest) -> tuple[str | None, str | None]:
+def _header(name: str, default: str | None = None) -> str | None:
+    """A request header as text, or 400 when its bytes are not UTF-8 (bottle would raise)."""
+    try:
+        return bottle.request.get_header(name, default)
+    except UnicodeDecodeError:
+        raise LazybossError(f"the {name} header is not UTF-8", "bad_header") from None
+
+
+def _read_credentials() -> tuple[str | None, str | None]:
     """(name, secret) from `Authorization`: Basic gives both, Bearer only the secret."""
-    scheme, _, value = request.get_header("Authorization", "").partition(" ")
+    scheme, _, value = (_header("Authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return None, value.strip()
     if scheme.lower() == "basic":
         try:
             name, _, secret = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (or not ASCII at all), or not UTF-8 inside
             raise LazybossError("the Basic credentials are not base64 of name:secret", "bad_credentials") from None
         return name or None, secret or None
     return None, None
@@ -2033,11 +2152,12 @@ class _Api:
 
     def authenticate(self, needed: str) -> _Caller:
         """The caller, checked to hold at least the `needed` role: else 401 or 403."""
-        name, secret = _read_credentials(bottle.request)
+        name, secret = _read_credentials()
         if not self.store.has_tokens():
             if not self.open_mode_allowed:  # every token was revoked while we listen beyond loopback
                 raise _error_response(401, "unauthorized", "no token exists: create one to use this server", _CHALLENGE)
-            return _Caller(name or secret or "anonymous", "admin")  # open mode
+            # Open mode: a Bearer text may be a real secret meant for another server; never show or log it.
+            return _Caller(name or "anonymous", "admin")
         token = self.store.find_token(secret, name) if secret else None
         if token is None:
             detail = "wrong credentials" if secret else "credentials needed (curl -u NAME:SECRET, or a Bearer token)"
@@ -2080,12 +2200,9 @@ class _Api:
                 "unsupported_media_type",
                 f"send JSON with Content-Type: application/json (curl --json), not {content_type!r}",
             )
-        try:
-            if content_type == "application/x-ndjson":
-                return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise _error_response(400, "bad_json", f"the body is not valid JSON: {error}") from None
+        if content_type == "application/x-ndjson":
+            return [_parse_json(line) for line in data.splitlines() if line.strip()]
+        return _parse_json(data)
 
     def query_number(self, name: str, default: float, low: float, high: float) -> float:
         """A numeric query parameter within bounds, or 422."""
@@ -2100,26 +2217,27 @@ class _Api:
 
     def last_event_id(self) -> int | None:
         """The Last-Event-ID header (or `last_event_id` query parameter) as a number."""
-        text = bottle.request.get_header("Last-Event-ID") or bottle.request.query.get("last_event_id")
+        text = _header("Last-Event-ID") or bottle.request.query.get("last_event_id")
         if text is None or text.strip() == "":
             return None
-        if not text.strip().isdigit():
+        number = _as_id(text.strip())
+        if number is None:
             raise Invalid(f"Last-Event-ID {text!r} is not an event id this server gave")
-        return int(text)
+        return number
 
     def query_list(self, name: str) -> list[str]:
         """A repeatable query parameter, also accepting comma-separated values."""
         values = []
         for item in bottle.request.query.getall(name):
             values += [part for part in item.split(",") if part]
-        return values
+        return _distinct(values, name)
 
     # -- jobs
 
     def submit(self) -> str:
         """POST /jobs: one job (202 + Location) or a batch (202 + list)."""
         body = self.read_json()
-        key = bottle.request.get_header("Idempotency-Key")
+        key = _header("Idempotency-Key")
         if key is not None and not 0 < len(key) <= 200:
             raise Invalid("Idempotency-Key must be 1-200 characters")
         bottle.response.status = 202
@@ -2143,9 +2261,11 @@ class _Api:
         before = None
         if cursor:
             try:
-                before = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-            except (ValueError, binascii.Error):
-                raise LazybossError(f"cursor {cursor!r} is not one this server gave", "bad_cursor") from None
+                before = _as_id(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+            except ValueError:  # not base64, or not text inside
+                pass
+            if before is None:
+                raise LazybossError(f"cursor {cursor!r} is not one this server gave", "bad_cursor")
         jobs, last = self.store.list_jobs(statuses, self.query_list("type"), limit, before)
         following = base64.urlsafe_b64encode(str(last).encode()).decode().rstrip("=") if last else None
         return _encode({"jobs": jobs, "next": following})
@@ -2153,7 +2273,7 @@ class _Api:
     def get_job(self, job_id: str) -> Any:
         """GET /jobs/{id}: the job, or with Accept: text/event-stream its changes as they happen."""
         view, status, latest = self.store.follow_job(job_id)
-        if "text/event-stream" not in bottle.request.get_header("Accept", ""):
+        if "text/event-stream" not in _header("Accept", ""):  # type: ignore[operator]
             return view
         after = self.last_event_id()
         finished = status in FINISHED_STATUSES
@@ -2246,7 +2366,7 @@ class _Api:
         if "types" in body:
             if not isinstance(body["types"], list) or not all(isinstance(t, str) for t in body["types"]):
                 raise Invalid("'types' must be a list of strings")
-            types += body["types"]
+            types = _distinct(types + body["types"], "types")
         wait = self.query_number("wait", 0, 0, float("inf"))
         if "wait" in body:
             wait = _check_number(body["wait"], "wait", 0, float("inf"))
@@ -2340,7 +2460,7 @@ class _Api:
 
     def put_type(self, name: str) -> str:
         """PUT /types/{type}: change the given settings; null restores a default."""
-        if not _TYPE_NAME.match(name):
+        if not _TYPE_NAME.fullmatch(name):
             raise Invalid("a type is 1-100 letters, digits, '_', '.', ':' or '-'")
         return _encode(self.store.put_type(name, _parse_type_settings(self.read_json())))
 
@@ -2358,7 +2478,7 @@ class _Api:
 
     def put_schedule(self, name: str) -> str:
         """PUT /schedules/{name} {type, parameters, every, timezone?}."""
-        if not _TOKEN_NAME.match(name):
+        if not _TOKEN_NAME.fullmatch(name):
             raise Invalid("a schedule name is 1-64 letters, digits, '_', '.', '@' or '-'")
         body = self.read_json()
         if not isinstance(body, dict):
@@ -2366,7 +2486,7 @@ class _Api:
         unknown = sorted(set(body) - {"type", "parameters", "every", "timezone"})
         if unknown:
             raise Invalid(f"unknown field {unknown[0]!r}; known: every, parameters, timezone, type")
-        if not isinstance(body.get("type"), str) or not _TYPE_NAME.match(body["type"]):
+        if not isinstance(body.get("type"), str) or not _TYPE_NAME.fullmatch(body["type"]):
             raise Invalid("'type' must be a job type name")
         try:
             every = parse_every(body.get("every"), body.get("timezone", "UTC"))
@@ -3143,9 +3263,28 @@ class ShellWorker:
 # --------------------------------------------------------------------------
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, refusing on one line: what is wrong, and where to read more."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(_EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _setting_type(name: str, env: str) -> Callable[[str], Any]:
+    """argparse's `type` for a server setting: its value, or a refusal naming the flag's variable too."""
+
+    def parse(text: str) -> Any:
+        try:
+            return _parse_setting(name, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{error} (given as the flag or {env})") from None
+
+    return parse
+
+
 def _build_parser() -> argparse.ArgumentParser:
     """The command line: server flags (each with a LAZYBOSS_* variable) and commands."""
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="lazyboss",
         description="A job server for small hosts. Without a command it serves.",
         epilog="Every flag can also be set as an environment variable, e.g. LAZYBOSS_PORT=9000.",
@@ -3155,23 +3294,26 @@ def _build_parser() -> argparse.ArgumentParser:
         "db": "the SQLite database file (created if missing)",
         "host": "address to listen on; only loopback until a token exists",
         "port": "TCP port",
-        "threads": "HTTP worker threads (long polls hold one each)",
+        "threads": f"HTTP worker threads; streams and long polls hold one each, {_RESERVED_THREADS} stay free",
         "max_wait": "longest long poll a worker may ask for, in seconds",
         "max_body": "largest request body in bytes (larger gets 413)",
         "sync": "full: a 202 survives power loss; normal: faster, survives crashes only",
         "retain": "how long finished jobs are kept (e.g. 12h, 7d)",
         "reap_interval": "seconds between reaper rounds",
         "heartbeat": "seconds between keep-alive comments on idle event streams",
+        "umask": "file mode mask for the database files (077: readable by this user only)",
         "log_level": "debug, info, warning or error",
     }
     for item in fields(Config):
         flag = "--" + item.name.replace("_", "-")
         env = "LAZYBOSS_" + item.name.upper()
+        # argparse passes a text default (the variable's) through `type` too, so both are checked alike.
         default = os.environ.get(env, getattr(defaults, item.name))
-        kind = {"int": int, "float": float}.get(str(item.type), str)
-        extra: dict[str, Any] = {"choices": ("full", "normal")} if item.name == "sync" else {}
         parser.add_argument(
-            flag, type=kind, default=kind(default), help=f"{helps[item.name]} [{env}, default {default}]", **extra
+            flag,
+            type=_setting_type(item.name, env),
+            default=default,
+            help=f"{helps[item.name]} [{env}, default {default}]",
         )
     parser.add_argument("--version", action="version", version=f"lazyboss {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -3402,12 +3544,6 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     config = Config(**{item.name: getattr(args, item.name) for item in fields(Config)})
-    try:
-        parse_duration(config.retain)
-    except ValueError as error:
-        parser.error(f"--retain: {error}")
-    if args.command == "token":
-        return _command_token(args, config)
     if args.command in _CLIENT_COMMANDS or args.command == "work":
         # In open mode a worker's name is its Basic user: by default the host name.
         user = args.user or (
@@ -3421,6 +3557,11 @@ def main(argv: list[str] | None = None) -> int:
         except ServerError as error:
             print(f"lazyboss: {error}", file=sys.stderr)
             return _EXIT_SERVER
+    # The database, its WAL and shared memory hold token hashes and job data: not for other users.
+    # (Only here: the shell worker's commands keep the user's umask.)
+    os.umask(int(config.umask, 8))
+    if args.command == "token":
+        return _command_token(args, config)
     return serve(config)
 
 

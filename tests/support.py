@@ -58,6 +58,17 @@ class Client:
         self.connection.close()
 
 
+def run_cli(*args, env=None, timeout=30):
+    """`python lazyboss.py ARGS…` to its end: the finished process, output as text."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "lazyboss.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def free_port():
     """A TCP port nobody listens on right now."""
     with socket.socket() as probe:

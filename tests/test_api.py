@@ -139,10 +139,12 @@ def test_claim_creates_an_attempt_for_the_named_worker(app):
     assert (attempt["worker"], attempt["status"], attempt["job"]) == ("w1", "processing", job["id"])
 
 
-def test_worker_name_from_bearer_or_anonymous(app):
+def test_worker_name_in_open_mode_is_the_basic_user_else_anonymous_never_a_bearer_text(app):
     submit(app)
     submit(app)
-    assert app.post("/jobs/attempt", headers={"Authorization": "Bearer robot"}).json["assignee"] == "robot"
+    submit(app)
+    assert app.post("/jobs/attempt", headers=basic("w1")).json["assignee"] == "w1"
+    assert app.post("/jobs/attempt", headers={"Authorization": "Bearer lb_secret"}).json["assignee"] == "anonymous"
     assert app.post("/jobs/attempt").json["assignee"] == "anonymous"
 
 

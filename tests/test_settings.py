@@ -71,3 +71,15 @@ def test_five_threads_keep_health_answering_while_the_one_stream_thread_is_held(
             stream.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("umask, mode", [(None, 0o600), ("027", 0o640)])
+def test_the_database_its_wal_and_shm_are_created_for_their_owner_only(tmp_path, umask, mode):
+    db = tmp_path / "jobs.sqlite"
+    server = ServerProcess(db, *(["--umask", umask] if umask else []))
+    try:
+        assert server.client().request("POST", "/jobs", {"type": "a"}).status == 202
+        for path in (db, tmp_path / "jobs.sqlite-wal", tmp_path / "jobs.sqlite-shm"):
+            assert path.stat().st_mode & 0o777 == mode, path
+    finally:
+        server.stop()

@@ -1,15 +1,12 @@
 """Behaviour across the wire: a real waitress server on loopback, and real server processes."""
 
 import concurrent.futures
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import lazyboss
-from support import ROOT, Client, ServerProcess, wait_until
+from support import Client, ServerProcess, run_cli, wait_until
 
 
 def test_a_waiting_worker_gets_a_new_job_within_milliseconds(live):
@@ -140,16 +137,6 @@ def test_acknowledged_jobs_survive_sigkill(tmp_path):
         assert {job["id"] for job in listing["jobs"]} == set(acknowledged)
     finally:
         restarted.stop()
-
-
-def run_cli(*args, env=None, timeout=20):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "lazyboss.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_listening_beyond_loopback_without_tokens_exits_2(tmp_path):

@@ -1,7 +1,6 @@
 """The supervisor: credentials and roles, job types, workers, and recurring schedules."""
 
 import base64
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import webtest
 
 import lazyboss
-from support import ROOT, Client, ServerProcess, free_port, wait_until
+from support import ROOT, Client, ServerProcess, free_port, run_cli, wait_until
 
 
 def bearer(secret):
@@ -22,16 +21,6 @@ def bearer(secret):
 
 def basic(name, secret):
     return {"Authorization": "Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()}
-
-
-def run_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "lazyboss.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture

@@ -468,7 +468,8 @@ _SCHEDULE_JSON = f"""json_object(
     'next_run_at', {_sql_time("next_run_at")}, 'last_run_at', {_sql_time("last_run_at")},
     'last_job', CAST(last_job_id AS TEXT), 'created_at', {_sql_time("created_at")})"""
 _QUEUE_ORDER = "ORDER BY priority DESC, run_at, id LIMIT 1"
-_DUE = "status = 'pending' AND run_at <= ? AND type NOT IN (SELECT name FROM types WHERE paused)"
+_UNPAUSED = "type NOT IN (SELECT name FROM types WHERE paused)"
+_DUE = f"status = 'pending' AND run_at <= ? AND {_UNPAUSED}"
 
 
 def _next_job_query(types: list[str] | None) -> str:
@@ -985,6 +986,7 @@ _EVENT_COUNTERS = {
     "failed": "jobs_failed",
     "cancelled": "jobs_cancelled",
     "retried": "jobs_retried",
+    "released": "claims_released",
 }
 
 
@@ -1323,24 +1325,63 @@ class Store:
         return job
 
     def seconds_until_due(self, types: list[str] | None) -> float:
-        """Seconds until the next delayed pending job (of these types) falls due."""
+        """Seconds until a job of these types can be claimed (0: one can now); a paused type's never can."""
+        now = self.clock()
+        if self.db.execute(_next_job_query(types), _next_job_parameters(types, now)).fetchone():
+            return 0.0  # the claim's own query: found through the queue's indexes
         type_clause = f"AND type IN ({', '.join('?' * len(types))})" if types else ""
         row = self.db.execute(
-            f"SELECT MIN(run_at) FROM jobs WHERE status = 'pending' {type_clause}", tuple(types or ())
+            f"SELECT MIN(run_at) FROM jobs WHERE status = 'pending' AND {_UNPAUSED} {type_clause}", tuple(types or ())
         ).fetchone()
-        return float("inf") if row[0] is None else max(0.0, row[0] - self.clock())
+        return float("inf") if row[0] is None else max(0.0, row[0] - now)
 
-    def wait_for_job(self, worker: str, types: list[str] | None, wait: float) -> dict | None:
-        """Claim a job, waiting up to `wait` seconds for one to be submitted or fall due."""
+    def wait_for_job(
+        self, worker: str, types: list[str] | None, wait: float, gone: Callable[[], bool] = lambda: False
+    ) -> dict | None:
+        """Claim a job, waiting up to `wait` seconds for one to be submitted or fall due.
+
+        A waiting worker only reads until it sees a job it may claim, so it
+        costs next to nothing while none is (a paused type's jobs never are).
+        It gives up without claiming once `gone()` says its client has left.
+        """
         deadline = time.monotonic() + wait
-        while True:
+        while not self.stopping.is_set() and not gone():
             seen = self.queue_changed.generation
-            job = self.claim_next_job(worker, types)
+            due_in = self.seconds_until_due(types)
+            if due_in == 0:
+                job = self.claim_next_job(worker, types)
+                if job is not None:
+                    return job
             remaining = deadline - time.monotonic()
-            if job is not None or remaining <= 0 or self.stopping.is_set():
-                return job
-            pause = min(remaining, self.seconds_until_due(types), _FOREIGN_WRITE_POLL)
-            self.queue_changed.wait(seen, pause)
+            if remaining <= 0:
+                break
+            self.queue_changed.wait(seen, min(remaining, due_in, _FOREIGN_WRITE_POLL))
+        return None
+
+    def release_attempt(self, job_id: str, attempt_id: str) -> None:
+        """Put a job back at once when the answer to its claim never left: the worker was gone before it knew.
+
+        The attempt is forgotten and does not count against the job's
+        attempts (its id is not used again); a job cancelled meanwhile stays so.
+        """
+        with self.transaction() as db:
+            now = self.clock()
+            job = db.execute(
+                "SELECT id, assignee FROM jobs WHERE id = ? AND attempt = ? AND status = 'processing'",
+                (_parse_id(job_id, "job"), _parse_id(attempt_id, "attempt")),
+            ).fetchone()
+            if job is None:
+                return
+            db.execute("DELETE FROM attempts WHERE job_id = ? AND id = ?", (job["id"], int(attempt_id)))
+            db.execute(
+                """UPDATE jobs SET status = 'pending', budget_start = budget_start + 1, updated_at = ?,
+                       assignee = NULL, attempt = NULL, lease_expires_at = NULL, progress = NULL
+                   WHERE id = ?""",
+                (now, job["id"]),
+            )
+            detail = {"attempt": attempt_id, "reason": "the worker left before it got the job"}
+            self._record(db, "released", job["id"], detail, attempt=attempt_id, worker=job["assignee"])
+        self._committed(queue_changed=True)
 
     def stop_waiting(self) -> None:
         """Refuse further claims and release every waiting worker and stream."""
@@ -1979,6 +2020,7 @@ _COUNTERS = {
     "jobs_retried": "Jobs sent back to pending by hand.",
     "attempts_failed": "Attempts that ended with an error report.",
     "attempts_expired": "Attempts whose lease ran out.",
+    "claims_released": "Claims put back at once: the worker had left before the answer could be written.",
 }
 _LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 
@@ -2355,7 +2397,7 @@ class _Api:
 
         return generate()
 
-    def claim(self) -> str:
+    def claim(self) -> Any:
         """POST /jobs/attempt: claim the next job, long polling up to `wait` seconds."""
         body = self.read_json(allow_empty=True)
         if body is None:
@@ -2374,8 +2416,9 @@ class _Api:
         worker = self.caller().name
         self.store.saw_worker(worker)
         if wait > 0:
+            gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
             with self.slots.hold("long_polls"):
-                job = self.store.wait_for_job(worker, types, wait)
+                job = self.store.wait_for_job(worker, types, wait, gone)
         else:
             job = self.store.claim_next_job(worker, types)
         if job is None:
@@ -2383,7 +2426,31 @@ class _Api:
             return ""
         bottle.response.status = 201
         bottle.response.set_header("Location", f"/jobs/{job['id']}/attempts/{job['attempt']}")
-        return _encode(job)
+        return self.hand_over(job)
+
+    def hand_over(self, job: dict) -> Iterator[bytes]:
+        """A claimed job as a response body that puts the job back if the body could not be written.
+
+        waitress refuses to write to a client it has seen leave (and then
+        closes the body without asking for the rest): the job goes back to
+        pending at once instead of after its lease. An answer that was written
+        but lost afterwards still comes back after the lease.
+        """
+        body = _encode(job).encode()
+        bottle.response.content_type = "application/json"
+        bottle.response.set_header("Content-Length", str(len(body)))
+        store = self.store
+
+        def deliver() -> Iterator[bytes]:
+            written = False
+            try:
+                yield body
+                written = True  # waitress asks for more only after writing what it had
+            finally:
+                if not written:
+                    store.release_attempt(job["id"], job["attempt"])
+
+        return deliver()
 
     def put_result(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/result."""

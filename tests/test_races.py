@@ -1,6 +1,7 @@
 """Races between a read and a write: each made deterministic with a hook or a held lock, not left to luck."""
 
 import json
+import socket
 import sqlite3
 import threading
 
@@ -8,7 +9,7 @@ import pytest
 import webtest
 
 import lazyboss
-from support import interleave, start_blocked_on_the_write_lock, write_lock_held
+from support import interleave, start_blocked_on_the_write_lock, wait_until, write_lock_held
 
 LOCK_WAIT = 60.0  # seconds the (test) clock moves on while a call waits for the write lock
 
@@ -302,3 +303,77 @@ def test_keys_of_an_older_file_are_split_into_submissions_and_ticks(db_path):
         assert column(db_path, "SELECT COUNT(*) FROM jobs") == 9
     finally:
         store.close()
+
+
+# -- 2. a long poll whose client has gone
+
+
+def open_long_poll(live, wait=30):
+    """A raw connection waiting in POST /jobs/attempt, as a worker that may vanish."""
+    sock = socket.create_connection(("127.0.0.1", live.server.port), timeout=10)
+    sock.sendall(f"POST /jobs/attempt?wait={wait} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    return sock
+
+
+def waiting(live):
+    return live.client().request("GET", "/stats").json["waiting_workers"]
+
+
+def test_a_long_poll_whose_client_left_frees_its_slot_and_claims_nothing(live):
+    sock = open_long_poll(live)
+    wait_until(lambda: waiting(live) == 1, what="the long poll to wait")
+    sock.close()
+    wait_until(lambda: waiting(live) == 0, timeout=5, what="the server to notice the client left")
+    job = live.client().request("POST", "/jobs", {"type": "echo"}).json
+    claimed = live.client(user="w2").request("POST", "/jobs/attempt", {"wait": 5})
+    assert claimed.status == 201 and (claimed.json["id"], claimed.json["attempt"]) == (job["id"], "1")
+
+
+def test_a_claim_whose_answer_cannot_be_written_goes_back_at_once_without_using_an_attempt(live, monkeypatch):
+    job = live.client().request("POST", "/jobs", {"type": "echo", "max_attempts": 2}).json
+    claim, worker = live.store.claim_next_job, {}
+
+    def claim_then_lose_the_worker(*args):
+        claimed = claim(*args)
+        peer = worker["socket"].getsockname()
+        worker["socket"].close()  # after the claim is committed, before its answer is written
+        channels = live.server.waitress.active_channels
+        wait_until(lambda: all(channel.addr != peer for channel in list(channels.values())), what="the hang-up")
+        return claimed
+
+    monkeypatch.setattr(live.store, "claim_next_job", claim_then_lose_the_worker)
+    worker["socket"] = open_long_poll(live, wait=0.5)
+    jobs = live.client()
+
+    def released():
+        now = jobs.request("GET", f"/jobs/{job['id']}").json
+        return now if (now["status"], now["attempts"]) == ("pending", 1) else None
+
+    back = wait_until(released, timeout=5, what="the job to come back")
+    monkeypatch.undo()
+    assert back["attempts"] == 1 and back["attempt"] is None
+    assert jobs.request("GET", f"/jobs/{job['id']}/attempts").json == []
+    worker = live.client(user="w2")
+    claimed = worker.request("POST", "/jobs/attempt", {"wait": 5}).json
+    assert (claimed["id"], claimed["attempt"]) == (job["id"], "2")  # attempt ids are never used twice
+    failed = worker.request("PUT", f"/jobs/{job['id']}/attempts/2/error", {"boom": 1}).json
+    assert failed["status"] == "pending"  # one of its two attempts used, not both
+    metrics = jobs.request("GET", "/metrics").body.decode()
+    assert 'lazyboss_claims_released_total{type="echo"} 1' in metrics
+
+
+# -- 3. waiting workers and a paused type
+
+
+@pytest.mark.parametrize("types", [None, ["slow"], ["slow", "other"]])
+def test_waiting_workers_only_read_while_a_paused_type_holds_the_due_jobs(store, types):
+    store.put_type("slow", {"paused": 1})
+    submit(store, type="slow")
+    statements = []
+    store.db.set_trace_callback(statements.append)
+    try:
+        assert store.wait_for_job("w1", types, 0.5) is None
+    finally:
+        store.db.set_trace_callback(None)
+    assert not any(sql.lstrip().upper().startswith("BEGIN") for sql in statements)
+    assert len(statements) <= 6  # a look when it starts and at its deadline

@@ -17,7 +17,10 @@ The module reads top to bottom, each section using only those above it:
 - Store: the SQLite file, every read and every transaction.
 - Reaper and systemd: the housekeeping thread, sd_notify, socket activation.
 - Metrics: Prometheus' text format and the request histogram.
-- HTTP API: the handlers, authentication, streams, and `make_app`.
+- Status page: `GET /` for browsers, one page whose style sheet and script are
+  the constants `_PAGE_STYLE` and `_PAGE_SCRIPT`, and the rendering of its tables.
+- HTTP API: the handlers, authentication (tokens, and the page's session
+  cookies with their CSRF checks), streams, and `make_app`.
 - Serving: waitress on a port, the orderly stop, `serve`.
 - Client: talking to a server over HTTP.
 - Worker engine: the shell worker that runs a command per job.
@@ -31,6 +34,7 @@ import base64
 import codecs
 import hashlib
 import hmac
+import html
 import http.client
 import json
 import logging
@@ -74,6 +78,7 @@ __all__ = [
     "Forbidden",
     "Conflict",
     "Invalid",
+    "Unauthorized",
     "ServerError",
     "JobSpec",
     "ProgressItem",
@@ -133,6 +138,7 @@ class Config:
     reap_interval: float = 1.0
     heartbeat: float = 15.0
     umask: str = "077"
+    session_ttl: str = "12h"
     log_level: str = "info"
 
 
@@ -192,6 +198,8 @@ def _parse_setting(name: str, text: str) -> Any:
         raise ValueError(f"{text!r} is not one of {', '.join(_SETTING_CHOICES[name])}")
     if name == "retain":
         parse_duration(text)
+    if name == "session_ttl" and parse_duration(text) <= 0:
+        raise ValueError(f"{text!r} is no time at all")
     if name == "umask" and not re.fullmatch(r"0?[0-7]{1,3}", text):
         raise ValueError(f"{text!r} is not an octal file mode mask such as 077 or 027")
     return text
@@ -274,6 +282,10 @@ class Conflict(LazybossError):
 
 class Invalid(LazybossError):
     status, code = 422, "invalid"
+
+
+class Unauthorized(LazybossError):
+    status, code = 401, "unauthorized"
 
 
 class ServerError(Exception):
@@ -442,7 +454,52 @@ _MIGRATIONS: list = [
     );
     """,
     _separate_submission_keys,
+    # 5: browser sessions of the status page; each belongs to a token and goes with it.
+    """
+    CREATE TABLE sessions (
+        hash TEXT PRIMARY KEY,
+        token TEXT NOT NULL REFERENCES tokens (name) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX sessions_token ON sessions (token);
+    CREATE INDEX sessions_expiry ON sessions (expires_at);
+    """,
+    # 6: jobs counted by type and status as they change, so a count costs the same however big the queue.
+    # The triggers see every insert, status change and delete (not a REPLACE's delete: none is used).
+    """
+    CREATE TABLE job_counts (
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        PRIMARY KEY (type, status)
+    ) WITHOUT ROWID;
+    INSERT INTO job_counts (type, status, number) SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status;
+    CREATE TRIGGER jobs_counted_in AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_counts (type, status, number) VALUES (NEW.type, NEW.status, 1)
+            ON CONFLICT (type, status) DO UPDATE SET number = number + 1;
+    END;
+    CREATE TRIGGER jobs_counted_on AFTER UPDATE OF status ON jobs WHEN OLD.status != NEW.status BEGIN
+        UPDATE job_counts SET number = number - 1 WHERE type = OLD.type AND status = OLD.status;
+        INSERT INTO job_counts (type, status, number) VALUES (NEW.type, NEW.status, 1)
+            ON CONFLICT (type, status) DO UPDATE SET number = number + 1;
+    END;
+    CREATE TRIGGER jobs_counted_out AFTER DELETE ON jobs BEGIN
+        UPDATE job_counts SET number = number - 1 WHERE type = OLD.type AND status = OLD.status;
+    END;
+    """,
 ]
+
+
+def _sql_statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, one at a time (a trigger's body holds semicolons too)."""
+    statement = ""
+    for piece in script.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                yield statement
+            statement = ""
 
 
 def _sql_time(column: str) -> str:
@@ -1090,9 +1147,8 @@ class Store:
                 if callable(migration):
                     migration(db)
                 else:
-                    for statement in migration.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
+                    for statement in _sql_statements(migration):
+                        db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     def close(self) -> None:
@@ -1520,15 +1576,25 @@ class Store:
             self._committed(queue_changed=False)
         return [item.id for item in items]
 
-    def attempt_log(self, job_id: str, attempt_id: str) -> str:
-        """The log chunks an attempt reported, in id order, as one text."""
+    def attempt_log(self, job_id: str, attempt_id: str, tail: int | None = None) -> tuple[str, int]:
+        """The log chunks an attempt reported, in id order, as one text (only its last `tail`
+        characters if given), and the id of the newest progress event it takes into account."""
+        newest, chunks, size = 0, [], 0
         with self.snapshot() as db:
             attempt = self._attempt_row(db, job_id, attempt_id)
             rows = db.execute(
-                "SELECT data FROM progress WHERE job_id = ? AND attempt_id = ? AND event = 'log_chunk' ORDER BY id",
+                "SELECT id, event, data FROM progress WHERE job_id = ? AND attempt_id = ? ORDER BY id DESC",
                 (attempt["job_id"], attempt["id"]),
             )
-            return "".join(row[0] for row in rows)
+            for progress_id, event, data in rows:
+                newest = newest or progress_id
+                if event == "log_chunk":
+                    chunks.append(data)
+                    size += len(data)
+                    if tail is not None and size >= tail:
+                        break
+        text = "".join(reversed(chunks))
+        return (text if tail is None else text[-tail:]), newest
 
     def last_event_id(self) -> int:
         """The newest event's id, 0 when there is none."""
@@ -1639,10 +1705,51 @@ class Store:
             ).fetchone()
         if row is None or not hmac.compare_digest(row["hash"], digest):
             return None
-        if row["last_used_at"] is None or self.clock() - row["last_used_at"] > _TOKEN_USE_RESOLUTION:
-            with self.transaction() as db:
-                db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (self.clock(), row["name"]))
+        self._note_token_use(row)
         return row
+
+    def _note_token_use(self, token: sqlite3.Row) -> None:
+        """Write a token's `last_used_at`, at most once per resolution."""
+        now = self.clock()
+        if token["last_used_at"] is None or now - token["last_used_at"] > _TOKEN_USE_RESOLUTION:
+            with self.transaction() as db:
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (now, token["name"]))
+
+    # -- browser sessions
+
+    def create_session(self, token: str, lifetime: float) -> str:
+        """Open a browser session for a token; return its secret, which is stored only as a hash.
+
+        Expired sessions are deleted here: only logins add sessions, so the
+        table holds no more than the logins of one lifetime.
+        """
+        secret = "lbs_" + secrets.token_urlsafe(32)
+        now = self.clock()
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            db.execute(
+                "INSERT INTO sessions (hash, token, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (_token_hash(secret), token, now, now + lifetime),
+            )
+        _log.info("session opened for token %s", token)
+        return secret
+
+    def find_session(self, secret: str) -> sqlite3.Row | None:
+        """The token (name, role) of an unexpired session, else None; a revoked token has no sessions."""
+        # As with tokens, the lookup is by the hash of a random secret.
+        row = self.db.execute(
+            """SELECT tokens.name, tokens.role, tokens.last_used_at FROM sessions
+               JOIN tokens ON tokens.name = sessions.token WHERE sessions.hash = ? AND sessions.expires_at > ?""",
+            (_token_hash(secret), self.clock()),
+        ).fetchone()
+        if row is not None:
+            self._note_token_use(row)
+        return row
+
+    def end_session(self, secret: str) -> None:
+        """Log a browser session out."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE hash = ?", (_token_hash(secret),))
 
     # -- job types
 
@@ -1665,7 +1772,7 @@ class Store:
         with self.snapshot() as db:
             row = self.type_settings(db, name)
             counts = dict(
-                db.execute("SELECT status, COUNT(*) FROM jobs WHERE type = ? GROUP BY status", (name,)).fetchall()
+                db.execute("SELECT status, number FROM job_counts WHERE type = ? AND number > 0", (name,)).fetchall()
             )
         if row is None and not counts:
             raise NotFound(f"no job type {name!r}: none configured and no jobs of it")
@@ -1697,28 +1804,38 @@ class Store:
                     contacts.items(),
                 )
 
+    def _last_contacts(self, db: sqlite3.Connection) -> dict[str, float]:
+        """Every worker's last contact: the file's, or a newer one not yet written."""
+        with self._counters_lock:
+            contacts = dict(self._contacts)  # first: a contact being written meanwhile is in one or the other
+        seen = {name: last for name, last in db.execute("SELECT name, last_seen_at FROM workers")}
+        for name, last in contacts.items():
+            seen[name] = max(last, seen.get(name, last))
+        return seen
+
+    def _working_on(self, db: sqlite3.Connection, workers: list[str] | None = None) -> dict[str, list]:
+        """The running attempts of every worker (or of these), by worker."""
+        only = f"AND assignee IN ({', '.join('?' * len(workers))})" if workers is not None else ""
+        current: dict[str, list] = {}
+        for row in db.execute(
+            f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT),
+                   (SELECT {_sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
+                FROM jobs WHERE status = 'processing' {only} ORDER BY id""",
+            tuple(workers or ()),
+        ):
+            current.setdefault(row[0], []).append({"job": row[1], "type": row[2], "attempt": row[3], "since": row[4]})
+        return current
+
     def list_workers(self) -> list[dict]:
         """Every worker seen: last contact, what it does now, and its attempts by outcome."""
-        with self._counters_lock:
-            contacts = dict(self._contacts)
         with self.snapshot() as db:
-            seen = {name: last for name, last in db.execute("SELECT name, last_seen_at FROM workers")}
+            seen = self._last_contacts(db)
             outcomes: dict[str, dict[str, int]] = {}
             for worker, status, number in db.execute(
                 "SELECT worker, status, COUNT(*) FROM attempts GROUP BY worker, status"
             ):
                 outcomes.setdefault(worker, {})[status] = number
-            current: dict[str, list] = {}
-            for row in db.execute(
-                f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT), {_sql_time("updated_at")},
-                       (SELECT {_sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
-                    FROM jobs WHERE status = 'processing' ORDER BY id"""
-            ):
-                current.setdefault(row[0], []).append(
-                    {"job": row[1], "type": row[2], "attempt": row[3], "since": row[5]}
-                )
-        for name, last in contacts.items():
-            seen[name] = max(last, seen.get(name, last))
+            current = self._working_on(db)
         names = sorted(set(seen) | set(outcomes) | set(current))
         return [
             {
@@ -1757,9 +1874,10 @@ class Store:
             raise NotFound(f"no schedule named {name!r}")
         return json.loads(row[0])
 
-    def list_schedules(self) -> list[dict]:
-        """Every schedule, by name."""
-        return [json.loads(row[0]) for row in self.db.execute(f"SELECT {_SCHEDULE_JSON} FROM schedules ORDER BY name")]
+    def list_schedules(self, limit: int = -1) -> list[dict]:
+        """Every schedule (or the first `limit`), by name."""
+        rows = self.db.execute(f"SELECT {_SCHEDULE_JSON} FROM schedules ORDER BY name LIMIT ?", (limit,))
+        return [json.loads(row[0]) for row in rows]
 
     def delete_schedule(self, name: str) -> None:
         """Stop a schedule; jobs it made are kept."""
@@ -1816,6 +1934,51 @@ class Store:
         row = self.db.execute("SELECT MIN(next_run_at) FROM schedules").fetchone()
         return float("inf") if row[0] is None else max(0.0, row[0] - self.clock())
 
+    # -- the status page: capped lists, so a big queue costs no more than a small one
+
+    def jobs_in_flight(self, limit: int) -> list[dict]:
+        """The first `limit` processing jobs, oldest first, each with its attempt's `started_at`."""
+        rows = self.db.execute(
+            f"""SELECT json_set({_JOB_JSON}, '$.started_at',
+                   (SELECT {_sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt))
+                FROM jobs WHERE status = 'processing' ORDER BY id LIMIT ?""",
+            (limit,),
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    def latest_failures(self, limit: int) -> list[dict]:
+        """The `limit` newest failed jobs (by id, which their index gives in order)."""
+        rows = self.db.execute(
+            f"SELECT {_JOB_JSON} FROM jobs WHERE status = 'failed' ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    def recent_workers(self, limit: int) -> tuple[list[dict], int]:
+        """The `limit` workers heard from last, with what they do now; and how many workers there are."""
+        with self.snapshot() as db:
+            seen = self._last_contacts(db)
+            names = sorted(seen, key=lambda name: (-seen[name], name))[:limit]
+            current = self._working_on(db, names)
+        workers = [
+            {"name": name, "last_seen_at": rfc3339(seen[name]), "working_on": current.get(name, [])} for name in names
+        ]
+        return workers, len(seen)
+
+    def page_version(self) -> tuple:
+        """What the status page shows changes when this does (but for the clock); cheap enough to ask often."""
+        with self._counters_lock:
+            newest_contact = max(self._contacts.values(), default=None)
+        settings = self.db.execute(
+            """SELECT (SELECT MAX(updated_at) FROM types), (SELECT COUNT(*) FROM schedules),
+                   (SELECT MAX(updated_at) FROM schedules), (SELECT MIN(next_run_at) FROM schedules),
+                   (SELECT MAX(last_run_at) FROM schedules), (SELECT MAX(last_seen_at) FROM workers)"""
+        ).fetchone()
+        return (self.last_event_id(), *settings, newest_contact)
+
+    def paused_types(self) -> list[str]:
+        """The names of the paused job types."""
+        return [row[0] for row in self.db.execute("SELECT name FROM types WHERE paused ORDER BY name")]
+
     # -- housekeeping
 
     def delete_finished_jobs(self, retain: float, batch: int = 500) -> int:
@@ -1840,9 +2003,9 @@ class Store:
         return len(old)
 
     def count_jobs(self) -> dict[str, dict[str, int]]:
-        """Job counts by type and status."""
+        """Job counts by type and status (kept by triggers: nothing is counted here)."""
         counts: dict[str, dict[str, int]] = {}
-        for row in self.db.execute("SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status"):
+        for row in self.db.execute("SELECT type, status, number FROM job_counts WHERE number > 0"):
             counts.setdefault(row[0], {})[row[1]] = row[2]
         return counts
 
@@ -2089,6 +2252,712 @@ class _Histogram:
 
 
 # --------------------------------------------------------------------------
+# Status page
+# --------------------------------------------------------------------------
+
+# The page's only style sheet and its only script. They live here, inline, so that lazyboss stays one
+# file with no build step; the Content-Security-Policy below lets nothing else run.
+_PAGE_STYLE = """
+:root {
+  color-scheme: light dark;
+  --ink: #1d2430; --muted: #5f6b7a; --line: #dfe3ea; --card: #ffffff; --page: #f3f5f8; --accent: #2f6fde;
+  --pending: #946f00; --processing: #2f6fde; --done: #1f8a4c; --failed: #c23434; --cancelled: #6b7380;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --ink: #e6e9ef; --muted: #9aa4b2; --line: #2f3642; --card: #1b2029; --page: #12161d; --accent: #6ea0ff;
+    --pending: #e0b84a; --processing: #6ea0ff; --done: #4cc784; --failed: #ff7070; --cancelled: #9aa4b2;
+  }
+}
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: var(--ink); background: var(--page); }
+a { color: var(--accent); }
+header { display: flex; flex-wrap: wrap; align-items: center; gap: .4rem 1rem; padding: .6rem 1rem;
+         background: var(--card); border-bottom: 1px solid var(--line); }
+header h1 { font-size: 1.15rem; margin: 0; }
+header .who { margin-left: auto; display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; }
+header form { margin: 0; }
+.muted, h2 small { color: var(--muted); font-weight: normal; font-size: .85rem; }
+#live::before { content: "\\25CF  "; }
+#live.live { color: var(--done); }
+#live.reconnecting, #live.offline { color: var(--failed); }
+main { display: grid; gap: 1rem; padding: 1rem; max-width: 1400px; margin: 0 auto; }
+#overview { display: grid; gap: 1rem; grid-template-columns: minmax(0, 2fr) minmax(0, 3fr); }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .75rem 1rem;
+        min-width: 0; }
+.card.wide { grid-column: 1 / -1; }
+h2 { font-size: 1rem; margin: 0 0 .5rem; }
+h3 { font-size: .9rem; margin: .75rem 0 .25rem; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line); white-space: nowrap;
+         vertical-align: middle; }
+th { color: var(--muted); font-size: .75rem; font-weight: 600; text-transform: uppercase; letter-spacing: .03em; }
+tr:last-child td { border-bottom: 0; }
+tfoot td { font-weight: 600; border-top: 1px solid var(--line); }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+.zero { color: var(--muted); }
+.text { white-space: normal; overflow-wrap: anywhere; }
+#paused { margin: .5rem 0 0; }
+.pending { color: var(--pending); } .processing { color: var(--processing); } .done { color: var(--done); }
+.failed { color: var(--failed); } .cancelled { color: var(--cancelled); }
+.badge { font-size: .75rem; padding: 0 .45rem; border: 1px solid currentColor; border-radius: 999px;
+         color: var(--pending); margin-left: .3rem; }
+progress { width: 7rem; height: .7rem; vertical-align: middle; accent-color: var(--accent); }
+button { font: inherit; font-size: .85rem; padding: .1rem .6rem; border-radius: 6px; cursor: pointer;
+         border: 1px solid var(--line); background: var(--page); color: var(--ink); }
+button.danger { color: var(--failed); border-color: currentColor; }
+button:disabled { opacity: .5; }
+html:not(.js) .js-only { display: none; }
+#answer { position: sticky; top: 0; z-index: 1; padding: .5rem 1rem; border-radius: 8px; border: 1px solid; }
+#answer:empty { display: none; }
+#answer.ok { color: var(--done); background: var(--card); }
+#answer.refused { color: var(--failed); background: var(--card); }
+#job:empty { display: none; }
+#job h2 { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; }
+#job h2 .close { margin-left: auto; font-weight: normal; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; margin: 0; }
+dt { color: var(--muted); }
+dd { margin: 0; overflow-wrap: anywhere; }
+pre { margin: .25rem 0; padding: .5rem; max-height: 22rem; overflow: auto; white-space: pre-wrap;
+      overflow-wrap: anywhere; background: var(--page); border: 1px solid var(--line); border-radius: 6px; }
+pre:empty::before { content: "(nothing yet)"; color: var(--muted); }
+.login { max-width: 24rem; margin: 12vh auto; }
+.login input { width: 100%; font: inherit; padding: .4rem; margin: .25rem 0 .75rem; }
+.login .refused { color: var(--failed); }
+@media (max-width: 60rem) {
+  #overview { grid-template-columns: minmax(0, 1fr); }
+}
+@media (max-width: 40rem) {
+  main { padding: .5rem; gap: .5rem; }
+  #overview { gap: .5rem; }
+  header .who { margin-left: 0; }
+  .card { padding: .6rem; }
+  th, td { padding: .25rem .3rem; }
+  th { letter-spacing: 0; }
+}
+"""
+
+_PAGE_SCRIPT = """
+"use strict";
+// The status page, live. Every event on /events, and a look once a second, fetch the page
+// again (at most every REFRESH_GAP_MS; the server answers 304 while nothing changed) and swap
+// its parts in place. Log chunks of the job on display are appended the moment they arrive.
+// Admins' buttons ask first, then show the server's answer.
+document.documentElement.classList.add("js");
+const REFRESH_GAP_MS = 400;
+const LOOK_EVERY_MS = 1000;  // for what makes no job event: pausing, schedules, workers' contacts
+const csrfToken = document.querySelector("meta[name=csrf-token]").content;
+let clockSkew = Date.parse(document.body.dataset.now) - Date.now();  // server time minus ours
+
+function spoken(seconds) {  // the same words as the server's _spoken
+  seconds = Math.max(0, Math.round(seconds));
+  if (seconds < 90) return seconds + " s";
+  if (seconds < 5400) return Math.round(seconds / 60) + " min";
+  if (seconds < 129600) return Math.round(seconds / 3600) + " h";
+  return Math.round(seconds / 86400) + " d";
+}
+
+function tickTimes() {
+  const now = Date.now() + clockSkew;
+  for (const time of document.querySelectorAll("time[data-ago], time[data-for]")) {
+    const elapsed = spoken((now - Date.parse(time.dateTime)) / 1000);
+    time.textContent = "ago" in time.dataset ? elapsed + " ago" : elapsed;
+  }
+  for (const time of document.querySelectorAll("time[data-until]")) {
+    const seconds = (Date.parse(time.dateTime) - now) / 1000;
+    time.textContent = seconds >= 0.5 ? "in " + spoken(seconds) : "due";
+  }
+}
+
+function setLive(state, text) {
+  const live = document.getElementById("live");
+  live.className = state;
+  live.textContent = text;
+}
+
+// -- fetching the page again and swapping what changed
+
+let refreshTimer = null, refreshing = false, refreshAgain = false, lastRefresh = 0, showJob = false;
+
+function refreshSoon() {
+  if (refreshing) {
+    refreshAgain = true;
+  } else if (refreshTimer === null) {
+    refreshTimer = setTimeout(refresh, Math.max(0, lastRefresh + REFRESH_GAP_MS - Date.now()));
+  }
+}
+
+async function refresh() {
+  clearTimeout(refreshTimer);
+  refreshTimer = null;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  lastRefresh = Date.now();
+  try {
+    await load();
+  } catch (error) {
+    setLive("offline", "server unreachable");
+  } finally {
+    refreshing = false;
+    if (refreshAgain) {
+      refreshAgain = false;
+      refreshSoon();
+    }
+  }
+}
+
+async function load() {
+  const answer = await fetch(location.pathname + location.search,
+    {headers: {"Accept": "text/html", "If-None-Match": document.body.dataset.tag}});
+  if (answer.status === 304) return;
+  const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+  if (!page.getElementById("overview")) {  // the session ended: show the login form
+    location.reload();
+    return;
+  }
+  document.body.dataset.tag = page.body.dataset.tag;
+  clockSkew = Date.parse(page.body.dataset.now) - Date.now();
+  document.getElementById("overview").replaceWith(document.adoptNode(page.getElementById("overview")));
+  swapJob(document.adoptNode(page.getElementById("job")));
+  tickTimes();
+  if (showJob) document.getElementById("job").scrollIntoView();
+  showJob = false;
+}
+
+function swapJob(fresh) {
+  const old = document.getElementById("job");
+  const oldLog = old.querySelector("#job-log"), freshLog = fresh.querySelector("#job-log");
+  const sameLog = oldLog && freshLog && old.dataset.job === fresh.dataset.job &&
+    oldLog.dataset.attempt === freshLog.dataset.attempt;
+  const atBottom = oldLog && oldLog.scrollTop + oldLog.clientHeight >= oldLog.scrollHeight - 4;
+  if (sameLog && Number(freshLog.dataset.logId) < Number(oldLog.dataset.logId)) {
+    freshLog.replaceWith(oldLog);  // the stream brought newer chunks than this page has: keep them
+  }
+  old.replaceWith(fresh);
+  const log = fresh.querySelector("#job-log");
+  if (log && (atBottom || !sameLog)) log.scrollTop = log.scrollHeight;
+}
+
+// -- the event stream
+
+function showEvent(event) {  // log chunks of the job on display, at once
+  const job = event.job;
+  const log = document.getElementById("job-log");
+  if (event.event !== "progress" || !log || document.getElementById("job").dataset.job !== job.id ||
+      log.dataset.attempt !== event.detail.attempt) return;
+  const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  for (const item of event.detail.events) {
+    if (item.id <= Number(log.dataset.logId)) continue;
+    if (item.event === "log_chunk") log.append(item.data);
+    log.dataset.logId = item.id;
+  }
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+function connect() {
+  // From the newest event the page has seen. When EventSource reconnects by itself it sends
+  // Last-Event-ID, which the server prefers to this parameter.
+  const stream = new EventSource("/events?last_event_id=" + encodeURIComponent(document.body.dataset.lastEvent));
+  stream.onopen = () => setLive("live", "live");
+  stream.onmessage = (message) => {
+    document.body.dataset.lastEvent = message.lastEventId;
+    showEvent(JSON.parse(message.data));
+    refreshSoon();
+  };
+  stream.onerror = () => {
+    if (stream.readyState === EventSource.CLOSED) {  // refused, such as after a logout: try again later
+      setLive("offline", "disconnected");
+      setTimeout(connect, 5000);
+    } else {
+      setLive("reconnecting", "reconnecting");
+    }
+  };
+}
+
+// -- clicks: job details, and admins' actions
+
+function summary(status, text) {
+  let body;
+  try { body = JSON.parse(text); } catch (error) { return status + " " + text.slice(0, 300); }
+  if (body.error) return status + " " + body.error + ": " + body.detail;
+  if (body.type && "paused" in body) return status + ": type " + body.type + (body.paused ? " is paused" : " runs");
+  if (body.id && body.status) return status + ": job " + body.id + " is " + body.status;
+  return status + " " + text.slice(0, 300);
+}
+
+async function act(button) {
+  const label = button.dataset.label;
+  if (!window.confirm(label + "?")) return;
+  const answerBox = document.getElementById("answer");
+  button.disabled = true;
+  try {
+    const answer = await fetch(button.dataset.url, {
+      method: button.dataset.method,
+      headers: {"X-CSRF-Token": csrfToken, "Content-Type": "application/json", "Accept": "application/json"},
+      body: button.dataset.body || null,
+    });
+    answerBox.className = answer.ok ? "ok" : "refused";
+    answerBox.textContent = label + ": " + summary(answer.status, await answer.text());
+  } catch (error) {
+    answerBox.className = "refused";
+    answerBox.textContent = label + ": no answer (" + error.message + ")";
+  }
+  button.disabled = false;
+  refreshSoon();
+}
+
+document.addEventListener("click", (click) => {
+  const link = click.target.closest("a[data-nav]");
+  if (link && click.button === 0 && !click.ctrlKey && !click.metaKey && !click.shiftKey) {
+    click.preventDefault();
+    history.pushState(null, "", link.href);
+    showJob = link.dataset.nav === "job";
+    refresh();
+    return;
+  }
+  const button = click.target.closest("button[data-url]");
+  if (button) act(button);
+});
+window.addEventListener("popstate", refresh);
+
+setInterval(tickTimes, 1000);
+setInterval(refreshSoon, LOOK_EVERY_MS);
+setLive("reconnecting", "connecting");
+connect();
+"""
+
+
+def _csp_source(text: str) -> str:
+    """A Content-Security-Policy source that allows exactly this inline text."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+_PAGE_REFRESH = 5  # seconds between reloads of the page when JavaScript is off
+_PAGE_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Cache-Control": "no-store",
+    # Only the style and script above: text that came with a job can never run as code.
+    "Content-Security-Policy": (
+        f"default-src 'none'; script-src {_csp_source(_PAGE_SCRIPT)}; style-src {_csp_source(_PAGE_STYLE)}; "
+        "connect-src 'self'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",  # no clicking an admin's buttons through someone else's frame
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make the login form's Origin "null"
+}
+# How much the page shows at most: it never loads all jobs, and counts come from the database.
+_PAGE_IN_FLIGHT = 50
+_PAGE_FAILURES = 10
+_PAGE_WORKERS = 20
+_PAGE_SCHEDULES = 20
+_PAGE_TEXT = 16 * 1024  # characters of parameters, result or error
+_PAGE_LOG = 64 * 1024  # the last characters of an attempt's log
+
+
+def _gather_overview(store: Store) -> dict:
+    """What the status page shows, read from the store."""
+    # One snapshot: the page is the file as of its last event, and what changes later comes over the stream.
+    with store.snapshot():
+        workers, worker_count = store.recent_workers(_PAGE_WORKERS)
+        return {
+            "now": store.clock(),
+            "last_event": store.last_event_id(),
+            "counts": store.count_jobs(),
+            "paused": store.paused_types(),
+            "in_flight": store.jobs_in_flight(_PAGE_IN_FLIGHT),
+            "failures": store.latest_failures(_PAGE_FAILURES),
+            "workers": workers,
+            "worker_count": worker_count,
+            "schedules": store.list_schedules(_PAGE_SCHEDULES + 1),
+        }
+
+
+def _gather_job(store: Store, job_id: str) -> dict:
+    """One job for the page: the job, its attempts, and the log of its current (or last) attempt."""
+    try:
+        with store.snapshot():
+            job = store.get_job(job_id)
+            attempts = store.list_attempts(job_id)
+            shown = job["attempt"] or (attempts[-1]["id"] if attempts else None)
+            log, log_id = store.attempt_log(job_id, shown, tail=_PAGE_LOG) if shown else ("", 0)
+    except NotFound as error:
+        return {"missing": error.detail}
+    return {"job": job, "attempts": attempts, "log_attempt": shown, "log": log, "log_id": log_id}
+
+
+def _esc(value: Any) -> str:
+    """Text made safe for HTML, in an element or an attribute."""
+    return html.escape("" if value is None else str(value))
+
+
+def _spoken(seconds: float) -> str:
+    """A duration as the page says it: 12 s, 5 min, 3 h, 2 d (the script's `spoken` says the same)."""
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    if seconds < 129600:
+        return f"{round(seconds / 3600)} h"
+    return f"{round(seconds / 86400)} d"
+
+
+def _moment(when: str | None, now: float, style: str = "ago") -> str:
+    """A time in a <time> the script keeps current: "12 s ago" (style `ago`), "12 s" (`for`), "in 5 min" (`until`)."""
+    if when is None:
+        return "–"
+    seconds = parse_time(when) - now if style == "until" else now - parse_time(when)
+    if style == "until":
+        text = f"in {_spoken(seconds)}" if seconds >= 0.5 else "due"
+    else:
+        text = _spoken(seconds) + (" ago" if style == "ago" else "")
+    return f'<time datetime="{when}" title="{when}" data-{style}>{text}</time>'
+
+
+def _job_link(job_id: str) -> str:
+    """A link to a job's details (in place with the script, a page load without)."""
+    return f'<a href="/?job={_esc(job_id)}" data-nav="job">{_esc(job_id)}</a>'
+
+
+def _action(text: str, label: str, method: str, path: str, body: Any = None, danger: bool = False) -> str:
+    """An admin's button: the script asks "label?", sends the request and shows the server's answer."""
+    data = f' data-body="{_esc(_encode(body))}"' if body is not None else ""
+    kind = "js-only danger" if danger else "js-only"
+    return (
+        f'<button class="{kind}" data-label="{_esc(label)}" data-method="{method}" '
+        f'data-url="{_esc(urllib.parse.quote(path))}"{data}>{_esc(text)}</button>'
+    )
+
+
+def _job_action(job: dict) -> str:
+    """What an admin may do to a job as it is: cancel it while it may run, retry it once it failed or was cancelled."""
+    if job["status"] in ("pending", "processing"):
+        return _action("Cancel", f"Cancel job {job['id']}", "POST", f"/jobs/{job['id']}/cancel", danger=True)
+    if job["status"] in ("failed", "cancelled"):
+        return _action("Retry", f"Retry job {job['id']}", "POST", f"/jobs/{job['id']}/retry")
+    return ""
+
+
+def _table(head: list[str], rows: list[list[str]], empty: str, foot: list[str] | None = None) -> str:
+    """A table of cells that are HTML already; a heading that starts with '#' is a number column."""
+    if not rows:
+        return f'<p class="muted">{_esc(empty)}</p>'
+    numeric = [title.startswith("#") for title in head]
+
+    def line(cells: list[str], cell: str = "td") -> str:
+        return (
+            "<tr>"
+            + "".join(
+                f"<{cell}{' class=num' if number else ''}>{content}</{cell}>" for content, number in zip(cells, numeric)
+            )
+            + "</tr>"
+        )
+
+    heading = line([_esc(title.lstrip("#")) for title in head], "th")
+    footer = f"<tfoot>{line(foot)}</tfoot>" if foot else ""
+    body = "".join(line(row) for row in rows)
+    return f'<div class="scroll"><table><thead>{heading}</thead><tbody>{body}</tbody>{footer}</table></div>'
+
+
+def _card(title: str, note: str, content: str, name: str, wide: bool = False) -> str:
+    """One box of the overview."""
+    small = f" <small>{_esc(note)}</small>" if note else ""
+    return (
+        f'<section class="card{" wide" if wide else ""}" id="{name}"><h2>{_esc(title)}{small}</h2>{content}</section>'
+    )
+
+
+def _count(number: int, status: str) -> str:
+    return f'<span class="{status if number else "zero"}">{number:,}</span>'
+
+
+def _error_summary(error: Any) -> str:
+    """A failure's error in one short line: its detail, the shell worker's last stderr line, or its JSON."""
+    if isinstance(error, dict):
+        if isinstance(error.get("detail"), str):
+            text = error["detail"]
+        elif isinstance(error.get("stderr"), str) and error["stderr"].strip():
+            text = f"exit {error.get('return_code')}: {error['stderr'].strip().splitlines()[-1]}"
+        else:
+            text = _encode(error)
+    else:
+        text = error if isinstance(error, str) else _encode(error)
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def _progress_bar(percent: float | None) -> str:
+    """A job's progress: a bar and its percentage, or a moving bar while the worker has given none."""
+    if percent is None:
+        return '<progress max="100"></progress>'
+    return f'<progress max="100" value="{percent:g}"></progress> {percent:g} %'
+
+
+def _overview_html(data: dict, admin: bool) -> str:
+    """The overview: queue by type and status, jobs in flight, failures, workers, schedules, paused types."""
+    now, counts, paused = data["now"], data["counts"], set(data["paused"])
+    totals = {status: sum(by_status.get(status, 0) for by_status in counts.values()) for status in JOB_STATUSES}
+
+    def pause_button(job_type: str) -> str:
+        if job_type in paused:
+            return _action("Resume", f"Resume type {job_type}", "PUT", f"/types/{job_type}", {"paused": False})
+        return _action("Pause", f"Pause type {job_type}", "PUT", f"/types/{job_type}", {"paused": True}, True)
+
+    queue = _table(
+        ["type", *(f"#{status}" for status in JOB_STATUSES), *([""] if admin else [])],
+        [
+            [
+                _esc(job_type) + ('<span class="badge">paused</span>' if job_type in paused else ""),
+                *(_count(counts.get(job_type, {}).get(status, 0), status) for status in JOB_STATUSES),
+                *([pause_button(job_type)] if admin else []),
+            ]
+            for job_type in sorted(set(counts) | paused)
+        ],
+        "No jobs yet.",
+        ["all", *(_count(totals[status], status) for status in JOB_STATUSES), *([""] if admin else [])],
+    )
+    in_flight = _table(
+        ["job", "type", "worker", "#attempt", "progress", "running for", *([""] if admin else [])],
+        [
+            [
+                _job_link(job["id"]),
+                _esc(job["type"]),
+                _esc(job["assignee"]),
+                f"{_esc(job['attempt'])} of {job['max_attempts']}",
+                _progress_bar(job["progress"]),
+                _moment(job["started_at"], now, "for"),
+                *([_job_action(job)] if admin else []),
+            ]
+            for job in data["in_flight"]
+        ],
+        "Nothing is running.",
+    )
+    failures = _table(
+        ["job", "type", "error", "failed", *([""] if admin else [])],
+        [
+            [
+                _job_link(job["id"]),
+                _esc(job["type"]),
+                f'<span class="text" title="{_esc(_encode(job["error"]))}">{_esc(_error_summary(job["error"]))}</span>',
+                _moment(job["finished_at"], now),
+                *([_job_action(job)] if admin else []),
+            ]
+            for job in data["failures"]
+        ],
+        "No failed jobs.",
+    )
+    workers = _table(
+        ["worker", "last contact", "working on"],
+        [
+            [
+                _esc(worker["name"]),
+                _moment(worker["last_seen_at"], now),
+                ", ".join(_job_link(item["job"]) for item in worker["working_on"]) or '<span class="muted">idle</span>',
+            ]
+            for worker in data["workers"]
+        ],
+        "No worker has been in touch yet.",
+    )
+    schedules = _table(
+        ["schedule", "type", "every", "next run", "last job", *([""] if admin else [])],
+        [
+            [
+                _esc(schedule["name"]),
+                _esc(schedule["type"]),
+                _esc(schedule["every"])
+                + (
+                    ""
+                    if schedule["timezone"] == "UTC"
+                    else f'<br><small class="muted">{_esc(schedule["timezone"])}</small>'
+                ),
+                _moment(schedule["next_run_at"], now, "until"),
+                _job_link(schedule["last_job"]) if schedule["last_job"] else "–",
+                *(
+                    [
+                        _action(
+                            "Run now",
+                            f"Run schedule {schedule['name']} now",
+                            "POST",
+                            f"/schedules/{schedule['name']}/run",
+                        )
+                    ]
+                    if admin
+                    else []
+                ),
+            ]
+            for schedule in data["schedules"][:_PAGE_SCHEDULES]
+        ],
+        "No schedules.",
+    )
+    paused_types = ", ".join(
+        _esc(job_type) + (f" {pause_button(job_type)}" if admin else "") for job_type in sorted(paused)
+    )
+    queue += f'<p id="paused" class="muted">Paused (never handed out): {paused_types or "none"}</p>'
+
+    def shown(listed: int, total: int) -> str:
+        return f"{total:,}" if listed >= total else f"the first {listed:,} of {total:,}"
+
+    more_schedules = len(data["schedules"]) > _PAGE_SCHEDULES
+    return "".join(
+        [
+            '<div id="overview">',
+            _card("Queue", "jobs by type and status", queue, "queue", wide=True),
+            _card("In flight", shown(len(data["in_flight"]), totals["processing"]), in_flight, "in-flight", True),
+            _card("Latest failures", shown(len(data["failures"]), totals["failed"]), failures, "failures", True),
+            _card("Workers", shown(len(data["workers"]), data["worker_count"]), workers, "workers"),
+            _card("Schedules", f"the first {_PAGE_SCHEDULES}" if more_schedules else "", schedules, "schedules"),
+            "</div>",
+        ]
+    )
+
+
+def _json_block(value: Any, whole: str) -> str:
+    """A value as indented JSON in a <pre>, cut short when long (the `whole` of it is at that path)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    if len(text) > _PAGE_TEXT:
+        text = f"{text[:_PAGE_TEXT]}\n… (cut short: all of it is at {whole})"
+    return f"<pre>{_esc(text)}</pre>"
+
+
+def _job_html(detail: dict | None, admin: bool, now: float) -> str:
+    """A job's details: fields, parameters, result or error, attempts, and a log the script extends."""
+    if detail is None:
+        return '<section id="job" data-job=""></section>'
+    if "missing" in detail:
+        return (
+            f'<section id="job" class="card" data-job=""><h2>{_esc(detail["missing"])}'
+            '<a class="close" href="/" data-nav="close">close</a></h2></section>'
+        )
+    job, status = detail["job"], detail["job"]["status"]
+    path = f"/jobs/{job['id']}"
+    buttons = _job_action(job) if admin else ""
+    progress = "–" if job["progress"] is None else f"{job['progress']:g} %"
+    fields = [
+        ("attempts", f"{job['attempts']} (max_attempts {job['max_attempts']})"),
+        ("worker", _esc(job["assignee"] or "–")),
+        ("progress", progress),
+        ("priority", str(job["priority"])),
+        ("timeout", f"{job['timeout']:g} s without progress"),
+        ("submitted", _moment(job["created_at"], now)),
+        ("due", _moment(job["run_at"], now, "until" if parse_time(job["run_at"]) > now else "ago")),
+        ("updated", _moment(job["updated_at"], now)),
+        ("finished", _moment(job["finished_at"], now)),
+    ]
+    attempts = _table(
+        ["#attempt", "worker", "status", "started", "finished", "error"],
+        [
+            [
+                _esc(attempt["id"]),
+                _esc(attempt["worker"]),
+                f'<span class="{_esc(attempt["status"])}">{_esc(attempt["status"])}</span>',
+                _moment(attempt["started_at"], now),
+                _moment(attempt["finished_at"], now),
+                _esc(_error_summary(attempt["error"])) if attempt["error"] is not None else "",
+            ]
+            for attempt in detail["attempts"]
+        ],
+        "Not claimed yet.",
+    )
+    outcome = ""
+    if job["result"] is not None or status == "done":
+        outcome += f"<h3>Result</h3>{_json_block(job['result'], path)}"
+    if job["error"] is not None:
+        outcome += f"<h3>{'Error' if status == 'failed' else 'Last error'}</h3>{_json_block(job['error'], path)}"
+    log = ""
+    if detail["log_attempt"]:
+        whole = f"{path}/attempts/{detail['log_attempt']}/log"
+        cut = f' (its end; <a href="{_esc(whole)}">all of it</a>)' if len(detail["log"]) >= _PAGE_LOG else ""
+        log = (
+            f"<h3>Log of attempt {_esc(detail['log_attempt'])}{cut}</h3>"
+            f'<pre id="job-log" data-attempt="{_esc(detail["log_attempt"])}" data-log-id="{detail["log_id"]}">'
+            f"{_esc(detail['log'])}</pre>"
+        )
+    return "".join(
+        [
+            f'<section id="job" class="card wide" data-job="{_esc(job["id"])}">',
+            f'<h2>Job {_esc(job["id"])} <span class="muted">{_esc(job["type"])}</span>',
+            f'<span class="{_esc(status)}">{_esc(status)}</span> {buttons}',
+            '<a class="close" href="/" data-nav="close">close</a></h2>',
+            "<dl>" + "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in fields) + "</dl>",
+            f"<h3>Parameters</h3>{_json_block(job['parameters'], path)}{outcome}",
+            f"<h3>Attempts</h3>{attempts}{log}",
+            "</section>",
+        ]
+    )
+
+
+def _page_html(body: str, header: str = "", csrf: str = "", state: dict | None = None) -> str:
+    """A whole page around `body`. With `state` (for the script, as data attributes of <body>) it is
+    the live page: it runs the script, or reloads itself every few seconds without JavaScript."""
+    live = state is not None
+    refresh = f'<noscript><meta http-equiv="refresh" content="{_PAGE_REFRESH}"></noscript>' if live else ""
+    script = f"<script>{_PAGE_SCRIPT}</script>" if live else ""
+    attributes = "".join(f' data-{name}="{_esc(value)}"' for name, value in (state or {}).items())
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<title>lazyboss</title>\n<meta name="csrf-token" content="{_esc(csrf)}">\n'
+        f'<link rel="icon" href="data:,">\n{refresh}\n<style>{_PAGE_STYLE}</style>\n</head>\n'
+        f"<body{attributes}>\n{header}\n<main>\n{body}\n</main>\n{script}\n</body>\n</html>\n"
+    )
+
+
+@dataclass
+class _Viewer:
+    """Who looks at the page: a token's name and role, the session's CSRF token (if by cookie), open mode."""
+
+    name: str
+    role: str
+    csrf: str = ""
+    open_mode: bool = False
+
+
+def _page_tag(store: Store, viewer: _Viewer, job_id: str | None) -> str:
+    """The page's ETag: it changes with anything the page shows, and once a minute for what merely ages."""
+    state = (store.page_version(), viewer, job_id, int(store.clock() // 60))
+    return '"' + hashlib.sha256(repr(state).encode()).hexdigest()[:24] + '"'
+
+
+def _status_html(data: dict, job: dict | None, viewer: _Viewer, tag: str) -> str:
+    """The status page as `viewer` sees it: with buttons for an admin, a logout for a session."""
+    if viewer.open_mode:
+        who = '<span class="muted">open mode: no tokens, so anyone on this machine may do anything</span>'
+    else:
+        who = f'<span>{_esc(viewer.name)} <span class="muted">({_esc(viewer.role)})</span></span>'
+    if viewer.csrf:
+        who += '<form method="post" action="/logout"><button>Log out</button></form>'
+    header = (
+        f'<header><h1>lazyboss</h1><span class="muted">{_esc(socket.gethostname())} · {__version__}</span>'
+        f'<span id="live">reloads every {_PAGE_REFRESH} s</span><span class="who">{who}</span></header>'
+    )
+    admin = viewer.role == "admin"
+    body = '<div id="answer" role="status" aria-live="polite"></div>'
+    body += _job_html(job, admin, data["now"]) + _overview_html(data, admin)
+    state = {"last-event": data["last_event"], "now": rfc3339(data["now"]), "tag": tag}
+    return _page_html(body, header, viewer.csrf, state)
+
+
+def _login_html(message: str | None = None) -> str:
+    """The login form: a token's secret in, a session cookie out."""
+    refusal = f'<p class="refused" role="alert">{_esc(message)}</p>' if message else ""
+    form = (
+        '<section class="card login"><h2>lazyboss</h2>'
+        f"{refusal}"
+        '<form method="post" action="/login">'
+        '<label for="token">Token</label>'
+        '<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>'
+        '<button type="submit">Log in</button></form>'
+        '<p class="muted">A token made with <code>lazyboss token create</code>. An admin may also act; '
+        "other tokens see the page only.</p></section>"
+    )
+    return _page_html(form)
+
+
+# --------------------------------------------------------------------------
 # HTTP API
 # --------------------------------------------------------------------------
 
@@ -2163,14 +3032,32 @@ def _read_credentials() -> tuple[str | None, str | None]:
 
 @dataclass
 class _Caller:
-    """Who sent a request: a name (a worker's identity) and a role."""
+    """Who sent a request: a name (a worker's identity), a role, and the session cookie if that said so."""
 
     name: str
     role: str
+    session: str | None = None
 
 
 _ROLE_RANK = {"client": 1, "worker": 2, "admin": 3}
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="lazyboss", Bearer realm="lazyboss"'}
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_SESSION_COOKIE = "lazyboss_session"
+_CSRF_HEADER = "X-CSRF-Token"
+
+
+def _csrf_token(session: str) -> str:
+    """A session's CSRF token: derived from its secret, so nothing more is stored, and unknown to
+    any page that cannot read the HttpOnly cookie, that is any page but ours."""
+    return hmac.new(session.encode(), b"lazyboss csrf", hashlib.sha256).hexdigest()
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header (without port or IPv6 brackets), lowercase."""
+    try:
+        return urllib.parse.urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return ""
 
 
 class _Api:
@@ -2184,6 +3071,7 @@ class _Api:
         self.reaper = reaper
         self.up_since = time.time()
         self.open_mode_allowed = _is_loopback(config.host)
+        self.session_lifetime = parse_duration(config.session_ttl)
         self.slots = _Slots(config.threads)
         self.request_durations = _Histogram(
             "lazyboss_http_request_duration_seconds",
@@ -2192,21 +3080,64 @@ class _Api:
 
     # -- request helpers
 
-    def authenticate(self, needed: str) -> _Caller:
-        """The caller, checked to hold at least the `needed` role: else 401 or 403."""
+    def identify(self) -> _Caller | None:
+        """Who sends the request: by its Authorization header, else by its session cookie; None if neither.
+
+        A cookie is sent by the browser whichever page makes the request, so
+        for a change it counts only with the session's CSRF token in the
+        X-CSRF-Token header, which only our own page knows.
+        """
         name, secret = _read_credentials()
         if not self.store.has_tokens():
             if not self.open_mode_allowed:  # every token was revoked while we listen beyond loopback
                 raise _error_response(401, "unauthorized", "no token exists: create one to use this server", _CHALLENGE)
+            host = _header("Host")
+            if host and not _is_loopback(_host_name(host)):
+                # A site whose name its DNS points at 127.0.0.1 would otherwise be this server's page.
+                raise Forbidden(f"open mode only answers requests for 127.0.0.1 or localhost, not {host!r}", "host")
             # Open mode: a Bearer text may be a real secret meant for another server; never show or log it.
             return _Caller(name or "anonymous", "admin")
-        token = self.store.find_token(secret, name) if secret else None
+        if secret:
+            token = self.store.find_token(secret, name)
+            if token is None:
+                raise _error_response(401, "unauthorized", "wrong credentials", _CHALLENGE)
+            return _Caller(token["name"], token["role"])
+        session = bottle.request.get_cookie(_SESSION_COOKIE)
+        token = self.store.find_session(session) if session else None
         if token is None:
-            detail = "wrong credentials" if secret else "credentials needed (curl -u NAME:SECRET, or a Bearer token)"
+            return None
+        if bottle.request.method not in _SAFE_METHODS:
+            sent = _header(_CSRF_HEADER) or ""
+            if not hmac.compare_digest(sent.encode(), _csrf_token(session).encode()):
+                raise Forbidden(f"a change made with a session cookie needs the page's {_CSRF_HEADER} header", "csrf")
+        return _Caller(token["name"], token["role"], session)
+
+    def authenticate(self, needed: str) -> _Caller:
+        """The caller, checked to hold at least the `needed` role: else 401 or 403."""
+        caller = self.identify()
+        if caller is None:
+            if bottle.request.get_cookie(_SESSION_COOKIE):
+                detail = "the session ended (expired, logged out, or its token revoked): log in again"
+            else:
+                detail = "credentials needed (curl -u NAME:SECRET, or a Bearer token)"
             raise _error_response(401, "unauthorized", detail, _CHALLENGE)
-        if _ROLE_RANK[token["role"]] < _ROLE_RANK[needed]:
-            raise Forbidden(f"{token['name']} is a {token['role']}; this needs a {needed} token")
-        return _Caller(token["name"], token["role"])
+        if _ROLE_RANK[caller.role] < _ROLE_RANK[needed]:
+            raise Forbidden(f"{caller.name} is a {caller.role}; this needs a {needed} token")
+        return caller
+
+    @staticmethod
+    def check_origin() -> None:
+        """Refuse a change that a browser sends for a page of another site (cross-site request forgery).
+
+        Browsers name the page's origin in `Origin` on every POST, PUT and
+        DELETE; curl and the client send none. This holds in open mode too,
+        where no cookie is needed to change things.
+        """
+        origin = _header("Origin")
+        if origin is None:
+            return
+        if urllib.parse.urlsplit(origin).netloc.lower() != (_header("Host") or "").lower():
+            raise Forbidden(f"a page from {origin} may not change anything here", "cross_origin")
 
     @staticmethod
     def caller() -> _Caller:
@@ -2484,7 +3415,7 @@ class _Api:
 
     def get_log(self, job_id: str, attempt_id: str) -> str:
         """GET /jobs/{id}/attempts/{aid}/log: the attempt's log chunks as plain text."""
-        text = self.store.attempt_log(job_id, attempt_id)
+        text, _ = self.store.attempt_log(job_id, attempt_id)
         bottle.response.content_type = "text/plain; charset=utf-8"
         return text
 
@@ -2582,6 +3513,75 @@ class _Api:
         bottle.response.set_header("Location", f"/jobs/{job['id']}")
         return _encode(job)
 
+    # -- the status page
+
+    def page(self) -> str:
+        """GET /: the status page for a browser (or its login form); a JSON 404 for anyone else."""
+        if "text/html" not in (_header("Accept") or ""):
+            raise NotFound("no such resource: /; a browser (Accept: text/html) gets the status page here")
+        for header, value in _PAGE_HEADERS.items():
+            bottle.response.set_header(header, value)
+        caller = self.identify()
+        if caller is None:
+            if bottle.request.get_cookie(_SESSION_COOKIE):
+                self.set_session_cookie("", 0)  # it ended: let the browser forget it
+            return _login_html()
+        viewer = _Viewer(
+            caller.name,
+            caller.role,
+            _csrf_token(caller.session) if caller.session else "",
+            open_mode=not self.store.has_tokens(),
+        )
+        job_id = bottle.request.query.get("job")
+        tag = _page_tag(self.store, viewer, job_id)
+        if _header("If-None-Match") == tag:  # the script looks often; mostly nothing changed
+            bottle.response.status = 304
+            return ""
+        bottle.response.set_header("ETag", tag)
+        job = _gather_job(self.store, job_id) if job_id else None
+        return _status_html(_gather_overview(self.store), job, viewer, tag)
+
+    def login(self) -> str:
+        """POST /login with a token's secret (a form field or JSON `token`): a session cookie, then the page."""
+        if not self.store.has_tokens():
+            raise Conflict("no token exists (open mode): the status page needs no login", "open_mode")
+        content_type = bottle.request.content_type.split(";")[0].strip().lower()
+        if content_type == "application/x-www-form-urlencoded":
+            try:
+                form = dict(urllib.parse.parse_qsl(self.read_body().decode("utf-8")))
+            except UnicodeDecodeError:
+                raise LazybossError("the form is not UTF-8", "bad_form") from None
+        else:
+            form = self.read_json()
+        if not isinstance(form, dict) or not isinstance(form.get("token"), str) or not form["token"].strip():
+            raise Invalid("send the token's secret as the form field or JSON member 'token'")
+        token = self.store.find_token(form["token"].strip())
+        if token is None:
+            raise Unauthorized("wrong token: no token has this secret")
+        self.set_session_cookie(self.store.create_session(token["name"], self.session_lifetime), self.session_lifetime)
+        bottle.response.status = 303
+        bottle.response.set_header("Location", "/")
+        return ""
+
+    def logout(self) -> str:
+        """POST /logout: end this browser's session, then back to the page (its login form)."""
+        session = bottle.request.get_cookie(_SESSION_COOKIE)
+        if session:
+            self.store.end_session(session)
+        self.set_session_cookie("", 0)
+        bottle.response.status = 303
+        bottle.response.set_header("Location", "/")
+        return ""
+
+    @staticmethod
+    def set_session_cookie(value: str, lifetime: float) -> None:
+        """Set (or, with lifetime 0, delete) the session cookie: out of scripts' reach, never sent cross-site."""
+        secure = "; Secure" if bottle.request.urlparts.scheme == "https" else ""
+        bottle.response.set_header(
+            "Set-Cookie",
+            f"{_SESSION_COOKIE}={value}; Path=/; Max-Age={int(lifetime)}; HttpOnly; SameSite=Strict{secure}",
+        )
+
     # -- monitoring
 
     def health(self) -> str:
@@ -2677,13 +3677,19 @@ class _ApiPlugin:
     def apply(self, callback: Callable, route: bottle.Route) -> Callable:
         """Wrap one route's handler."""
         needed = route.config.get("role")
+        page = route.config.get("page", False)
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
+                if bottle.request.method not in _SAFE_METHODS:
+                    self.handlers.check_origin()
                 if needed:
                     bottle.request.environ["lazyboss.caller"] = self.handlers.authenticate(needed)
                 body = callback(*args, **kwargs)
             except LazybossError as error:
+                if page and "text/html" in bottle.request.environ.get("HTTP_ACCEPT", ""):
+                    # A browser's form post: the refusal in words, on the login form.
+                    raise bottle.HTTPResponse(_login_html(error.detail), error.status, _PAGE_HEADERS) from None
                 raise _error_response(error.status, error.code, error.detail) from None
             if isinstance(body, str) and body and "Content-Type" not in bottle.response.headers:
                 bottle.response.content_type = "application/json"
@@ -2731,6 +3737,13 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
     ]
     for method, path, callback, role in routes:
         app.route(path, method, callback, role=role)
+    # The status page and its login: they answer a browser in HTML, and authenticate by themselves.
+    for method, path, callback in (
+        ("GET", "/", api.page),
+        ("POST", "/login", api.login),
+        ("POST", "/logout", api.logout),
+    ):
+        app.route(path, method, callback, page=True)
 
     def default_error(error: bottle.HTTPError) -> str:
         # Bottle's own refusals (unknown route, wrong method, crash) in our JSON shape.
@@ -3369,6 +4382,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "reap_interval": "seconds between reaper rounds",
         "heartbeat": "seconds between keep-alive comments on idle event streams",
         "umask": "file mode mask for the database files (077: readable by this user only)",
+        "session_ttl": "how long a login to the status page lasts (e.g. 12h)",
         "log_level": "debug, info, warning or error",
     }
     for item in fields(Config):

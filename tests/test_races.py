@@ -311,7 +311,7 @@ def test_keys_of_an_older_file_are_split_into_submissions_and_ticks(db_path):
 def open_long_poll(live, wait=30):
     """A raw connection waiting in POST /jobs/attempt, as a worker that may vanish."""
     sock = socket.create_connection(("127.0.0.1", live.server.port), timeout=10)
-    sock.sendall(f"POST /jobs/attempt?wait={wait} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    sock.sendall(f"POST /jobs/attempt?wait={wait} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
     return sock
 
 

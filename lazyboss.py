@@ -2341,13 +2341,13 @@ pre:empty::before { content: "(nothing yet)"; color: var(--muted); }
 
 _PAGE_SCRIPT = """
 "use strict";
-// The status page, live. Every event on /events, and a look once a second, fetch the page
+// The status page, live. Every event on /events, and a look every LOOK_EVERY_MS, fetch the page
 // again (at most every REFRESH_GAP_MS; the server answers 304 while nothing changed) and swap
 // its parts in place. Log chunks of the job on display are appended the moment they arrive.
 // Admins' buttons ask first, then show the server's answer.
 document.documentElement.classList.add("js");
 const REFRESH_GAP_MS = 400;
-const LOOK_EVERY_MS = 1000;  // for what makes no job event: pausing, schedules, workers' contacts
+const LOOK_EVERY_MS = 800;  // for what makes no job event (pausing, schedules, contacts): within a second too
 const csrfToken = document.querySelector("meta[name=csrf-token]").content;
 let clockSkew = Date.parse(document.body.dataset.now) - Date.now();  // server time minus ours
 

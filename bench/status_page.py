@@ -8,8 +8,8 @@ done, 15 % pending, 100 processing, the rest failed, over 8 types), starts
 `lazyboss.py` on it and measures on loopback, as a browser with the page open
 would ask:
   - GET / (the whole page, rendered on the server), p50 and p90 in ms, and its size;
-  - GET / with If-None-Match when nothing changed (the script's look once a
-    second), p50 in ms;
+  - GET / with If-None-Match when nothing changed (what the script asks every
+    0.8 s), p50 in ms;
   - GET /?job=ID (the page with a job's details);
 and, in-process, the part of a page that is counting jobs by type and status.
 """

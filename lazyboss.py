@@ -120,6 +120,10 @@ _FOREIGN_WRITE_POLL = 1.0
 
 _WAL_SIZE_LIMIT = 8 << 20
 
+# Bytes of jobs or events a listing or a stream reads and sends at a time (one
+# large job may go over it alone): what a client asks for is never held whole.
+_WRITE_BUDGET = 1 << 20
+
 _TYPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")  # always fullmatch: `$` lets a newline in
 
 
@@ -343,6 +347,14 @@ def _separate_submission_keys(db: sqlite3.Connection) -> None:
         db.executemany("UPDATE jobs SET submission = ? WHERE id = ?", [(submission, job_id) for job_id in ids])
 
 
+def _json_member(document: str, key: str) -> str:
+    """SQL for the JSON text of a member of a JSON column ('null' when it is absent)."""
+    path = f"'$.{key}'"
+    # json_extract gives SQL values (1 for true); json_quote turns the rest back into JSON text.
+    return f"""CASE json_type({document}, {path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+        ELSE json_quote(json_extract({document}, {path})) END"""
+
+
 # Each migration is SQL statements, or a function of the connection for what SQL alone cannot say well.
 _MIGRATIONS: list = [
     # 1: jobs, their attempts, the event log and per-type settings.
@@ -488,6 +500,23 @@ _MIGRATIONS: list = [
         UPDATE job_counts SET number = number - 1 WHERE type = OLD.type AND status = OLD.status;
     END;
     """,
+    # 7: an event no longer copies the job's parameters, result and error. Parameters never
+    # change (they are read from the job); an event keeps a result or error only when it
+    # differs from the one its job's previous event had (see _EVENT_JOB_JSON).
+    f"""
+    ALTER TABLE events ADD COLUMN result TEXT;
+    ALTER TABLE events ADD COLUMN error TEXT;
+    UPDATE events SET result = history.result, error = history.error FROM (
+        SELECT id, NULLIF(result, lag(result, 1, 'null') OVER job_order) AS result,
+            NULLIF(error, lag(error, 1, 'null') OVER job_order) AS error
+        FROM (SELECT id, job_id, {_json_member("job", "result")} AS result,
+            {_json_member("job", "error")} AS error FROM events)
+        WINDOW job_order AS (PARTITION BY job_id ORDER BY id)
+    ) AS history WHERE events.id = history.id;
+    UPDATE events SET job = json_set(job, '$.parameters', NULL, '$.result', NULL, '$.error', NULL);
+    CREATE INDEX events_results ON events (job_id, id) WHERE result IS NOT NULL;
+    CREATE INDEX events_errors ON events (job_id, id) WHERE error IS NOT NULL;
+    """,
 ]
 
 
@@ -509,13 +538,36 @@ def _sql_time(column: str) -> str:
 
 # The public shapes of a job and an attempt, built by SQLite itself so that an
 # event's snapshot, a batch's answer and a GET all come from one definition.
-_JOB_JSON = f"""json_object(
+def _job_json(parameters: str, result: str, error: str) -> str:
+    """SQL for a job's public shape from a row of `jobs`, with these expressions for its large fields."""
+    return f"""json_object(
     'id', CAST(id AS TEXT), 'type', type, 'status', status,
-    'parameters', json(parameters), 'result', json(result), 'error', json(error),
+    'parameters', {parameters}, 'result', {result}, 'error', {error},
     'priority', priority, 'run_at', {_sql_time("run_at")}, 'attempts', attempts,
     'max_attempts', max_attempts, 'timeout', timeout, 'created_at', {_sql_time("created_at")},
     'updated_at', {_sql_time("updated_at")}, 'finished_at', {_sql_time("finished_at")},
     'assignee', assignee, 'attempt', CAST(attempt AS TEXT), 'progress', progress)"""
+
+
+_JOB_JSON = _job_json("json(parameters)", "json(result)", "json(error)")
+
+
+def _recorded(field: str, job: str, up_to: str = "") -> str:
+    """SQL for the `result` or `error` (JSON text) that a job's events last recorded, up to event `up_to`."""
+    bound = f"AND change.id <= {up_to}" if up_to else ""
+    return f"""COALESCE((SELECT change.{field} FROM events AS change
+        WHERE change.job_id = {job} {bound} AND change.{field} IS NOT NULL ORDER BY change.id DESC LIMIT 1), 'null')"""
+
+
+# What an event stores (INSERT ... SELECT from `jobs`): the job without its large
+# fields, and its result and error only when they changed since its last event.
+_EVENT_COLUMNS = f"""{_job_json("NULL", "NULL", "NULL")},
+    NULLIF(COALESCE(jobs.result, 'null'), {_recorded("result", "jobs.id")}),
+    NULLIF(COALESCE(jobs.error, 'null'), {_recorded("error", "jobs.id")})"""
+# An event's job rebuilt whole (from `events LEFT JOIN jobs`): parameters never change.
+_EVENT_JOB_JSON = f"""json_set(events.job, '$.parameters', json(jobs.parameters),
+    '$.result', json({_recorded("result", "events.job_id", "events.id")}),
+    '$.error', json({_recorded("error", "events.job_id", "events.id")}))"""
 _ATTEMPT_JSON = f"""json_object(
     'id', CAST(id AS TEXT), 'job', CAST(job_id AS TEXT), 'worker', worker, 'status', status,
     'started_at', {_sql_time("started_at")}, 'finished_at', {_sql_time("finished_at")},
@@ -1167,13 +1219,14 @@ class Store:
     # -- the event log
 
     def _record(self, db: sqlite3.Connection, kind: str, job_id: int, detail: Any = None, **context: Any) -> dict:
-        """Append an event with the job as it now is; return the job's view."""
-        job_type, view = db.execute(
-            f"""INSERT INTO events (job_id, type, kind, at, job, detail)
-                SELECT id, type, ?, updated_at, {_JOB_JSON}, ? FROM jobs WHERE id = ?
-                RETURNING type, job""",
+        """Append an event with what changed in the job; return the job's view."""
+        (job_type,) = db.execute(
+            f"""INSERT INTO events (job_id, type, kind, at, detail, job, result, error)
+                SELECT id, type, ?, updated_at, ?, {_EVENT_COLUMNS} FROM jobs WHERE id = ?
+                RETURNING type""",
             (kind, None if detail is None else _encode(detail), job_id),
         ).fetchone()
+        view = db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
         if kind in _EVENT_COUNTERS:
             self._count(_EVENT_COUNTERS[kind], job_type)
         extra = "".join(f" {key}={value}" for key, value in context.items())
@@ -1269,8 +1322,8 @@ class Store:
         )
         # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
         recorded = db.execute(
-            f"""INSERT INTO events (job_id, type, kind, at, job)
-                SELECT id, type, 'submitted', updated_at, {_JOB_JSON} FROM jobs WHERE id > ?
+            f"""INSERT INTO events (job_id, type, kind, at, job, result, error)
+                SELECT id, type, 'submitted', updated_at, {_EVENT_COLUMNS} FROM jobs WHERE id > ?
                 RETURNING job_id, type""",
             (newest_before,),
         ).fetchall()
@@ -1307,8 +1360,13 @@ class Store:
 
     def list_jobs(
         self, statuses: list[str], types: list[str], limit: int, before: int | None
-    ) -> tuple[list[dict], int | None]:
-        """Jobs newest first, filtered; return them and the id to continue below."""
+    ) -> Iterator[tuple[list[str], int | None]]:
+        """Jobs newest first, filtered, as JSON texts in pages of about _WRITE_BUDGET bytes.
+
+        Each page is its own short read, taken when the one before has been
+        sent. With the last page comes the id to continue below when more
+        jobs remain (else None).
+        """
         where, args = [], []
         if statuses:
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
@@ -1316,16 +1374,30 @@ class Store:
         if types:
             where.append(f"type IN ({', '.join('?' * len(types))})")
             args += types
-        if before is not None:
-            where.append("id < ?")
-            args.append(before)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.db.execute(
-            f"SELECT id, {_JOB_JSON} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*args, limit + 1)
-        ).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return [json.loads(row[1]) for row in rows], (rows[-1][0] if more else None)
+
+        def below(last: int | None) -> tuple[str, list]:
+            bounds = where + ([] if last is None else ["id < ?"])
+            return (f"WHERE {' AND '.join(bounds)}" if bounds else ""), args + ([] if last is None else [last])
+
+        while True:
+            clause, values = below(before)
+            rows = self.db.execute(
+                f"SELECT id, {_JOB_JSON} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*values, limit)
+            )
+            page = self._within_budget(rows, lambda row: len(row[1]))
+            views = [row[1] for row in page]
+            if not page:
+                yield views, None
+                return
+            limit, before = limit - len(page), page[-1][0]
+            if limit == 0:
+                clause, values = below(before)
+                more = self.db.execute(f"SELECT 1 FROM jobs {clause} LIMIT 1", values).fetchone()
+                yield views, before if more else None
+                return
+            yield views, None
+            if sum(map(len, views)) < _WRITE_BUDGET:  # not cut short by the budget: there are no more
+                return
 
     def list_attempts(self, job_id: str) -> list[dict]:
         """A job's attempts, oldest first."""
@@ -1601,16 +1673,39 @@ class Store:
         return self.db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
 
     def events_after(self, after: int, jobs: list[str], types: list[str], limit: int = 500) -> list[sqlite3.Row]:
-        """Up to `limit` events newer than `after`, oldest first, of these jobs and types."""
-        where, args = ["id > ?"], [after]
+        """Events newer than `after`, oldest first, of these jobs and types, each with its job whole.
+
+        At most `limit` of them and about _WRITE_BUDGET bytes (one at least):
+        a replay of large jobs is read and sent a bounded piece at a time.
+        """
+        where, args = ["events.id > ?"], [after]
         if jobs:
-            where.append(f"job_id IN ({', '.join('?' * len(jobs))})")
+            where.append(f"events.job_id IN ({', '.join('?' * len(jobs))})")
             args += [_parse_id(job, "job") for job in jobs]
         if types:
-            where.append(f"type IN ({', '.join('?' * len(types))})")
+            where.append(f"events.type IN ({', '.join('?' * len(types))})")
             args += types
-        query = f"SELECT id, job_id, kind, at, job, detail FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-        return self.db.execute(query, (*args, limit)).fetchall()
+        rows = self.db.execute(
+            f"""SELECT events.id, events.job_id, events.kind, events.at, events.detail, {_EVENT_JOB_JSON} AS job
+                FROM events LEFT JOIN jobs ON jobs.id = events.job_id
+                WHERE {" AND ".join(where)} ORDER BY events.id LIMIT ?""",
+            (*args, limit),
+        )
+        return self._within_budget(rows, lambda row: len(row["job"]) + len(row["detail"] or ""))
+
+    @staticmethod
+    def _within_budget(rows: sqlite3.Cursor, size: Callable[[Any], int]) -> list:
+        """The rows of a query up to _WRITE_BUDGET bytes (one at least); the query is then ended."""
+        taken, total = [], 0
+        try:
+            for row in rows:
+                taken.append(row)
+                total += size(row)
+                if total >= _WRITE_BUDGET:
+                    break
+        finally:
+            rows.close()  # ends the statement and with it the read: a slow client holds no snapshot
+        return taken
 
     # -- supervising
 
@@ -3223,7 +3318,7 @@ class _Api:
         bottle.response.set_header("Location", f"/jobs/{json.loads(view)['id']}")
         return view
 
-    def list_jobs(self) -> str:
+    def list_jobs(self) -> Iterator[str]:
         """GET /jobs: newest first, filtered by status and type, paged by cursor."""
         statuses = self.query_list("status")
         for status in statuses:
@@ -3239,9 +3334,21 @@ class _Api:
                 pass
             if before is None:
                 raise LazybossError(f"cursor {cursor!r} is not one this server gave", "bad_cursor")
-        jobs, last = self.store.list_jobs(statuses, self.query_list("type"), limit, before)
-        following = base64.urlsafe_b64encode(str(last).encode()).decode().rstrip("=") if last else None
-        return _encode({"jobs": jobs, "next": following})
+        pages = self.store.list_jobs(statuses, self.query_list("type"), limit, before)
+        bottle.response.content_type = "application/json"
+
+        def generate() -> Iterator[str]:  # a page per write: a long listing of large jobs is never held whole
+            yield '{"jobs":['
+            separator, last = "", None
+            for views, continue_below in pages:
+                if views:
+                    yield separator + ",".join(views)
+                    separator = ","
+                last = continue_below
+            following = base64.urlsafe_b64encode(str(last).encode()).decode().rstrip("=") if last else None
+            yield f'],"next":{_encode(following)}}}'
+
+        return generate()
 
     def get_job(self, job_id: str) -> Any:
         """GET /jobs/{id}: the job, or with Accept: text/event-stream its changes as they happen."""

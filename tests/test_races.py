@@ -217,7 +217,8 @@ def test_each_due_schedule_fires_once_per_call(store, clock):
     clock.advance(60)
     assert store.fire_due_schedules() == 2
     assert store.fire_due_schedules() == 0
-    assert [job["type"] for job in store.list_jobs([], [], 10, None)[0]] == ["b", "a"]
+    ((views, _),) = store.list_jobs([], [], 10, None)
+    assert [json.loads(view)["type"] for view in views] == ["b", "a"]
 
 
 # -- 7. one idempotency key names one submission

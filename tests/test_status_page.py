@@ -400,11 +400,18 @@ def test_counts_follow_every_change_a_job_goes_through(store, clock):
 def test_a_file_from_before_the_counts_gets_them_counted(db_path, clock):
     store = lazyboss.Store(db_path, clock=clock)
     submit(store, "old")
-    store.db.executescript(
+    store.db.executescript(  # back to schema 4: undo migrations 5 to 7
         """DROP TRIGGER jobs_counted_in; DROP TRIGGER jobs_counted_on; DROP TRIGGER jobs_counted_out;
-           DROP TABLE job_counts; DROP TABLE sessions; PRAGMA user_version = 4;"""
+           DROP TABLE job_counts; DROP TABLE sessions;
+           DROP INDEX events_results; DROP INDEX events_errors;
+           ALTER TABLE events DROP COLUMN result; ALTER TABLE events DROP COLUMN error;
+           PRAGMA user_version = 4;"""
     )
-    submit(store, "old")  # written by a lazyboss that did not count
+    store.db.execute(  # written by a lazyboss that did not count
+        """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
+               backoff_base, backoff_max, created_at, updated_at)
+           VALUES ('old', 'pending', '{}', 0, 0, 3, 300, 1, 600, 0, 0)"""
+    )
     store.close()
     upgraded = lazyboss.Store(db_path, clock=clock)
     assert upgraded.count_jobs() == {"old": {"pending": 2}}

@@ -1,0 +1,134 @@
+"""Memory and disk stay bounded with large jobs: events store what changed, listings and replays go in pieces."""
+
+import json
+import sqlite3
+
+import webtest
+
+import lazyboss
+
+LARGE = 400_000  # characters of parameters: a few jobs exceed the write budget
+
+
+def submit(store, parameters, **fields):
+    (view,) = store.submit_jobs([lazyboss.JobSpec(type="big", parameters=parameters, **fields)])
+    return json.loads(view)
+
+
+def event_bytes(db_path):
+    with sqlite3.connect(db_path) as db:
+        return db.execute(
+            """SELECT SUM(length(job) + IFNULL(length(result), 0) + IFNULL(length(error), 0)
+                   + IFNULL(length(detail), 0)) FROM events"""
+        ).fetchone()[0]
+
+
+def replay(store, job_id=None):
+    """Every kept event's job, rebuilt, oldest first."""
+    events, after = [], 0
+    while rows := store.events_after(after, [job_id] if job_id else [], []):
+        events += [(row["kind"], json.loads(row["job"])) for row in rows]
+        after = rows[-1]["id"]
+    return events
+
+
+def test_progress_on_a_job_with_large_parameters_adds_little_to_the_event_log(store, db_path):
+    job = submit(store, {"blob": "x" * 1_000_000})
+    claimed = store.claim_next_job("w1")
+    before = event_bytes(db_path)
+    for number in range(1, 101):
+        item = lazyboss.ProgressItem(number, "log_chunk", "8 bytes")
+        store.record_progress(job["id"], claimed["attempt"], "w1", [item])
+    assert event_bytes(db_path) - before < 100 * 1_000  # a full copy each time was 100 MB
+    assert before < 5_000  # nor do the submit and the claim copy the parameters
+
+
+def test_each_event_replays_the_job_as_it_was_then(store, clock):
+    parameters = {"blob": "p" * 1000, "n": [1, 2.5, True, None]}
+    job, seen = submit(store, parameters, max_attempts=2), []
+
+    def next_attempt():
+        clock.advance(3600)  # past any back-off
+        return store.claim_next_job("w1")["attempt"]
+
+    seen.append(store.fail_attempt(job["id"], next_attempt(), "w1", {"why": "first" * 300}))
+    attempt = next_attempt()
+    store.record_progress(job["id"], attempt, "w1", [lazyboss.ProgressItem(1, "percent", "50")])
+    seen.append(store.fail_attempt(job["id"], attempt, "w1", "a plain string"))
+    seen.append(store.retry_job(job["id"]))
+    seen.append(store.complete_attempt(job["id"], next_attempt(), "w1", {"thumb": "t" * 2000}))
+    assert [view["status"] for view in seen] == ["pending", "failed", "pending", "done"]
+    events = replay(store, job["id"])
+    assert all(event["parameters"] == parameters for _, event in events)
+    replayed = [event for _, event in events]
+    assert all(view in replayed for view in seen)  # every answer given is an event's job, large fields and all
+    assert replayed[-1] == store.get_job(job["id"])
+
+
+def test_a_replay_of_large_jobs_comes_in_pieces_within_the_budget(store):
+    for _ in range(5):
+        submit(store, "x" * LARGE)
+    rows = store.events_after(0, [], [])
+    assert 1 < len(rows) < 5 and sum(len(row["job"]) for row in rows) < lazyboss._WRITE_BUDGET + LARGE + 1000
+    assert len(replay(store)) == 5
+
+
+def test_a_long_listing_of_large_jobs_goes_in_pages_and_holds_no_snapshot_between_them(store, db_path):
+    ids = [submit(store, "x" * LARGE)["id"] for _ in range(6)]
+    pages = store.list_jobs([], [], 5, None)
+    views, following = next(pages)
+    assert 1 < len(views) < 5 and following is None
+    other = sqlite3.connect(db_path, isolation_level=None)  # a checkpoint is not held up by the half-read listing
+    other.execute("INSERT INTO types (name, updated_at) VALUES ('t', 0)")
+    assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    other.close()
+    rest = list(pages)
+    listed = [json.loads(view)["id"] for view in views] + [json.loads(v)["id"] for page, _ in rest for v in page]
+    assert listed == ids[::-1][:5] and rest[-1][1] == int(ids[1])
+
+
+def test_the_listing_over_http_is_one_json_document_with_its_cursor(store):
+    app = webtest.TestApp(lazyboss.make_app(store))
+    ids = [submit(store, "x" * LARGE)["id"] for _ in range(6)]
+    first = app.get("/jobs?limit=5").json
+    assert [job["id"] for job in first["jobs"]] == ids[::-1][:5] and first["jobs"][0]["parameters"] == "x" * LARGE
+    rest = app.get(f"/jobs?limit=5&cursor={first['next']}").json
+    assert [job["id"] for job in rest["jobs"]] == ids[:1] and rest["next"] is None
+    assert app.get("/jobs?type=none").json == {"jobs": [], "next": None}
+
+
+def test_events_of_an_older_file_lose_their_copies_and_replay_the_same(db_path):
+    states = [  # the job as successive updates left it, each followed by an event of the old kind
+        ("submitted", "status = 'pending'"),
+        ("claimed", "status = 'processing', attempts = 1, attempt = 1, assignee = 'w1'"),
+        ("retrying", """status = 'pending', error = '{"why":"no"}', attempt = NULL"""),
+        ("claimed", "status = 'processing', attempts = 2, attempt = 2"),
+        ("done", """status = 'done', result = '[1,true,"r"]', error = NULL"""),
+        ("retried", "status = 'pending', result = NULL"),
+    ]
+    with sqlite3.connect(db_path) as db:
+        for migration in lazyboss._MIGRATIONS[:4]:
+            migration(db) if callable(migration) else db.executescript(migration)
+        db.execute("PRAGMA user_version = 4")
+        db.execute(
+            """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
+                   backoff_base, backoff_max, created_at, updated_at)
+               VALUES ('old', 'pending', '{"big":"xxxxxxxxxxxxxxxxxxxx"}', 0, 0, 3, 300, 1, 600, 0, 0)"""
+        )
+        before = []
+        for kind, change in states:
+            db.execute(f"UPDATE jobs SET {change} WHERE id = 1")
+            db.execute(
+                f"""INSERT INTO events (job_id, type, kind, at, job)
+                    SELECT id, type, ?, updated_at, {lazyboss._JOB_JSON} FROM jobs WHERE id = 1""",
+                (kind,),
+            )
+            before.append((kind, json.loads(db.execute(f"SELECT {lazyboss._JOB_JSON} FROM jobs").fetchone()[0])))
+    store = lazyboss.Store(db_path)
+    try:
+        assert replay(store) == before
+        with sqlite3.connect(db_path) as db:
+            assert db.execute("SELECT COUNT(*) FROM events WHERE job LIKE '%xxxx%'").fetchone()[0] == 0
+            assert db.execute("SELECT COUNT(*) FROM events WHERE result IS NOT NULL").fetchone()[0] == 2
+    finally:
+        store.close()

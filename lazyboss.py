@@ -42,6 +42,7 @@ import math
 import os
 import random
 import re
+import resource
 import secrets
 import shlex
 import signal
@@ -61,8 +62,12 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import bottle
-import waitress
 from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import TcpWSGIServer
+from waitress.task import WSGITask
 
 __all__ = [
     "__version__",
@@ -141,6 +146,9 @@ class Config:
     retain: str = "7d"
     reap_interval: float = 1.0
     heartbeat: float = 15.0
+    max_connections: int = 500
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
     umask: str = "077"
     session_ttl: str = "12h"
     log_level: str = "info"
@@ -181,6 +189,9 @@ _SETTING_RANGES: dict[str, tuple[float, float]] = {
     "max_body": (1024, 1 << 30),
     "reap_interval": (0.01, 3600),
     "heartbeat": (0.01, 3600),
+    "max_connections": (10, 1 << 20),
+    "header_timeout": (0.1, 3600),
+    "idle_timeout": (0.1, 86400),
 }
 _SETTING_CHOICES = {"sync": ("full", "normal"), "log_level": ("debug", "info", "warning", "error")}
 
@@ -3896,6 +3907,137 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
 # --------------------------------------------------------------------------
 
 
+_MAX_HEADER_BYTES = 64 << 10
+
+
+class _Request(HTTPRequestParser):
+    """waitress's request parser, noting when the request's first byte came."""
+
+    def __init__(self, adj: Adjustments):
+        super().__init__(adj)
+        self.started = time.time()  # waitress's clock for connections
+
+
+class _Task(WSGITask):
+    """waitress's request task: an answer of 503 closes its connection, freeing the socket of a
+    client that was told to come back later."""
+
+    def build_response_header(self) -> bytes:
+        if self.status.startswith("503"):
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
+class _Connection(HTTPChannel):
+    """waitress's connection, with the parser and the task above."""
+
+    parser_class = _Request
+    task_class = _Task
+
+    def waiting_since(self) -> tuple[float, str] | None:
+        """Since when the connection has waited for its client, and for what ("headers" or
+        "idle"); None while a request runs (a long poll, a stream), or once it is closing."""
+        if self.requests or self.will_close or self.close_when_flushed:
+            return None
+        if self.request is not None and not self.request.headers_finished:
+            return self.request.started, "headers"
+        if self.request is None and self.last_activity == self.creation_time:  # not a byte either way yet
+            return self.creation_time, "headers"
+        return self.last_activity, "idle"
+
+
+class _GuardedServer(TcpWSGIServer):
+    """waitress's TCP server, guarded against sockets held open without a request.
+
+    Between rounds of the loop, `guard` closes a connection that has not sent
+    a request's headers within `header_timeout` (counted from the connection's
+    start, or from the request's first byte), and one that has had no request
+    and no traffic for `idle_timeout`. Requests still arriving may hold
+    `UNFINISHED_BODIES` × `max_body` bytes together (waitress buffers them in
+    memory, then in temporary files); past that, the ones begun longest ago
+    are closed. When `max_connections` are open it closes the one that has
+    waited longest for its client, so the next can be accepted. A connection
+    with a request running (a long poll, a stream) is never closed by any.
+
+    Closing is at once, not waitress's `will_close` (which waits until the
+    socket takes more data: a client that reads nothing would keep it
+    forever), and never inside a round: a descriptor closed there could be
+    reused by a connection accepted in the same round and then closed by the
+    round's stale poll result.
+    """
+
+    channel_class = _Connection
+    UNFINISHED_BODIES = 16
+
+    def __init__(self, app: Callable, config: Config, listener: socket.socket | None, **settings: Any):
+        if listener is not None:  # handed over by systemd
+            adj = Adjustments(sockets=[listener], **settings)
+            sockinfo = (listener.family, listener.type, listener.proto, listener.getsockname())
+        else:  # "localhost" could mean two sockets (IPv4 and IPv6); one is enough
+            host = "127.0.0.1" if config.host == "localhost" else config.host
+            adj = Adjustments(host=host, port=config.port, **settings)
+            sockinfo = adj.listen[0]
+        super().__init__(app, adj=adj, sockinfo=sockinfo, _sock=listener, bind_socket=listener is None)
+        self.max_connections = config.max_connections
+        self.timeouts = {"headers": config.header_timeout, "idle": config.idle_timeout}
+        self.unfinished_budget = self.UNFINISHED_BODIES * config.max_body
+        self.next_sweep = 0.0
+        self.closed: Counter = Counter()  # connections closed since the last sweep, by why
+
+    def readable(self) -> bool:
+        """Accept while there is room (waitress's own check also runs its idle timeout, replaced here)."""
+        return self.accepting and len(self.active_channels) < self.max_connections
+
+    def guard(self) -> None:
+        """Once a second close the connections that overstayed; at the limit, the one waiting longest."""
+        now = time.time()
+        if now >= self.next_sweep:
+            self.next_sweep = now + 1.0
+            for channel in list(self.active_channels.values()):
+                waiting = channel.waiting_since()
+                if waiting is not None and now - waiting[0] > self.timeouts[waiting[1]]:
+                    channel.handle_close()
+                    self.closed[waiting[1]] += 1
+            self._trim_unfinished()
+            self._report_closed()
+        if len(self.active_channels) >= self.max_connections:
+            waiting = [
+                (found[0], channel) for channel in self.active_channels.values() if (found := channel.waiting_since())
+            ]
+            if waiting:  # else every connection has a request running: the next waits in the listen backlog
+                min(waiting, key=lambda pair: pair[0])[1].handle_close()
+                self.closed["room"] += 1
+
+    def _trim_unfinished(self) -> None:
+        """Close requests still arriving, the ones begun longest ago first, until they hold no more than
+        the budget."""
+        unfinished = [
+            (channel.request, channel)
+            for channel in list(self.active_channels.values())
+            if channel.request is not None and channel.waiting_since() is not None
+        ]
+        held = sum(request.header_bytes_received + request.body_bytes_received for request, _ in unfinished)
+        for request, channel in sorted(unfinished, key=lambda pair: pair[0].started):
+            if held <= self.unfinished_budget:
+                break
+            held -= request.header_bytes_received + request.body_bytes_received
+            channel.handle_close()
+            self.closed["bytes"] += 1
+
+    def _report_closed(self) -> None:
+        """Log the unusual closes of the last second: a careless or hostile client, or too many clients."""
+        if self.closed.keys() - {"idle"}:
+            reasons = {
+                "headers": f"no complete headers within {self.timeouts['headers']:g} s",
+                "room": f"waited longest with {self.max_connections} open",
+                "bytes": f"begun longest ago of requests holding over {self.unfinished_budget} bytes",
+                "idle": f"idle for {self.timeouts['idle']:g} s",
+            }
+            closed = ", ".join(f"{number} {reasons[why]}" for why, number in sorted(self.closed.items()))
+            _log.warning("closed connections: %s", closed)
+        self.closed.clear()
+
+
 class Server:
     """waitress serving a lazyboss app on a port, with an orderly stop from any thread or signal."""
 
@@ -3905,23 +4047,21 @@ class Server:
         self.store = store
         self.config = config
         self.app = make_app(store, config, reaper)
-        if listener is not None:  # handed over by systemd
-            where: dict[str, Any] = {"sockets": [listener]}
-        else:  # "localhost" could mean two sockets (IPv4 and IPv6); one is enough
-            where = {"host": "127.0.0.1" if config.host == "localhost" else config.host, "port": config.port}
-        self.waitress = waitress.create_server(
+        self.waitress = _GuardedServer(
             self.app,
-            **where,
+            config,
+            listener,
             threads=config.threads,
             ident="lazyboss",
             # Bodies up to 4x the limit reach the app and get a JSON 413;
             # larger ones are refused by waitress before they are read.
             max_request_body_size=max(4 * config.max_body, config.max_body + (1 << 20)),
+            # A request line and headers beyond this get waitress's 431; what lazyboss takes fits
+            # easily, and a connection still sending them holds no more.
+            max_request_header_size=_MAX_HEADER_BYTES,
             clear_untrusted_proxy_headers=True,
             # Keep reading while a request runs, so a stream notices its client leave.
             channel_request_lookahead=1,
-            # Every thread may hold a stream, with room for idle keep-alive clients.
-            connection_limit=100 + 2 * config.threads,
         )
         self.host: str = self.waitress.effective_host
         self.port: int = self.waitress.effective_port
@@ -3930,12 +4070,14 @@ class Server:
     def run(self, grace: float = 10.0) -> None:
         """Serve until `stop`; then let running requests finish (at most `grace` s) and close."""
         connections = self.waitress._map
+        # poll(2), not select(2): select cannot watch a descriptor numbered 1024 or more.
         while not self._stop_requested:
-            wasyncore.loop(timeout=1.0, map=connections, count=1)
+            wasyncore.loop(timeout=1.0, map=connections, count=1, use_poll=True)
+            self.waitress.guard()
         self.store.stop_waiting()
         deadline = time.monotonic() + grace
         while self._busy() and time.monotonic() < deadline:
-            wasyncore.loop(timeout=0.05, map=connections, count=1)
+            wasyncore.loop(timeout=0.05, map=connections, count=1, use_poll=True)
         self.waitress.task_dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
         wasyncore.close_all(connections)
 
@@ -3955,8 +4097,28 @@ class Server:
             pass  # the loop saw the flag by itself and has closed its trigger already
 
 
+def _allow_open_files(config: Config) -> str | None:
+    """Raise the open-file limit to what the settings need (a socket per connection, SQLite's files
+    per thread, a few more); if the hard limit is lower, say why not."""
+    needed = config.max_connections + 2 * config.threads + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        return (
+            f"--max-connections {config.max_connections} with --threads {config.threads} needs {needed} "
+            f"open files, and this process may open only {hard} (ulimit -n; LimitNOFILE= under systemd)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return None
+
+
 def serve(config: Config) -> int:
     """Run the server until SIGTERM or SIGINT; return the exit status."""
+    problem = _allow_open_files(config)
+    if problem:
+        print(f"lazyboss: {problem}", file=sys.stderr)
+        return 2
     listener = _activated_socket()
     if listener is not None:
         config = replace(config, host=listener.getsockname()[0])
@@ -4488,6 +4650,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "retain": "how long finished jobs are kept (e.g. 12h, 7d)",
         "reap_interval": "seconds between reaper rounds",
         "heartbeat": "seconds between keep-alive comments on idle event streams",
+        "max_connections": "open connections; at the limit the one waiting longest for a request is closed",
+        "header_timeout": "seconds a new connection, or a request once begun, has to send its headers",
+        "idle_timeout": "seconds a connection may stay open without a request running",
         "umask": "file mode mask for the database files (077: readable by this user only)",
         "session_ttl": "how long a login to the status page lasts (e.g. 12h)",
         "log_level": "debug, info, warning or error",

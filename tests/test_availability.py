@@ -67,7 +67,7 @@ def test_300_hostile_sockets_leave_health_submits_and_reports_answering(tmp_path
         for number in range(300):
             sock = connect(server.url)
             if number % 2:  # slowloris: a request begun, its headers never finished
-                sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: x\r\n")
+                sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             hostile.append(sock)
         for _ in range(3):
             assert a_job_life(server.client(timeout=5)) < 2
@@ -80,7 +80,7 @@ def test_300_hostile_sockets_leave_health_submits_and_reports_answering(tmp_path
 def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_header_deadline(serve):
     live = serve(header_timeout=1, idle_timeout=30)
     sock = connect(live.url)
-    request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 200
     started = time.monotonic()
     for byte in request:
         try:
@@ -141,7 +141,7 @@ def test_a_busy_answer_closes_its_connection(serve):
     held = EventStream(live.url, "/events")
     try:
         sock = connect(live.url)
-        sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
         answer = b""
         while b"\r\n\r\n" not in answer:
             answer += sock.recv(65536)
@@ -172,7 +172,7 @@ def test_requests_still_arriving_hold_a_bounded_number_of_bytes(serve):
     uploads = []
     for _ in range(8):
         sock = connect(live.url)
-        sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 250000\r\n\r\n")
+        sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 250000\r\n\r\n")
         sock.sendall(b" " * 200_000)  # then nothing more
         uploads.append(sock)
         time.sleep(0.02)

@@ -84,7 +84,7 @@ def cell(page, card, text, column):
     return row(page, card, text).locator("td").nth(column)
 
 
-def progress(job_id, *events):
+def progress(*events):
     """A progress body: (id, event, data) per event."""
     return "".join(
         f"id: {number}\nevent: {event}\n" + "".join(f"data: {line}\n" for line in str(data).split("\n")) + "\n"
@@ -140,7 +140,7 @@ def test_an_admin_sees_every_change_live_and_acts_from_the_page(server, open_pag
     expect(cell(page, "queue", "thumbnail", 2)).to_have_text("1")
     expect(row(page, "workers", "pi-1")).to_contain_text(job["id"])
 
-    report(worker, claimed, "progress", progress(job["id"], (1, "percent", 30), (2, "log_chunk", "resizing a.png")))
+    report(worker, claimed, "progress", progress((1, "percent", 30), (2, "log_chunk", "resizing a.png")))
     expect(in_flight.locator("progress")).to_have_attribute("value", "30", timeout=A_SECOND)
 
     in_flight.locator("a[data-nav=job]").click()
@@ -148,7 +148,7 @@ def test_an_admin_sees_every_change_live_and_acts_from_the_page(server, open_pag
     expect(detail).to_have_attribute("data-job", job["id"])
     expect(detail.locator("pre").first).to_contain_text('"src": "a.png"')
     expect(page.locator("#job-log")).to_have_text("resizing a.png")
-    report(worker, claimed, "progress", progress(job["id"], (3, "log_chunk", "\nwrote a.thumb.png")))
+    report(worker, claimed, "progress", progress((3, "log_chunk", "\nwrote a.thumb.png")))
     expect(page.locator("#job-log")).to_have_text("resizing a.png\nwrote a.thumb.png", timeout=A_SECOND)
 
     report(worker, claimed, "result", {"thumb": "a.thumb.png"})
@@ -185,9 +185,7 @@ def test_an_admin_sees_every_change_live_and_acts_from_the_page(server, open_pag
     again = worker.request("POST", "/jobs/attempt?type=report").json
     row(page, "in-flight", "report").get_by_role("button", name="Cancel").click()
     expect(page.locator("#answer")).to_have_text(f"Cancel job {failing['id']}: 200: job {failing['id']} is cancelled")
-    assert (
-        report(worker, again, "progress", progress(failing["id"], (1, "log_chunk", "x"))).json["error"] == "cancelled"
-    )
+    assert report(worker, again, "progress", progress((1, "log_chunk", "x"))).json["error"] == "cancelled"
     assert asked == [
         f"Retry job {failing['id']}?",
         "Pause type thumbnail?",
@@ -312,7 +310,7 @@ def test_a_realistic_queue_shows_as_the_api_counts_it(live, open_page):
         job = workers[name].request("POST", f"/jobs/attempt?type={kind}").json
         if percent is not None:
             chunk = (1, "log_chunk", f"{kind} job {job['id']} on {name}: step 3 of 4")
-            report(workers[name], job, "progress", progress(job["id"], chunk, (2, "percent", percent)))
+            report(workers[name], job, "progress", progress(chunk, (2, "percent", percent)))
     admin.request(
         "PUT", "/schedules/nightly-backup", {"type": "backup", "every": "0 3 * * *", "timezone": "Europe/Berlin"}
     )

@@ -2321,6 +2321,9 @@ class _Exposition:
         return "\n".join(self.lines) + "\n"
 
 
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
+
+
 class _Histogram:
     """Request durations by (method, route, status class), in cumulative buckets."""
 
@@ -3884,9 +3887,9 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         elapsed = time.perf_counter() - environ.get("lazyboss.started", time.perf_counter())
         route = environ.get("bottle.route")
         status = bottle.response.status_code
-        api.request_durations.observe(
-            (environ["REQUEST_METHOD"], route.rule if route else "unmatched", f"{status // 100}xx"), elapsed
-        )
+        # Labels only from fixed sets: a client inventing methods or paths must not add series.
+        method = environ["REQUEST_METHOD"] if environ["REQUEST_METHOD"] in _HTTP_METHODS else "other"
+        api.request_durations.observe((method, route.rule if route else "unmatched", f"{status // 100}xx"), elapsed)
         if _log.isEnabledFor(logging.INFO):
             query = environ.get("QUERY_STRING")
             _log.info(
@@ -4889,13 +4892,33 @@ def _command_work(args: argparse.Namespace, client: Client) -> int:
     return worker.run()
 
 
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_controls(text: str) -> str:
+    """Control characters (and Unicode's line separators) written as escapes such as `\\n` or `\\x1b`."""
+    return _CONTROL_CHARACTERS.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+class _LogFormatter(logging.Formatter):
+    """A record is one line: control characters in it are escaped, so text from a client (a path, a
+    worker's name) cannot forge a line of the log or drive the terminal. A traceback keeps its lines,
+    each indented under its record and escaped too."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _escape_controls(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join("    " + _escape_controls(line) for line in super().formatException(ei).splitlines())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `lazyboss` and `python lazyboss.py`."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     config = Config(**{item.name: getattr(args, item.name) for item in fields(Config)})
     if args.command in _CLIENT_COMMANDS or args.command == "work":
         # In open mode a worker's name is its Basic user: by default the host name.

@@ -7,6 +7,7 @@ import pytest
 import webtest
 
 import lazyboss
+from support import ServerProcess, wait_until
 
 DEEP = "[" * 150 + "]" * 150  # deeper than lazyboss takes, shallower than Python's recursion limit
 HUGE = "9" * 30  # beyond 64 bits
@@ -184,3 +185,56 @@ def test_json_nesting_up_to_the_limit_is_kept(running):
     nested = "[" * depth + "]" * depth
     submitted = running.post("/jobs", job(parameters=nested)["body"], {"Content-Type": "application/json"}, status=202)
     assert json.dumps(running.get(f"/jobs/{submitted.json['id']}").json["parameters"]) == nested.replace("][", "], [")
+
+
+# -- no one forges what is not theirs
+
+
+def test_control_characters_from_a_client_are_escaped_in_the_log(tmp_path):
+    server = ServerProcess(tmp_path / "jobs.sqlite")
+    forged = "2026-01-01 00:00:00,000 INFO lazyboss: job 1 done"
+    try:
+        client = server.client()
+        assert client.request("GET", "/jobs/1%0A" + forged.replace(" ", "%20")).status == 404
+        assert client.request("POST", "/jobs", {"type": "a"}).status == 202
+        worker = "w1\r\nINFO lazyboss forged\x1b[2J"  # a Basic user name ends at its first colon
+        auth = {"Authorization": "Basic " + base64.b64encode(f"{worker}:".encode()).decode()}
+        assert client.request("POST", "/jobs/attempt", headers=auth).json["assignee"] == worker
+        wait_until(lambda: sum("job 1 claimed" in line for line in server.log), what="the claim's log line")
+    finally:
+        server.stop()
+    assert not [line for line in server.log if line.startswith(forged)]
+    assert not [line for line in server.log if "\x1b" in line or "\r" in line]
+    assert [line for line in server.log if "GET /jobs/1\\n2026-01-01" in line]
+    assert [line for line in server.log if "worker=w1\\r\\nINFO lazyboss forged\\x1b[2J" in line]
+
+
+def test_in_open_mode_a_bearer_text_is_never_shown_or_logged(tmp_path):
+    server = ServerProcess(tmp_path / "jobs.sqlite")
+    try:
+        client = server.client(token="lb_meant_for_another_server")
+        job = client.request("POST", "/jobs", {"type": "a"}).json
+        claimed = client.request("POST", "/jobs/attempt").json
+        assert claimed["assignee"] == "anonymous"
+        attempt = f"/jobs/{job['id']}/attempts/{claimed['attempt']}"
+        assert client.request("PUT", f"{attempt}/result", {"ok": 1}).status == 201
+        assert client.request("GET", f"{attempt}").json["worker"] == "anonymous"
+        assert "lb_meant" not in client.request("GET", "/workers").body.decode()
+        wait_until(lambda: sum("job 1 done" in line for line in server.log), what="the result's log line")
+    finally:
+        server.stop()
+    assert not [line for line in server.log if "lb_meant" in line]
+
+
+@pytest.mark.filterwarnings("ignore:Unknown REQUEST_METHOD")  # webtest's lint, about the very point
+def test_metrics_label_only_known_methods_and_routes(running):
+    for number in range(300):
+        running.request(f"/nowhere/{number}", method=f"X{number}", expect_errors=True)
+        running.request(f"/jobs/{number}/elsewhere", method="BREW", expect_errors=True)
+    page = running.get("/metrics").text
+    series = [line for line in page.splitlines() if line.startswith("lazyboss_http_request_duration_seconds_count")]
+    methods = {line.split('method="')[1].split('"')[0] for line in series}
+    routes = {line.split('route="')[1].split('"')[0] for line in series}
+    assert methods <= {"GET", "POST", "other"} and "other" in methods
+    assert "unmatched" in routes and not [route for route in routes if "nowhere" in route or "elsewhere" in route]
+    assert len(series) < 10

@@ -9,8 +9,8 @@ The module reads top to bottom, each section using only those above it:
 
 - Settings and small parsers: `Config`, durations, times, compact JSON.
 - Errors: `LazybossError` and its kinds, each carrying an HTTP status and code.
-- Schema and SQL: the migrations and the SQL that builds a job's JSON and
-  picks the next job.
+- Schema and SQL: the migrations and the SQL that builds a job's JSON (also
+  as it was at one of its events) and picks the next job.
 - Validation and SSE encoding: what a submission, a type's settings and a
   progress stream may hold; how events go on the wire.
 - Schedules: intervals and cron lines, and when they next fire.
@@ -1816,10 +1816,9 @@ class Store:
 
     def _note_token_use(self, token: sqlite3.Row) -> None:
         """Write a token's `last_used_at`, at most once per resolution."""
-        now = self.clock()
-        if token["last_used_at"] is None or now - token["last_used_at"] > _TOKEN_USE_RESOLUTION:
+        if token["last_used_at"] is None or self.clock() - token["last_used_at"] > _TOKEN_USE_RESOLUTION:
             with self.transaction() as db:
-                db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (now, token["name"]))
+                db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (self.clock(), token["name"]))
 
     # -- browser sessions
 
@@ -1830,8 +1829,8 @@ class Store:
         table holds no more than the logins of one lifetime.
         """
         secret = "lbs_" + secrets.token_urlsafe(32)
-        now = self.clock()
         with self.transaction() as db:
+            now = self.clock()
             db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
             db.execute(
                 "INSERT INTO sessions (hash, token, created_at, expires_at) VALUES (?, ?, ?, ?)",
@@ -3718,8 +3717,9 @@ class _Api:
         return _encode(report)
 
     def snapshot(self) -> dict:
-        """Everything /stats and /metrics report, gathered once."""
-        by_type = self.store.count_jobs()
+        """Everything /stats and /metrics report, gathered once (the database's part in one snapshot)."""
+        with self.store.snapshot():
+            by_type, oldest = self.store.count_jobs(), self.store.oldest_pending_ages()
         totals = {status: 0 for status in JOB_STATUSES}
         for counts in by_type.values():
             for status, number in counts.items():
@@ -3733,7 +3733,7 @@ class _Api:
             "jobs": totals,
             "jobs_by_type": by_type,
             "counters": counters,
-            "oldest_pending_age_seconds": self.store.oldest_pending_ages(),
+            "oldest_pending_age_seconds": oldest,
             "waiting_workers": self.slots.counts["long_polls"],
             "open_streams": self.slots.counts["streams"],
             "file_bytes": self.store.file_sizes(),

@@ -138,6 +138,14 @@ def test_the_reaper_that_waited_for_the_lock_judges_leases_and_ticks_by_then(sto
     assert after_waiting_for_the_lock(store, clock, store.fire_due_schedules) == 1
 
 
+def test_sessions_and_token_use_that_waited_for_the_lock_are_stamped_then(store, clock):
+    secret = store.create_token("me", "admin")
+    after_waiting_for_the_lock(store, clock, lambda: store.find_token(secret))
+    assert store.list_tokens()[0]["last_used_at"] == lazyboss.rfc3339(clock.now)
+    after_waiting_for_the_lock(store, clock, lambda: store.create_session("me", 3600))
+    assert column(store.path, "SELECT created_at FROM sessions") == clock.now
+
+
 # -- 6. an attempt read while retention deletes its job
 
 
@@ -176,6 +184,14 @@ def test_a_listing_never_shows_a_job_deleted_meanwhile_as_empty(app, store, cloc
         assert len(response.json) == 1 if path == "attempts" else response.text == "hello"
     else:
         assert response.status_int == 404, response.text
+
+
+def test_stats_count_and_age_the_queue_from_one_snapshot(app, store, clock):
+    submit(store, type="a")
+    clock.advance(5)
+    with interleave(store, "MIN(run_at)", lambda: store.claim_next_job("w1")):
+        stats = app.get("/stats").json
+    assert stats["jobs"]["pending"] == 1 and stats["oldest_pending_age_seconds"] == {"a": 5}
 
 
 # -- 5. a schedule is read, fired and moved in one transaction

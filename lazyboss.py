@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import html
 import http.client
+import itertools
 import json
 import logging
 import math
@@ -56,7 +57,7 @@ import urllib.parse
 import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -84,6 +85,8 @@ __all__ = [
     "Conflict",
     "Invalid",
     "Unauthorized",
+    "StorageError",
+    "StorageFull",
     "ServerError",
     "JobSpec",
     "ProgressItem",
@@ -301,6 +304,48 @@ class Invalid(LazybossError):
 
 class Unauthorized(LazybossError):
     status, code = 401, "unauthorized"
+
+
+class StorageError(LazybossError):
+    """The database file cannot do what was asked (read-only, failing, damaged, gone): nothing was changed."""
+
+    status, code = 503, "storage_error"
+
+
+class StorageFull(StorageError):
+    status, code = 507, "storage_full"
+
+
+# SQLite's primary result codes that blame the file rather than the request: the kind, code and detail to answer.
+_SQLITE_FAILURES = {
+    13: (StorageFull, "storage_full", "the disk holding the database is full: nothing was written"),
+    8: (StorageError, "read_only", "the database file or its file system is read-only: nothing was written"),
+    10: (StorageError, "io_error", "the disk failed to read or write the database (I/O error): nothing was written"),
+    11: (StorageError, "database_corrupt", "the database file is damaged (SQLite: database disk image is malformed)"),
+    26: (StorageError, "not_a_database", "the database file is not an SQLite database"),
+    14: (StorageError, "cannot_open", "the database file cannot be opened"),
+    5: (StorageError, "database_busy", "another process held the database's write lock too long: nothing was written"),
+}
+# The same codes told by SQLite's messages, for Python before 3.11, which does not pass the code on.
+_SQLITE_MESSAGES = {
+    "database or disk is full": 13,
+    "attempt to write a readonly database": 8,
+    "disk I/O error": 10,
+    "database disk image is malformed": 11,
+    "file is not a database": 26,
+    "unable to open database file": 14,
+    "database is locked": 5,
+}
+
+
+def _storage_error(error: sqlite3.Error) -> StorageError | None:
+    """What an SQLite error says about the file, as the StorageError to answer; None when it is lazyboss's own."""
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = code & 0xFF if code is not None else _SQLITE_MESSAGES.get(str(error))
+    if primary not in _SQLITE_FAILURES:
+        return None
+    kind, name, detail = _SQLITE_FAILURES[primary]
+    return kind(detail, name)
 
 
 class ServerError(Exception):
@@ -1110,6 +1155,29 @@ _EVENT_COUNTERS = {
 }
 
 
+def _why_unopenable(path: str) -> str:
+    """Why SQLite cannot open a database at `path`, as far as the file system tells."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{path} is a directory"
+    try:
+        if not os.path.isdir(os.path.realpath(folder)):
+            os.stat(folder)  # says why: missing, not reachable
+            return f"{folder} is not a directory"
+        file_system = os.statvfs(folder)
+    except FileNotFoundError:
+        return f"the directory {folder} does not exist"
+    except OSError as error:
+        return f"cannot reach the directory {folder}: {error.strerror}"
+    if file_system.f_flag & os.ST_RDONLY:
+        return f"the directory {folder} is on a read-only file system"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"lazyboss may not create files in the directory {folder}"
+    if file_system.f_bavail == 0:
+        return f"the disk holding {folder} is full"
+    return "SQLite cannot open it"
+
+
 class Store:
     """The jobs database: one SQLite file in WAL mode, shared by threads and processes.
 
@@ -1137,7 +1205,23 @@ class Store:
         self._counters_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self.migrate()
+        self._files: tuple | None = None  # what the path named when the store opened (see check_file)
+        self.failure: StorageError | None = None  # why the file took no write lately: /health says it
+        self._failure_lock = threading.Lock()
+        try:
+            with self.sqlite_errors():
+                self.migrate()
+            self._files = self._file_identity()
+        except StorageError as error:
+            self._close_connections()
+            if error.code == "cannot_open":
+                raise StorageError(_why_unopenable(path), error.code) from None
+            raise
+        # The connection that opened the file stays open, unused by requests, until `close`: while it
+        # does, SQLite never deletes the WAL and shared memory, even when a thread's connection closes.
+        self._keeper = self._local.conn
+        self._local = threading.local()
+        self._orphan_saved = False
 
     # -- connections and transactions
 
@@ -1145,8 +1229,15 @@ class Store:
     def db(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is not None:
+            return conn
+        if self._files is None:  # opening the store: this may create the file
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        else:  # later: the file that is there, never a new one in place of a deleted database
+            self.check_file()
+            address = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=rw"
+            conn = sqlite3.connect(address, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+        try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
@@ -1154,9 +1245,12 @@ class Store:
             conn.execute("PRAGMA busy_timeout = 30000")
             # After a checkpoint, cut a WAL that grew past this back down.
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._local.conn = conn
+        with self._connections_lock:
+            self._connections.append(conn)
         return conn
 
     @contextmanager
@@ -1164,20 +1258,45 @@ class Store:
         """An IMMEDIATE write transaction, committed on success, rolled back on error.
 
         What `_count` tallies inside it reaches `counters` only once committed.
+        SQLite's complaints about the file come out as StorageError (see
+        `sqlite_errors`). A transaction opened inside another on the same
+        thread is a RuntimeError at once: the write lock is not reentrant.
         """
-        conn = self.db
-        with self._write_lock:
-            self._local.tally = tally = Counter()
-            conn.execute("BEGIN IMMEDIATE")
+        if getattr(self._local, "writing", False):
+            raise RuntimeError("Store.transaction inside another on the same thread would wait for itself forever")
+        with self._write_lock, self.sqlite_errors():
+            self._local.writing = True
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn = self.db
+                self._local.tally = tally = Counter()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    self.check_file()  # acknowledge nothing written to a file that is no longer the database
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._roll_back(conn)
+                    raise
+            finally:
+                self._local.writing = False
         if tally:
             with self._counters_lock:
                 self.counters.update(tally)
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        """End a failed transaction. If even ROLLBACK fails, close the connection (that ends it too):
+        the caller raises the first error, and no write lock stays held."""
+        if not conn.in_transaction:
+            return  # SQLite ended it itself, as after a full disk
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            _log.warning("ROLLBACK failed (%s): closing this thread's connection", error)
+            with self._connections_lock:
+                self._connections.remove(conn)
+            self._local.conn = None
+            with suppress(sqlite3.Error):
+                conn.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -1204,7 +1323,11 @@ class Store:
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(_MIGRATIONS):
-                raise RuntimeError(f"{self.path} has schema {version}, newer than this lazyboss ({len(_MIGRATIONS)})")
+                raise StorageError(
+                    f"its schema is {version}, newer than this lazyboss knows ({len(_MIGRATIONS)}): "
+                    "run a newer lazyboss",
+                    "schema_too_new",
+                )
             for number in range(version, len(_MIGRATIONS)):
                 migration = _MIGRATIONS[number]
                 if callable(migration):
@@ -1217,15 +1340,123 @@ class Store:
     def close(self) -> None:
         """Save what is noted, checkpoint the WAL and close every connection this store opened."""
         try:
+            self.check_file()
             self.save_worker_contacts()
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as error:
-            _log.warning("final checkpoint failed: %s", error)
+            self.checkpoint()
+        except StorageError as error:
+            _log.warning("final checkpoint failed: %s", error.detail)
+            if error.code == "database_gone":
+                self._save_orphaned()
+        self._close_connections()
+
+    def _close_connections(self) -> None:
         with self._connections_lock:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
+
+    # -- the file's health
+
+    @contextmanager
+    def sqlite_errors(self) -> Iterator[None]:
+        """Raise SQLite's complaints about the file as StorageError, noted for /health until `recover`."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            failure = _storage_error(error)
+            if failure is None:
+                raise
+            if failure.code != "database_busy":  # another process's lock says nothing about the file
+                self._note_failure(failure)
+            raise failure from error
+
+    def _note_failure(self, failure: StorageError) -> None:
+        """Remember why the file took no write, for /health; log it when that begins or changes."""
+        with self._failure_lock:
+            changed = self.failure is None or self.failure.code != failure.code
+            self.failure = type(failure)(failure.detail, failure.code)  # without the traceback's frames
+        if changed and self._files is not None:  # before, whoever opens the store says why it cannot
+            _log.error("database trouble: %s (%s); /health answers 503 until it is over", failure.detail, failure.code)
+
+    def _file_identity(self) -> tuple:
+        """(device, inode) of the database file, its WAL and its shared memory; None for one missing."""
+        identity = []
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                status = os.stat(self.path + suffix)
+                identity.append((status.st_dev, status.st_ino))
+            except OSError:
+                identity.append(None)
+        return tuple(identity)
+
+    def check_file(self) -> None:
+        """Raise StorageError if the files this store opened were deleted or replaced since.
+
+        SQLite would go on writing to a deleted file: such writes vanish with
+        the last connection, or are lost to whoever opens what is now at the path.
+        """
+        if self._files is not None and self._file_identity() != self._files:
+            failure = StorageError(
+                "the database file (or its -wal or -shm) was deleted or replaced while lazyboss ran: "
+                "nothing was written; put it back, or restart lazyboss to use what is there now",
+                "database_gone",
+            )
+            self._note_failure(failure)
+            raise failure
+
+    def recover(self) -> None:
+        """Check the files; after a failure, prove that the file takes writes again, or raise StorageError.
+
+        The proof is a full checkpoint (the WAL folded into the database file
+        and truncated, so a full disk has room again) and a one-page write. A
+        damaged file stays reported until lazyboss restarts.
+        """
+        try:
+            self.check_file()
+        except StorageError:
+            self._save_orphaned()
+            raise
+        if self.failure is None or self.failure.code in ("database_corrupt", "not_a_database"):
+            return
+        if not self.checkpoint():
+            return  # readers held the WAL: next round
+        with self.transaction() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            db.execute(f"PRAGMA user_version = {version}")  # the same value, but the header page is written
+        with self._failure_lock:
+            healed, self.failure = self.failure, None
+        if healed is not None:
+            _log.warning("the database takes writes again (after %s)", healed.code)
+
+    def _save_orphaned(self) -> None:
+        """Once the database file is gone: copy what this store holds beside the path, and empty its WAL.
+
+        The copy keeps every job this server acknowledged. An empty WAL cannot
+        be replayed by SQLite into a file put in the database's place, which a
+        WAL full of another file's pages would silently damage.
+        """
+        if self._orphan_saved:
+            return
+        self._orphan_saved = True
+        copy = f"{self.path}.orphaned-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        try:
+            with closing(sqlite3.connect(copy)) as target:
+                self._keeper.backup(target)
+            self._keeper.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            _log.error("what this lazyboss held is saved in %s", copy)
+        except (sqlite3.Error, OSError) as error:
+            _log.error("could not save what this lazyboss held in %s: %s", copy, error)
+
+    def trouble(self) -> StorageError | None:
+        """What keeps the database from working, if anything: a quick look, for /health."""
+        try:
+            with self.sqlite_errors():
+                self.check_file()
+                self.db.execute("SELECT COUNT(*) FROM types").fetchone()
+        except StorageError:
+            pass  # noted in `failure` (but for a busy lock, which is no trouble of the file)
+        return self.failure
 
     # -- the event log
 
@@ -1817,8 +2048,9 @@ class Store:
     def _note_token_use(self, token: sqlite3.Row) -> None:
         """Write a token's `last_used_at`, at most once per resolution."""
         if token["last_used_at"] is None or self.clock() - token["last_used_at"] > _TOKEN_USE_RESOLUTION:
-            with self.transaction() as db:
-                db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (self.clock(), token["name"]))
+            with suppress(StorageError):  # a full disk must not stop reads: the use is noted another time
+                with self.transaction() as db:
+                    db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (self.clock(), token["name"]))
 
     # -- browser sessions
 
@@ -1901,13 +2133,20 @@ class Store:
         """Write the contacts noted since the last call."""
         with self._counters_lock:
             contacts, self._contacts = self._contacts, {}
-        if contacts:
+        if not contacts:
+            return
+        try:
             with self.transaction() as db:
                 db.executemany(
                     """INSERT INTO workers (name, last_seen_at) VALUES (?, ?) ON CONFLICT (name)
                        DO UPDATE SET last_seen_at = MAX(last_seen_at, excluded.last_seen_at)""",
                     contacts.items(),
                 )
+        except StorageError:
+            with self._counters_lock:  # kept for the next try
+                for name, seen in contacts.items():
+                    self._contacts[name] = max(seen, self._contacts.get(name, seen))
+            raise
 
     def _last_contacts(self, db: sqlite3.Connection) -> dict[str, float]:
         """Every worker's last contact: the file's, or a newer one not yet written."""
@@ -2139,14 +2378,12 @@ class Store:
                 sizes[name] = 0
         return sizes
 
-    def checkpoint(self) -> None:
-        """Fold the WAL into the database file, truncate it, and give free pages back."""
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.db.execute("PRAGMA incremental_vacuum").fetchall()
-
-    def check(self) -> None:
-        """Raise if the database cannot be read."""
-        self.db.execute("SELECT COUNT(*) FROM types").fetchone()
+    def checkpoint(self) -> bool:
+        """Fold the WAL into the database file, truncate it, and give free pages back; False if readers held it."""
+        with self.sqlite_errors():
+            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            self.db.execute("PRAGMA incremental_vacuum").fetchall()
+        return not busy
 
 
 # --------------------------------------------------------------------------
@@ -2216,21 +2453,30 @@ class Reaper(threading.Thread):
             self.run_once()
             try:
                 pause = min(self.interval, self.store.seconds_until_next_schedule())
-            except sqlite3.Error:
+            except (sqlite3.Error, StorageError):
                 pause = self.interval
             self._halt.wait(pause)
 
     def run_once(self) -> None:
-        """One round of housekeeping; errors are logged, not raised."""
+        """One round of housekeeping; errors are logged, not raised.
+
+        While the file takes no writes (full, read-only, gone) a round only
+        checks whether it does again; it still counts as a round, so the
+        watchdog does not restart a server that is waiting for disk space.
+        """
         try:
-            while self.store.expire_stale_attempts() and not self._halt.is_set():
-                pass
-            self.store.fire_due_schedules()
-            self.store.save_worker_contacts()
-            self.delete_old_jobs()
-            if time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY:
-                self.store.checkpoint()
-                self._last_checkpoint = time.monotonic()
+            try:
+                self.store.recover()
+                while self.store.expire_stale_attempts() and not self._halt.is_set():
+                    pass
+                self.store.fire_due_schedules()
+                self.store.save_worker_contacts()
+                self.delete_old_jobs()
+                if time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY:
+                    self.store.checkpoint()
+                    self._last_checkpoint = time.monotonic()
+            except StorageError:
+                pass  # the store logged it when it began, and /health reports it until `recover` sees it over
             self.last_run = time.time()
             self.report_health()
         except Exception:
@@ -2249,6 +2495,8 @@ class Reaper(threading.Thread):
             return
         depth = self.store.queue_depth()
         status = f"STATUS={depth['pending']} pending, {depth['processing']} processing"
+        if self.store.failure is not None:
+            status += f"; {self.store.failure.code}: {self.store.failure.detail}"
         self.notifier.notify(*(["WATCHDOG=1"] if self.notifier.watchdog_interval else []), status)
         self._last_notified = time.monotonic()
 
@@ -3348,12 +3596,13 @@ class _Api:
             if before is None:
                 raise LazybossError(f"cursor {cursor!r} is not one this server gave", "bad_cursor")
         pages = self.store.list_jobs(statuses, self.query_list("type"), limit, before)
+        first = next(pages)  # read here: a database that fails gets its status, not a listing cut short
         bottle.response.content_type = "application/json"
 
         def generate() -> Iterator[str]:  # a page per write: a long listing of large jobs is never held whole
             yield '{"jobs":['
             separator, last = "", None
-            for views, continue_below in pages:
+            for views, continue_below in itertools.chain([first], pages):
                 if views:
                     yield separator + ",".join(views)
                     separator = ","
@@ -3705,12 +3954,11 @@ class _Api:
     # -- monitoring
 
     def health(self) -> str:
-        """GET /health: 200 when the database answers and the reaper runs, else 503."""
+        """GET /health: 200 when the database takes writes and the reaper runs, else 503."""
         report = {"status": "ok", "version": __version__, "database": "ok", "reaper": "ok"}
-        try:
-            self.store.check()
-        except sqlite3.Error as error:
-            report.update(status="unhealthy", database=str(error))
+        trouble = self.store.trouble()
+        if trouble is not None:
+            report.update(status="unhealthy", database=trouble.code, detail=trouble.detail)
         if self.reaper is not None and not self.reaper.healthy():
             report.update(status="unhealthy", reaper="no round finished recently")
         bottle.response.status = 200 if report["status"] == "ok" else 503
@@ -3787,7 +4035,8 @@ class _Api:
 
 
 class _ApiPlugin:
-    """Bottle plugin: authenticate per the route's `role`, and answer LazybossError as JSON."""
+    """Bottle plugin: authenticate per the route's `role`; answer LazybossError (and SQLite's
+    complaints about the file, as StorageError) as JSON."""
 
     name = "lazyboss"
     api = 2
@@ -3802,11 +4051,12 @@ class _ApiPlugin:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
-                if bottle.request.method not in _SAFE_METHODS:
-                    self.handlers.check_origin()
-                if needed:
-                    bottle.request.environ["lazyboss.caller"] = self.handlers.authenticate(needed)
-                body = callback(*args, **kwargs)
+                with self.handlers.store.sqlite_errors():
+                    if bottle.request.method not in _SAFE_METHODS:
+                        self.handlers.check_origin()
+                    if needed:
+                        bottle.request.environ["lazyboss.caller"] = self.handlers.authenticate(needed)
+                    body = callback(*args, **kwargs)
             except LazybossError as error:
                 if page and "text/html" in bottle.request.environ.get("HTTP_ACCEPT", ""):
                     # A browser's form post: the refusal in words, on the login form.
@@ -4116,6 +4366,18 @@ def _allow_open_files(config: Config) -> str | None:
     return None
 
 
+_EXIT_CANNOT_START = 1  # the host is not ready (a busy port, the database file): systemd tries again
+
+
+def _open_store(config: Config) -> Store | None:
+    """The store on `--db`, or None after saying in one line on stderr why it cannot be used."""
+    try:
+        return Store(config.db, config.sync)
+    except StorageError as error:
+        print(f"lazyboss: cannot use the database {config.db}: {error.detail}", file=sys.stderr)
+        return None
+
+
 def serve(config: Config) -> int:
     """Run the server until SIGTERM or SIGINT; return the exit status."""
     problem = _allow_open_files(config)
@@ -4125,7 +4387,9 @@ def serve(config: Config) -> int:
     listener = _activated_socket()
     if listener is not None:
         config = replace(config, host=listener.getsockname()[0])
-    store = Store(config.db, config.sync)
+    store = _open_store(config)
+    if store is None:
+        return _EXIT_CANNOT_START
     if not _is_loopback(config.host) and not store.has_tokens():
         store.close()
         print(
@@ -4137,7 +4401,12 @@ def serve(config: Config) -> int:
         return 2
     notifier = SystemdNotifier()
     reaper = Reaper(store, config.reap_interval, parse_duration(config.retain), notifier)
-    server = Server(store, config, reaper, listener)
+    try:
+        server = Server(store, config, reaper, listener)
+    except OSError as error:
+        store.close()
+        print(f"lazyboss: cannot listen on {config.host}:{config.port}: {error.strerror or error}", file=sys.stderr)
+        return _EXIT_CANNOT_START
 
     def shut_down(signum: int, frame: Any) -> None:
         notifier.notify("STOPPING=1", "STATUS=stopping")
@@ -4743,7 +5012,9 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
 
 def _command_token(args: argparse.Namespace, config: Config) -> int:
     """lazyboss token create|list|revoke, on the database file itself."""
-    store = Store(config.db, config.sync)
+    store = _open_store(config)
+    if store is None:
+        return _EXIT_CANNOT_START
     try:
         if args.token_command == "create":
             secret = store.create_token(args.name, args.role)

@@ -348,7 +348,7 @@ def test_a_newer_schema_is_refused(db_path):
     lazyboss.Store(db_path).close()
     with sqlite3.connect(db_path) as db:
         db.execute("PRAGMA user_version = 99")
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(lazyboss.StorageError, match="newer"):
         lazyboss.Store(db_path)
 
 

@@ -1178,6 +1178,34 @@ def _why_unopenable(path: str) -> str:
     return "SQLite cannot open it"
 
 
+# File systems shared over a network: SQLite's WAL needs memory shared by every user of the file, and
+# locks that hold, which only a local disk gives (https://www.sqlite.org/wal.html, "Disadvantages").
+# (Not 9p: sandboxes such as gVisor serve their own local root file system over it.)
+_NETWORK_FILE_SYSTEMS = {
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "ceph", "glusterfs", "fuse.glusterfs",
+    "fuse.sshfs", "sshfs", "lustre", "gpfs", "ocfs2", "gfs2", "davfs", "fuse.s3fs", "fuse.rclone",
+}  # fmt: skip
+
+
+def _file_system_type(path: str, mount_table: str = "/proc/self/mounts") -> str | None:
+    """The type of the file system holding `path`, from Linux's mount table (None where there is none)."""
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    longest, kind = "", None
+    try:
+        with open(mount_table, encoding="utf-8", errors="replace") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = re.sub(r"\\([0-7]{3})", lambda octal: chr(int(octal.group(1), 8)), fields[1])
+                inside = folder == point or folder.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(longest):
+                    longest, kind = point, fields[2]
+    except OSError:
+        return None
+    return kind
+
+
 class Store:
     """The jobs database: one SQLite file in WAL mode, shared by threads and processes.
 
@@ -1208,6 +1236,13 @@ class Store:
         self._files: tuple | None = None  # what the path named when the store opened (see check_file)
         self.failure: StorageError | None = None  # why the file took no write lately: /health says it
         self._failure_lock = threading.Lock()
+        kind = _file_system_type(path)
+        if kind in _NETWORK_FILE_SYSTEMS:
+            raise StorageError(
+                f"it is on a network file system ({kind}), where SQLite's WAL mode loses or damages "
+                "data: put the database on a local disk",
+                "network_file_system",
+            )
         try:
             with self.sqlite_errors():
                 self.migrate()
@@ -2377,6 +2412,14 @@ class Store:
             except OSError:
                 sizes[name] = 0
         return sizes
+
+    def disk_free(self) -> int | None:
+        """Bytes free for lazyboss on the file system holding the database (None if it cannot be told)."""
+        try:
+            file_system = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            return None
+        return file_system.f_bavail * file_system.f_frsize
 
     def checkpoint(self) -> bool:
         """Fold the WAL into the database file, truncate it, and give free pages back; False if readers held it."""
@@ -3985,6 +4028,7 @@ class _Api:
             "waiting_workers": self.slots.counts["long_polls"],
             "open_streams": self.slots.counts["streams"],
             "file_bytes": self.store.file_sizes(),
+            "disk_free_bytes": self.store.disk_free(),
             "reaper_last_run": rfc3339(self.reaper.last_run if self.reaper else None),
         }
 
@@ -4026,6 +4070,12 @@ class _Api:
             "gauge",
             "Size of the database file and its WAL.",
             [({"file": name}, size) for name, size in snapshot["file_bytes"].items()],
+        )
+        lines.family(
+            "lazyboss_disk_free_bytes",
+            "gauge",
+            "Free space for lazyboss on the file system holding the database: alert well before 0.",
+            [({}, snapshot["disk_free_bytes"])] if snapshot["disk_free_bytes"] is not None else [],
         )
         last_run = [({}, self.reaper.last_run)] if self.reaper and self.reaper.last_run else []
         lines.family("lazyboss_reaper_last_run_timestamp_seconds", "gauge", "When the reaper last finished.", last_run)

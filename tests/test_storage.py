@@ -471,3 +471,43 @@ def test_an_unwritable_directory_is_one_line(small_disk):
     db = disk.folder / "jobs.sqlite"
     assert_one_line_error(run_lazyboss("--db", str(db)), str(disk.folder), "read-only")
     assert not db.exists()
+
+
+# -- a database on a network share, and how much room is left
+
+
+def test_the_file_system_type_is_read_from_the_mount_table(tmp_path):
+    table = tmp_path / "mounts"
+    table.write_text(
+        "/dev/vda / ext4 rw 0 0\n"
+        "server:/export /srv/shared\\040jobs nfs4 rw 0 0\n"
+        "//nas/share /srv/shared\\040jobs/smb cifs rw 0 0\n"
+        "tmpfs /srv/shared\\040jobsx tmpfs rw 0 0\n"
+    )
+    assert lazyboss._file_system_type("/srv/shared jobs/jobs.sqlite", str(table)) == "nfs4"
+    assert lazyboss._file_system_type("/srv/shared jobs/smb/a/jobs.sqlite", str(table)) == "cifs"
+    assert lazyboss._file_system_type("/srv/shared jobsx/jobs.sqlite", str(table)) == "tmpfs"
+    assert lazyboss._file_system_type("/var/lib/jobs.sqlite", str(table)) == "ext4"
+    assert lazyboss._file_system_type("/x/jobs.sqlite", str(tmp_path / "no-such-table")) is None
+
+
+def test_a_database_on_a_network_file_system_is_refused(small_disk, monkeypatch):
+    disk = small_disk("1m")
+    monkeypatch.setattr(lazyboss, "_NETWORK_FILE_SYSTEMS", {"tmpfs"})  # stands in for nfs, which needs a server
+    with pytest.raises(lazyboss.StorageError, match=r"network file system \(tmpfs\).*local disk"):
+        lazyboss.Store(str(disk.folder / "jobs.sqlite"))
+    assert not (disk.folder / "jobs.sqlite").exists()
+
+
+def test_stats_and_metrics_tell_the_free_space_left(small_disk, clock):
+    disk = small_disk("4m")
+    store = lazyboss.Store(str(disk.folder / "jobs.sqlite"), clock=clock)
+    try:
+        app = webtest.TestApp(lazyboss.make_app(store))
+        free = app.get("/stats").json["disk_free_bytes"]
+        assert abs(free - disk.free_bytes()) <= 64 * 1024 and free > 3 << 20
+        disk.fill()
+        assert app.get("/stats").json["disk_free_bytes"] == 0
+        assert "\nlazyboss_disk_free_bytes 0\n" in app.get("/metrics").text
+    finally:
+        store.close()

@@ -316,9 +316,11 @@ class StorageFull(StorageError):
     status, code = 507, "storage_full"
 
 
-# SQLite's primary result codes that blame the file rather than the request: the kind, code and detail to answer.
+# SQLite's result codes that blame the file rather than the request: the kind, code and detail to answer.
+_FULL = (StorageFull, "storage_full", "the disk holding the database is full: nothing was written")
 _SQLITE_FAILURES = {
-    13: (StorageFull, "storage_full", "the disk holding the database is full: nothing was written"),
+    13: _FULL,
+    4874: _FULL,  # SQLITE_IOERR_SHMSIZE: no room for the shared memory file
     8: (StorageError, "read_only", "the database file or its file system is read-only: nothing was written"),
     10: (StorageError, "io_error", "the disk failed to read or write the database (I/O error): nothing was written"),
     11: (StorageError, "database_corrupt", "the database file is damaged (SQLite: database disk image is malformed)"),
@@ -341,10 +343,13 @@ _SQLITE_MESSAGES = {
 def _storage_error(error: sqlite3.Error) -> StorageError | None:
     """What an SQLite error says about the file, as the StorageError to answer; None when it is lazyboss's own."""
     code = getattr(error, "sqlite_errorcode", None)
-    primary = code & 0xFF if code is not None else _SQLITE_MESSAGES.get(str(error))
-    if primary not in _SQLITE_FAILURES:
+    if code is None:
+        code = _SQLITE_MESSAGES.get(str(error))
+    elif code not in _SQLITE_FAILURES:
+        code &= 0xFF  # the primary code of an extended one
+    if code not in _SQLITE_FAILURES:
         return None
-    kind, name, detail = _SQLITE_FAILURES[primary]
+    kind, name, detail = _SQLITE_FAILURES[code]
     return kind(detail, name)
 
 

@@ -460,9 +460,11 @@ def test_a_database_that_cannot_be_used_is_one_line_naming_why(tmp_path, command
 
 def test_a_full_disk_at_start_is_one_line(small_disk):
     disk = small_disk("1m")
+    existing = disk.folder / "existing.sqlite"
+    lazyboss.Store(str(existing)).close()  # closed cleanly: its shared memory must be made anew
     disk.fill()
-    db = disk.folder / "jobs.sqlite"
-    assert_one_line_error(run_lazyboss("--db", str(db)), str(db), "full")
+    for db in (disk.folder / "new.sqlite", existing):
+        assert_one_line_error(run_lazyboss("--db", str(db)), str(db), "full")
 
 
 def test_an_unwritable_directory_is_one_line(small_disk):

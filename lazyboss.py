@@ -41,11 +41,14 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import resource
 import secrets
+import selectors
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -87,7 +90,7 @@ __all__ = [
     "Unauthorized",
     "StorageError",
     "StorageFull",
-    "ServerError",
+    "Unreachable",
     "JobSpec",
     "ProgressItem",
     "parse_job_spec",
@@ -102,7 +105,6 @@ __all__ = [
     "Server",
     "serve",
     "Client",
-    "ShellWorker",
     "main",
 ]
 
@@ -274,16 +276,22 @@ def _encode(value: Any) -> str:
 
 
 class LazybossError(Exception):
-    """A refusal with an HTTP status, an error code and a human detail."""
+    """A refusal with an HTTP status, an error code and a human detail.
 
-    status = 400
+    The server raises the subclasses to answer a request; the client raises
+    the same classes for the server's refusals, so callers catch one kind.
+    """
+
+    status: int | None = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, code: str | None = None):
+    def __init__(self, detail: str, code: str | None = None, status: int | None = None):
         super().__init__(detail)
         self.detail = detail
         if code:
             self.code = code
+        if status is not None:
+            self.status = status
 
 
 class NotFound(LazybossError):
@@ -353,13 +361,10 @@ def _storage_error(error: sqlite3.Error) -> StorageError | None:
     return kind(detail, name)
 
 
-class ServerError(Exception):
-    """The server could not be reached, or answered with an error; the message says which."""
+class Unreachable(LazybossError):
+    """The client got no answer: connection refused or lost, a timeout, TLS failed."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
+    status, code = None, "unreachable"
 
 
 # --------------------------------------------------------------------------
@@ -853,8 +858,18 @@ class ProgressItem:
         return {"id": self.id, "event": self.event, "data": self.data}
 
 
-_SSE_LINE_END = re.compile(r"\r\n|\r|\n")  # the only line ends of text/event-stream
+_SSE_LINE = re.compile(r"([^\r\n]*)(\r\n|\r|\n|$)")  # a line and its end: text/event-stream knows three
 _PROGRESS_EVENT = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _lines(text: str) -> list[tuple[str, str]]:
+    """The lines of a text, each with the line end that ended it ("" for the last)."""
+    lines = []
+    for line, end in _SSE_LINE.findall(text):
+        lines.append((line, end))
+        if not end:
+            break
+    return lines
 
 
 def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
@@ -862,23 +877,28 @@ def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
 
     An event without an `id:` takes the one after the previous event's (or
     after `last_id`, the request's Last-Event-Id); one without `event:` is a
-    `log_chunk`. A `percent` must carry a number from 0 to 100.
+    `log_chunk`. A `percent` must carry a number from 0 to 100. Unlike
+    EventSource, which joins `data:` lines with `\n`, each line is joined to
+    the next by the line end that ended it, so a log keeps its `\r` and
+    `\r\n` (see `_progress_event`); for a sender ending lines with `\n` that
+    is the same thing.
     """
     items: list[ProgressItem] = []
     fields: dict[str, Any] = {}
     data: list[str] = []
     previous = last_id or 0
-    for line in _SSE_LINE_END.split(text) + [""]:
+    for line, end in _lines(text):
         if line.startswith(":"):
             continue
         if line:
             name, _, value = line.partition(":")
             value = value[1:] if value.startswith(" ") else value
             if name == "data":
-                data.append(value)
+                data += [value, end]
             elif name in ("id", "event"):
                 fields[name] = value
-            continue
+            if end:
+                continue
         if not data and not fields:
             continue
         if "id" in fields:
@@ -890,7 +910,7 @@ def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
         event = fields.get("event", "log_chunk")
         if not _PROGRESS_EVENT.fullmatch(event):
             raise Invalid(f"progress event name {event!r} is not a word of letters, digits and _.:-")
-        item = ProgressItem(previous, event, "\n".join(data))
+        item = ProgressItem(previous, event, "".join(data[:-1]))
         if event == "percent":
             try:
                 _check_number(float(item.data), "percent", 0, 100)
@@ -899,6 +919,12 @@ def parse_progress(text: str, last_id: int | None) -> list[ProgressItem]:
         items.append(item)
         fields, data = {}, []
     return items
+
+
+def _progress_event(item_id: int, event: str, data: str) -> str:
+    """One progress event as `parse_progress` reads it back: `data` exactly, whatever its line ends."""
+    lines = "".join("data: " + line + (end or "\n") for line, end in _lines(data))
+    return f"id: {item_id}\nevent: {event}\n{lines}\n"
 
 
 def _sse_message(event_id: int, data: str) -> str:
@@ -4486,455 +4512,1017 @@ def serve(config: Config) -> int:
 # Client
 # --------------------------------------------------------------------------
 
-_EXIT_OK, _EXIT_JOB_FAILED, _EXIT_USAGE, _EXIT_SERVER = 0, 1, 2, 3
+_EXIT_OK, _EXIT_JOB_FAILED, _EXIT_USAGE, _EXIT_SERVER, _EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+_DEFAULT_URL = "http://127.0.0.1:8080"
+_CONNECT_TIMEOUT = 5.0  # seconds to connect and finish a TLS handshake; then the request's own timeout
+_STREAM_TIMEOUT = 120.0  # a stream silent this long is dead: servers send a keep-alive every 15 s
+_REFUSALS = {403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid}
+
+
+def _refusal(status: int, payload: Any) -> LazybossError:
+    """The exception for a refusal: NotFound, Conflict, … or the base class, with the server's code and detail."""
+    code = payload.get("error") if isinstance(payload, dict) else None
+    detail = payload.get("detail") if isinstance(payload, dict) else str(payload).strip()
+    return _REFUSALS.get(status, LazybossError)(str(detail or f"the server answered {status}"), code, status)
+
+
+def _transient(error: LazybossError) -> bool:
+    """Whether the same call may succeed later: no answer, or the server busy or failing."""
+    return isinstance(error, Unreachable) or error.status == 429 or (error.status or 0) >= 500
+
+
+class _Backoff:
+    """The wait between tries of a call that keeps failing: from 0.1 s doubling to at most ~5 s, jittered.
+
+    Each wait logs one line, so a server that is down costs a line every few
+    seconds per caller, not a loop.
+    """
+
+    CAP = 5.0
+
+    def __init__(self, what: str, stop: threading.Event | None = None):
+        self.what = what
+        self.stop = stop or threading.Event()
+        self.failures = 0
+
+    def wait(self, error: Exception) -> bool:
+        """Log the failure and wait before the next try; False when `stop` was set meanwhile."""
+        self.failures += 1
+        delay = min(self.CAP, 0.1 * 2**self.failures) * random.uniform(0.5, 1.0)
+        _log.warning("%s: %s; trying again in %.1f s", self.what, error, delay)
+        return not self.stop.wait(delay)
+
+    def reset(self) -> None:
+        """The call got through."""
+        self.failures = 0
 
 
 class Client:
-    """A small HTTP client for the lazyboss API, on the standard library only."""
+    """The lazyboss HTTP API from Python, on the standard library only.
 
-    def __init__(self, server: str, token: str | None = None, user: str | None = None, timeout: float = 30):
-        parts = urllib.parse.urlsplit(server if "://" in server else f"http://{server}")
+    `url`, `token` and `user` default to `LAZYBOSS_URL`, `LAZYBOSS_TOKEN` and
+    `LAZYBOSS_USER` (`NAME:SECRET`, HTTP Basic). Thread-safe: each thread keeps
+    its own keep-alive connection. A refusal raises a `LazybossError`
+    (`NotFound`, `Conflict`, `Forbidden`, `Invalid`, or the base class) with
+    `status`, `code` and `detail`; no answer at all raises `Unreachable`.
+    """
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, user: str | None = None, *, timeout: float = 30.0
+    ):
+        url = url or os.environ.get("LAZYBOSS_URL") or _DEFAULT_URL
+        if token is None and user is None:
+            token, user = os.environ.get("LAZYBOSS_TOKEN"), os.environ.get("LAZYBOSS_USER")
+        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ServerError(f"--server {server!r} is not an http:// URL")
-        self.server = f"{parts.scheme}://{parts.netloc}"
-        self.parts = parts
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        self.url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self.timeout = timeout
-        self.headers = {"User-Agent": f"lazyboss/{__version__}"}
+        self._parts = parts
+        self._headers = {"User-Agent": f"lazyboss/{__version__}"}
         if token:
-            self.headers["Authorization"] = f"Bearer {token}"
+            self._headers["Authorization"] = f"Bearer {token}"
         elif user:
-            self.headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
         self._local = threading.local()
 
-    def connect(self, timeout: float | None = None) -> http.client.HTTPConnection:
-        """A new connection to the server."""
-        kind = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
-        return kind(self.parts.hostname, self.parts.port, timeout=timeout or self.timeout)
+    # -- the wire
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        """A new connection, connected (TLS included) within _CONNECT_TIMEOUT; then reads wait `timeout`."""
+        https = self._parts.scheme == "https"
+        kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        connection = kind(self._parts.hostname, self._parts.port, timeout=_CONNECT_TIMEOUT)
+        try:
+            connection.connect()
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            if isinstance(error, socket.timeout):
+                tls = " or in the TLS handshake (is it an https server?)" if https else ""
+                raise Unreachable(
+                    f"cannot reach {self.url}: no connection within {_CONNECT_TIMEOUT:g} s{tls}"
+                ) from None
+            if isinstance(error, ConnectionRefusedError):
+                raise Unreachable(f"cannot reach {self.url}: connection refused (is lazyboss running?)") from None
+            raise Unreachable(f"cannot reach {self.url}: {error}") from None
+        connection.sock.settimeout(timeout)
+        return connection
+
+    def _exchange(
+        self, connection: http.client.HTTPConnection, method: str, path: str, data: bytes | None, headers: dict
+    ) -> tuple[int, Any]:
+        """One request on a connection: (status, parsed JSON or text), or the refusal raised."""
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        parsed: Any = payload.decode("utf-8", "replace")
+        if "json" in response.getheader("Content-Type", "") and payload:
+            parsed = json.loads(payload)
+        if response.status >= 400:
+            raise _refusal(response.status, parsed)
+        return response.status, parsed
 
     def request(
         self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = None
     ) -> tuple[int, Any]:
-        """Send a request on this thread's keep-alive connection; (status, parsed JSON or text)."""
+        """Send a request on this thread's keep-alive connection; (status, parsed JSON or text).
+
+        `body` is JSON unless it is bytes (then set the Content-Type in `headers`).
+        """
         data = body if isinstance(body, (bytes, type(None))) else _encode(body).encode()
         sent = {
-            **self.headers,
+            **self._headers,
             **({"Content-Type": "application/json"} if data and not isinstance(body, bytes) else {}),
         }
         sent.update(headers or {})
-        for attempt in (1, 2):  # a kept-alive connection the server has since closed gets one fresh try
-            connection = getattr(self._local, "connection", None) or self.connect()
-            self._local.connection = connection
+        timeout = timeout or self.timeout
+        while True:
+            connection = getattr(self._local, "connection", None)
+            reused = connection is not None and connection.sock is not None
+            if not reused:
+                connection = self._local.connection = self._connect(timeout)
+            connection.sock.settimeout(timeout)
             try:
-                if timeout is not None:
-                    connection.timeout = timeout
-                    if connection.sock:
-                        connection.sock.settimeout(timeout)
-                connection.request(method, path, body=data, headers=sent)
-                response = connection.getresponse()
-                payload = response.read()
-                break
+                return self._exchange(connection, method, path, data, sent)
             except (OSError, http.client.HTTPException) as error:
                 connection.close()
                 self._local.connection = None
-                if attempt == 2 or isinstance(error, (ConnectionRefusedError, socket.timeout)):
-                    raise ServerError(f"cannot reach {self.server}: {error}") from None
-        content_type = response.getheader("Content-Type", "")
-        parsed = payload.decode("utf-8", "replace")
-        if "json" in content_type and payload:
-            parsed = json.loads(payload)
-        if response.status >= 400:
-            code = parsed.get("error") if isinstance(parsed, dict) else None
-            detail = parsed.get("detail") if isinstance(parsed, dict) else parsed
-            raise ServerError(
-                f"{method} {path}: {response.status} {code or ''} {detail}".strip(), response.status, code
-            )
-        return response.status, parsed
+                # A kept-alive connection the server closed meanwhile: the request never arrived.
+                if reused and isinstance(
+                    error, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                ):
+                    continue
+                if isinstance(error, socket.timeout):
+                    raise Unreachable(f"{method} {path}: no answer from {self.url} within {timeout:g} s") from None
+                raise Unreachable(f"{method} {path}: lost the connection to {self.url}: {error}") from None
 
+    def _stream(
+        self, path: str, last_event_id: str | None = None, deadline: float | None = None
+    ) -> Iterator[tuple[str | None, Any]]:
+        """A text/event-stream's events as (id, parsed data), until the server answers 204.
 
-def _read_event_stream(client: Client, path: str, headers: dict | None = None) -> Iterator[tuple[str, Any]]:
-    """Follow a text/event-stream: (event id, parsed data) for each event, until the server ends it."""
-    connection = client.connect(timeout=120)  # heartbeats come every 15 s
-    try:
-        connection.request("GET", path, headers={**client.headers, "Accept": "text/event-stream", **(headers or {})})
-        response = connection.getresponse()
-        if response.status >= 400 or response.status == 204:
-            body = response.read().decode("utf-8", "replace")
-            if response.status == 204:
+        A stream that the server ends after its news (as a job's stream does) is
+        asked again at once; one that breaks, after a back-off; both with
+        `Last-Event-ID`, so no event is missed. Only the first connection's
+        failure is raised, and TimeoutError once the monotonic `deadline` passed.
+        """
+        backoff, opened = _Backoff(f"the stream {path}"), False
+        while True:
+            headers = {**self._headers, "Accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            connection, delivered = None, False
+            try:
+                connection = self._connect(_STREAM_TIMEOUT if deadline is None else _time_left(deadline))
+                sock = connection.sock  # the response keeps reading it after the connection lets go
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+                if response.status == 204:  # nothing will come any more
+                    return
+                if response.status >= 400:
+                    body = response.read()
+                    raise _refusal(response.status, json.loads(body) if body.startswith(b"{") else body.decode())
+                opened = True
+                event_id, data = None, []
+                for raw in response:
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if line.startswith("id:"):
+                        event_id = line[3:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                    elif not line and data:
+                        last_event_id = event_id if event_id is not None else last_event_id
+                        yield event_id, json.loads("\n".join(data))
+                        data, delivered = [], True
+                        backoff.reset()
+                    if deadline is not None:
+                        sock.settimeout(_time_left(deadline))
+                error: Exception = Unreachable("the server ended the stream")
+            except (OSError, http.client.HTTPException, Unreachable) as failure:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{path}: the stream did not end in time") from None
+                if not opened:
+                    raise (
+                        failure if isinstance(failure, Unreachable) else Unreachable(f"{self.url}: {failure}")
+                    ) from None
+                error = failure
+            finally:
+                if connection is not None:
+                    connection.close()
+            if not delivered:
+                backoff.wait(error)
+
+    # -- jobs
+
+    def submit(
+        self,
+        type: str,
+        parameters: Any = None,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: str | float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        key: str | None = None,
+    ) -> dict:
+        """Submit a job; return it as stored. The same `key` (an Idempotency-Key) never makes a second job."""
+        options = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts}
+        body = {"type": type, "parameters": {} if parameters is None else parameters, "timeout": timeout, **options}
+        body = {name: value for name, value in body.items() if value is not None}
+        return self.request("POST", "/jobs", body, {"Idempotency-Key": key} if key else None)[1]
+
+    def submit_many(self, jobs: list[dict], *, key: str | None = None) -> list[dict]:
+        """Submit jobs (each a dict as `submit` takes it) in one request, all or none; return them."""
+        return self.request("POST", "/jobs", list(jobs), {"Idempotency-Key": key} if key else None)[1]
+
+    def get(self, job_id: str) -> dict:
+        """A job as it is now."""
+        return self.request("GET", f"/jobs/{_quote(job_id)}")[1]
+
+    def jobs(
+        self, status: str | list[str] | None = None, type: str | list[str] | None = None, *, page_size: int = 100
+    ) -> Iterator[dict]:
+        """Every job (of these statuses and types), newest first, fetched a page at a time."""
+        query = (
+            [("limit", page_size)] + [("status", s) for s in _as_list(status)] + [("type", t) for t in _as_list(type)]
+        )
+        cursor = None
+        while True:
+            page = self.request(
+                "GET", "/jobs?" + urllib.parse.urlencode(query + ([("cursor", cursor)] if cursor else []))
+            )[1]
+            yield from page["jobs"]
+            cursor = page["next"]
+            if not cursor:
                 return
-            raise ServerError(f"GET {path}: {response.status} {body.strip()}", response.status)
-        event_id, data = "", []
-        for raw in response:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-            elif not line and data:
-                yield event_id, json.loads("\n".join(data))
-                data = []
-    except (OSError, http.client.HTTPException) as error:
-        raise ServerError(f"lost the stream from {client.server}: {error}") from None
-    finally:
-        connection.close()
+
+    def attempts(self, job_id: str) -> list[dict]:
+        """A job's attempts, oldest first."""
+        return self.request("GET", f"/jobs/{_quote(job_id)}/attempts")[1]
+
+    def log(self, job_id: str, attempt: str) -> str:
+        """What an attempt logged."""
+        return self.request("GET", f"/jobs/{_quote(job_id)}/attempts/{_quote(attempt)}/log")[1]
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a pending or processing job (admin)."""
+        return self.request("POST", f"/jobs/{_quote(job_id)}/cancel")[1]
+
+    def retry(self, job_id: str) -> dict:
+        """Send a failed or cancelled job back to pending with a fresh attempt budget (admin)."""
+        return self.request("POST", f"/jobs/{_quote(job_id)}/retry")[1]
+
+    def follow(self, job_id: str) -> Iterator[dict]:
+        """The job now, then the job at every change, until it is done, failed or cancelled."""
+        for _, job in self._stream(f"/jobs/{_quote(job_id)}"):
+            yield job
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict:
+        """The job once it is done, failed or cancelled, as soon as it is (it follows the job's stream).
+
+        TimeoutError after `timeout` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for _, job in self._stream(f"/jobs/{_quote(job_id)}", deadline=deadline):
+                if job["status"] in FINISHED_STATUSES:
+                    return job
+        except TimeoutError:
+            raise TimeoutError(f"job {job_id} did not finish within {timeout:g} s") from None
+        return self.get(job_id)  # it had finished before the stream was asked again
+
+    def events(
+        self, last_event_id: str | None = None, *, types: list[str] | None = None, jobs: list[str] | None = None
+    ) -> Iterator[dict]:
+        """Every event of the server from now (or after `last_event_id`), for ever: `{id, event, at, job, detail?}`.
+
+        A lost connection is opened again with `Last-Event-ID`: no event is
+        missed, even across a restart of the server.
+        """
+        query = urllib.parse.urlencode([("type", t) for t in types or []] + [("job", j) for j in jobs or []])
+        for _, event in self._stream(f"/events?{query}" if query else "/events", last_event_id):
+            yield event
+
+    # -- supervising
+
+    def stats(self) -> dict:
+        """Counts by type and status, and the server's state (`GET /stats`)."""
+        return self.request("GET", "/stats")[1]
+
+    def workers(self) -> list[dict]:
+        """Every worker seen, with its current attempts (admin)."""
+        return self.request("GET", "/workers")[1]
+
+    def types(self) -> list[dict]:
+        """Every job type: its settings and counts (admin)."""
+        return self.request("GET", "/types")[1]
+
+    def put_type(self, name: str, **settings: Any) -> dict:
+        """Change a type's settings: timeout, max_attempts, backoff, paused, retain (admin)."""
+        return self.request("PUT", f"/types/{_quote(name)}", settings)[1]
 
 
-def _follow_job(client: Client, job_id: str, echo_log: bool) -> dict:
-    """Print a job's log chunks (and status changes) as they come; return the finished job."""
-    path = f"/events?job={urllib.parse.quote(job_id)}&last_event_id=0"
-    client.request("GET", f"/jobs/{urllib.parse.quote(job_id)}")  # a clear 404 for an unknown job
-    for _, event in _read_event_stream(client, path):
-        job = event["job"]
-        if echo_log:
-            for item in (event.get("detail") or {}).get("events", []):
-                if item["event"] == "log_chunk":
-                    sys.stdout.write(item["data"])
-                    sys.stdout.flush()
-            if event["event"] != "progress":
-                print(f"[lazyboss] job {job['id']} {event['event']}: {job['status']}", file=sys.stderr)
-        if job["status"] in FINISHED_STATUSES:
-            return job
-    raise ServerError("the event stream ended before the job did")
+def _time_left(deadline: float) -> float:
+    """Seconds until a monotonic deadline, a little more than none."""
+    return max(0.001, deadline - time.monotonic())
 
 
-def _retry_delay(failures: int) -> float:
-    """Seconds before the next try after `failures` failures in a row: doubling, jittered, at most ~5 s."""
-    return min(5.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)
+def _quote(part: Any) -> str:
+    """A path segment, escaped."""
+    return urllib.parse.quote(str(part), safe="")
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """None, one string or several, as a list."""
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 # --------------------------------------------------------------------------
+
+
 # Worker engine
 # --------------------------------------------------------------------------
 
-_OUTPUT_TAIL = 64 * 1024  # bytes of stdout and stderr kept for the result or error
-_BATCH_DELAY = 0.25  # seconds output may wait before it is sent as progress
+_BATCH_DELAY = 0.25  # seconds progress may wait before it is sent
 _HEARTBEAT = 2.0  # seconds of silence after which the lease is renewed anyway
-_PROGRESS_REQUEST_BYTES = 256 * 1024  # most output sent in one progress request
-_CANCEL_GRACE = 3.0  # seconds a cancelled command gets between SIGTERM and SIGKILL
+_PROGRESS_TIMEOUT = 10.0  # seconds a progress request may take
+_BATCH_BYTES = 256 * 1024  # most bytes in one progress request, until a 413 says fewer
+_SMALLEST_BATCH = 1024
+_BACKLOG = 1 << 20  # characters of progress held for the server; beyond that output waits, or is dropped
+_KILL_DELAY = 3.0  # seconds between SIGTERM and SIGKILL for a cancelled command, or one stopped at shutdown
+_REPORT_GRACE = 10.0  # seconds after the shutdown's kills that reports may still take to get through
+_ABANDON_WAIT = 2.0  # seconds the worker waits for calls in flight once it gives up on the server
+
+
+@dataclass
+class _Outcome:
+    """What a runner reports: a result or an error, and a smaller one if the server finds it too large."""
+
+    kind: str  # "result" or "error"
+    body: Any
+    smaller: Callable[[], _Outcome | None] = lambda: None
+
+
+class _Attempt:
+    """One claimed job on this worker: its progress on the way to the server, its lease, why it must stop.
+
+    A keeper thread sends what the runner queues (batched, at most
+    _BATCH_DELAY behind, each event with its id so a resend is harmless),
+    renews the lease when all is quiet, and watches the attempt's limits.
+    """
+
+    def __init__(self, engine: _Engine, job: dict):
+        self.engine = engine
+        self.job = job
+        self.path = f"/jobs/{job['id']}/attempts/{job['attempt']}"
+        self.started = time.monotonic()
+        lease = float(job.get("timeout") or _DEFAULT_TIMEOUT)
+        self.limit = engine.timeout or lease  # wall-clock time the job may run
+        self.heartbeat = min(_HEARTBEAT, lease / 3)  # renew well before a short lease runs out
+        self.changed = threading.Condition()
+        self.queued: list[list[str]] = []  # [event, data] not sent yet; log text is merged
+        self.queued_since: float | None = None
+        self.in_flight: list[ProgressItem] = []  # sent, not acknowledged: resent as they are
+        self.held = 0  # characters queued or in flight
+        self.dropped = 0  # bytes dropped since the last marker
+        self.failing = False  # the last send got no answer: the server cannot keep up
+        self.next_id = 1
+        self.stop_reason: str | None = None  # cancelled, expired, timeout, shutdown
+        self.kill_at: float | None = None  # when the work gets ended by force; only ever moves earlier
+        self.gone: str | None = None  # why the server takes no more reports on this attempt
+        self.closed = False  # the runner is done: what is queued is all there is
+        self.keeper = threading.Thread(target=self._keep, name=f"job-{job['id']}", daemon=True)
+
+    # -- what runners call
+
+    def full(self) -> bool:
+        """Whether the backlog is full: what comes now is held back, or dropped while the server fails."""
+        return self.held >= _BACKLOG
+
+    def holding(self) -> bool:
+        """Whether output should wait: the backlog is full and the server is taking it in."""
+        return self.full() and not self.failing and self.stop_reason is None and self.keeper.is_alive()
+
+    def wait_for_room(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) while output should wait."""
+        with self.changed:
+            self.changed.wait_for(lambda: not self.holding(), timeout)
+
+    def drop(self, size: int) -> None:
+        """Note `size` bytes of output that were not kept; a marker in the log says so."""
+        with self.changed:
+            self.dropped += size
+
+    def add(self, event: str, data: str) -> None:
+        """Queue a progress event (dropped, with a marker in the log, when the backlog is full)."""
+        if not data:
+            return
+        with self.changed:
+            if self.full():
+                self.dropped += len(data.encode())
+                return
+            self._mark_dropped()
+            last = self.queued[-1] if self.queued else ["", ""]
+            if last[0] == event == "log_chunk":
+                last[1] += data
+            elif last[0] == event == "percent":  # only the latest percentage matters
+                self.held -= len(last[1])
+                last[1] = data
+            else:
+                self.queued.append([event, data])
+            self.held += len(data)
+            if self.queued_since is None:
+                self.queued_since = time.monotonic()
+                self.changed.notify_all()
+
+    def _mark_dropped(self) -> None:
+        if self.dropped:
+            marker, self.dropped = f"[… {self.dropped} bytes dropped]", 0
+            self.queued.append(["log_chunk", marker])
+            self.held += len(marker)
+            self.queued_since = self.queued_since or time.monotonic()
+
+    def request_stop(self, reason: str, grace: float) -> None:
+        """Stop the work: the first reason stays, and the deadline for force is fixed then (or moved earlier)."""
+        with self.changed:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+            kill_at = time.monotonic() + grace
+            self.kill_at = kill_at if self.kill_at is None else min(self.kill_at, kill_at)
+            self.changed.notify_all()
+
+    def check_limits(self) -> None:
+        """Stop the work past its wall-clock limit, or past the shutdown deadline."""
+        if self.stop_reason is not None:
+            return
+        now, deadline = time.monotonic(), self.engine.deadline
+        if now - self.started > self.limit:
+            self.request_stop("timeout", self.engine.grace)
+        elif deadline is not None and now >= deadline:
+            self.request_stop("shutdown", _KILL_DELAY)
+
+    def close(self) -> None:
+        """The work ended: send what is left, then the keeper ends."""
+        with self.changed:
+            self._mark_dropped()
+            self.closed = True
+            self.changed.notify_all()
+        self.keeper.join()
+
+    # -- the keeper thread
+
+    def _keep(self) -> None:
+        """Send progress and heartbeats until the work ended and all is sent, or the server refuses."""
+        engine = self.engine
+        backoff = _Backoff(f"job {self.job['id']}: progress not sent", engine.abandon)
+        last_contact = time.monotonic()
+        while True:
+            with self.changed:
+                while True:
+                    self.check_limits()
+                    now = time.monotonic()
+                    if (self.closed and not self.queued and not self.in_flight) or engine.abandon.is_set():
+                        return
+                    due = last_contact + self.heartbeat
+                    if self.in_flight:
+                        due = now  # a failed send: the back-off has waited already
+                    elif self.queued_since is not None:
+                        hurry = self.closed or self.held >= engine.batch_bytes
+                        due = min(due, now if hurry else self.queued_since + _BATCH_DELAY)
+                    if due <= now:
+                        break
+                    self.changed.wait(min(due - now, _BATCH_DELAY))
+                if not self.in_flight:
+                    self._take_batch()
+                batch = list(self.in_flight)
+            body = "".join(_progress_event(item.id, item.event, item.data) for item in batch).encode()
+            try:
+                engine.client.request(
+                    "PUT", f"{self.path}/progress", body, {"Content-Type": "text/event-stream"}, _PROGRESS_TIMEOUT
+                )
+            except LazybossError as error:
+                if error.status == 413:
+                    self._shrink(batch, len(body))
+                elif not _transient(error):
+                    self._lose(error)
+                    return
+                else:
+                    with self.changed:
+                        self.failing = True
+                        self.changed.notify_all()
+                    if not backoff.wait(error):
+                        return  # the worker is giving up on the server
+                continue
+            backoff.reset()
+            last_contact = time.monotonic()
+            with self.changed:
+                self.in_flight, self.failing = [], False
+                self.held -= sum(len(item.data) for item in batch)
+                self.changed.notify_all()
+
+    def _take_batch(self) -> None:
+        """Move queued events into a batch whose encoding fits `batch_bytes`, giving them ids."""
+        room = self.engine.batch_bytes
+        while self.queued and room > 0:
+            event, data = self.queued[0]
+            size = len(_progress_event(self.next_id, event, data).encode())
+            if size > room and event == "log_chunk":
+                cut = self._fitting(data, room)
+                if cut == 0 and self.in_flight:
+                    break
+                data = data[: max(cut, 1)]
+                self.queued[0][1] = self.queued[0][1][len(data) :]
+                size = room
+            elif size > room and self.in_flight:
+                break
+            else:
+                self.queued.pop(0)
+            self.in_flight.append(ProgressItem(self.next_id, event, data))
+            self.next_id += 1
+            room -= size
+        if not self.queued:
+            self.queued_since = None
+
+    def _fitting(self, text: str, room: int) -> int:
+        """How many characters of `text` fit in a log event of `room` bytes."""
+        count = min(len(text), room)
+        while count > 0:
+            size = len(_progress_event(self.next_id, "log_chunk", text[:count]).encode())
+            if size <= room:
+                return count
+            count = min(count - 1, count * room // size)
+        return 0
+
+    def _shrink(self, batch: list[ProgressItem], size: int) -> None:
+        """A 413: the server stored nothing. Send smaller batches from now on, or drop the smallest."""
+        with self.changed:
+            engine = self.engine
+            self.in_flight = []
+            if engine.batch_bytes > _SMALLEST_BATCH:
+                engine.batch_bytes = max(_SMALLEST_BATCH, min(engine.batch_bytes, size) // 2)
+                _log.warning(
+                    "job %s: the server refused %d bytes of progress (413); sending at most %d bytes a request",
+                    self.job["id"],
+                    size,
+                    engine.batch_bytes,
+                )
+                self.queued[:0] = [[item.event, item.data] for item in batch]
+                self.next_id = batch[0].id  # those ids were never stored
+                self.queued_since = self.queued_since or time.monotonic()
+            else:
+                self.held -= sum(len(item.data) for item in batch)
+                self.dropped += sum(len(item.data.encode()) for item in batch)
+                _log.warning("job %s: the server refused %d bytes of progress (413); dropped", self.job["id"], size)
+
+    def _lose(self, error: LazybossError) -> None:
+        """The server takes no more reports on this attempt (cancelled, expired, …): stop the work."""
+        self.gone = error.code or str(error.status)
+        _log.warning("job %s: %s; stopping its work", self.job["id"], error)
+        self.request_stop(self.gone if self.gone in ("cancelled", "expired") else "refused", _KILL_DELAY)
+
+
+class _Engine:
+    """The worker: claims jobs for its free slots, runs each through a runner, keeps the leases, reports.
+
+    A runner does one job: `run(attempt)` returns the `_Outcome` to report (or
+    None to report nothing), queues progress with `attempt.add`, and stops the
+    work when `attempt.stop_reason` is set, by force at `attempt.kill_at`.
+    `lazyboss work -- COMMAND` runs a `_CommandRunner`. The first SIGTERM or
+    SIGINT stops claiming and gives running jobs `grace` seconds; a second
+    one stops them at once.
+    """
+
+    LONG_POLL = 30.0
+
+    def __init__(
+        self,
+        client: Client,
+        types: list[str],
+        runner: Any,
+        concurrency: int = 1,
+        grace: float = 30.0,
+        timeout: float | None = None,
+    ):
+        self.client = client
+        self.types = types
+        self.runner = runner
+        self.concurrency = concurrency
+        self.grace = grace
+        self.timeout = timeout
+        self.batch_bytes = _BATCH_BYTES  # learnt from 413s, for every attempt
+        self.stopping = threading.Event()
+        self.abandon = threading.Event()  # give up on the server: what is not delivered yet is dropped
+        self.deadline: float | None = None  # after a signal: when running jobs get stopped
+        self.give_up_at: float | None = None
+        self.exit_status = _EXIT_OK
+        self.attempts: set[_Attempt] = set()
+        self.idle = concurrency
+        self.slots_changed = threading.Condition()
+        self.claimed: queue.SimpleQueue = queue.SimpleQueue()
+        self.poll: http.client.HTTPConnection | None = None
+
+    def run(self) -> int:
+        """Work until SIGTERM or SIGINT; return the exit status (0, or 130 after SIGINT)."""
+        previous = {signum: signal.signal(signum, self.shut_down) for signum in (signal.SIGTERM, signal.SIGINT)}
+        self.runner.start()
+        threads = [threading.Thread(target=self.claim_loop, name="claims", daemon=True)]
+        threads += [threading.Thread(target=self.slot, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        _log.info("working on %s with %d slot(s): %s", ", ".join(self.types), self.concurrency, self.runner.describe())
+        try:
+            abandoned_at = None
+            while any(thread.is_alive() for thread in threads):
+                time.sleep(0.1)
+                now = time.monotonic()
+                if self.give_up_at is not None and now > self.give_up_at:
+                    self.abandon.set()
+                abandoned_at = abandoned_at or (now if self.abandon.is_set() else None)
+                if abandoned_at is not None and now - abandoned_at > _ABANDON_WAIT:
+                    # A call still waiting for the server may not hold the exit up; the watchdog
+                    # kills what is left of the commands.
+                    _log.warning("exiting: what is not delivered yet is dropped")
+                    break
+        finally:
+            self.runner.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        _log.info("worker stopped")
+        return self.exit_status
+
+    def shut_down(self, signum: int, frame: Any) -> None:
+        """First signal: claim nothing more, give running jobs `grace` s. A second: stop them now."""
+        if self.stopping.is_set():
+            _log.warning("stopping running jobs now")
+            self.abandon.set()
+            for attempt in list(self.attempts):
+                attempt.request_stop("shutdown", 0)
+            return
+        _log.info("stopping: no more claims; running jobs get %g s to finish", self.grace)
+        self.exit_status = _EXIT_INTERRUPTED if signum == signal.SIGINT else _EXIT_OK
+        self.deadline = time.monotonic() + self.grace
+        self.give_up_at = self.deadline + _KILL_DELAY + _REPORT_GRACE
+        self.stopping.set()
+        poll = self.poll
+        if poll is not None and poll.sock is not None:  # cut the waiting long poll
+            try:
+                poll.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self.slots_changed:
+            self.slots_changed.notify_all()
+
+    def claim_loop(self) -> None:
+        """Claim jobs whenever a slot is free, until stopped; then tell the slots to end."""
+        backoff = _Backoff("cannot claim", self.stopping)
+        while not self.stopping.is_set():
+            with self.slots_changed:
+                if self.idle == 0 and self.poll is not None:
+                    self.poll.close()  # it would sit idle until a slot frees up
+                    self.poll = None
+                self.slots_changed.wait_for(lambda: self.idle > 0 or self.stopping.is_set())
+                free = self.idle
+            if self.stopping.is_set():
+                break
+            try:
+                jobs = self.claim(free)
+            except LazybossError as error:
+                if self.stopping.is_set() or not backoff.wait(error):
+                    break
+                continue
+            backoff.reset()
+            with self.slots_changed:
+                self.idle -= len(jobs)
+            for job in jobs:
+                self.claimed.put(job)
+        for _ in range(self.concurrency):
+            self.claimed.put(None)
+
+    def claim(self, limit: int) -> list[dict]:
+        """One long poll for up to `limit` jobs (one per request until the server hands out batches)."""
+        if self.poll is None or self.poll.sock is None:
+            self.poll = self.client._connect(self.LONG_POLL + 30)
+        connection = self.poll
+        body = _encode({"types": self.types, "wait": self.LONG_POLL}).encode()
+        headers = {**self.client._headers, "Content-Type": "application/json"}
+        try:
+            if self.stopping.is_set():
+                return []
+            status, job = self.client._exchange(connection, "POST", "/jobs/attempt", body, headers)
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            self.poll = None
+            if self.stopping.is_set():
+                return []
+            raise Unreachable(f"lost the connection to {self.client.url}: {error}") from None
+        return [job] if status == 201 else []
+
+    def slot(self) -> None:
+        """One slot: run the jobs the claim loop hands over, until it says to end."""
+        while True:
+            job = self.claimed.get()
+            if job is None:
+                return
+            try:
+                self.run_attempt(job)
+            except Exception:  # a bug in one job must not take the slot down
+                _log.exception("job %s: the worker failed", job.get("id"))
+            finally:
+                with self.slots_changed:
+                    self.idle += 1
+                    self.slots_changed.notify_all()
+
+    def run_attempt(self, job: dict) -> None:
+        """Run one job: keep its lease while the runner works, send its progress, report its outcome."""
+        _log.info("claimed job %s (type %s, attempt %s)", job["id"], job["type"], job["attempt"])
+        attempt = _Attempt(self, job)
+        self.attempts.add(attempt)
+        attempt.keeper.start()
+        try:
+            if self.abandon.is_set():  # a second signal came while the job was handed over
+                attempt.request_stop("shutdown", 0)
+            outcome = self.runner.run(attempt)
+        finally:
+            attempt.close()
+            self.attempts.discard(attempt)
+        if outcome is not None and attempt.gone is None:
+            self.report(attempt, outcome)
+
+    def report(self, attempt: _Attempt, outcome: _Outcome) -> None:
+        """Deliver a result or error: again after a back-off while the server is away, smaller after a 413."""
+        job_id = attempt.job["id"]
+        backoff = _Backoff(f"job {job_id}: {outcome.kind} not delivered", self.abandon)
+        while True:
+            try:
+                self.client.request("PUT", f"{attempt.path}/{outcome.kind}", outcome.body)
+                return
+            except LazybossError as error:
+                if error.status == 413:
+                    smaller = outcome.smaller()
+                    if smaller is not None:
+                        _log.warning("job %s: %s too large for the server (413); sending less", job_id, outcome.kind)
+                        outcome = smaller
+                        continue
+                if not _transient(error):
+                    _log.warning("job %s: %s dropped: %s", job_id, outcome.kind, error)
+                    return
+                if not backoff.wait(error):
+                    _log.error(
+                        "job %s: %s lost at exit; the job is handed out again after its lease", job_id, outcome.kind
+                    )
+                    return
+
+
+# -- running a command per job
+
+_OUTPUT_TAIL = 64 * 1024  # bytes of stdout and stderr kept for the report
+_LEFTOVER_WAIT = 2.0  # output still open this long after the command exited belongs to something it left behind
 _PERCENT_LINE = re.compile(r"^LAZYBOSS_PERCENT=(\d+(?:\.\d+)?)\s*$")
+_CREDENTIAL_VARIABLES = ("LAZYBOSS_TOKEN", "LAZYBOSS_USER", "LAZYBOSS_TOKEN_FILE")
+
+# Kills the process groups of running commands when the worker dies, even by SIGKILL. It reads
+# "+ GROUP" and "- GROUP" lines from the worker and, at the end of its input (the worker is gone),
+# kills the groups still running. Plain sh: a few hundred kilobytes, started once per worker.
+_WATCHDOG = """
+trap '' INT TERM HUP
+groups=' '
+while read -r change group; do
+    case $change in
+        +) groups="$groups$group " ;;
+        -) groups="${groups%% $group *} ${groups#* $group }" ;;
+    esac
+done
+for group in $groups; do kill -s KILL -- -"$group" 2>/dev/null; done
+"""
+
+
+def _signal_group(group: int, signum: int) -> None:
+    """Signal every process of a process group, if any is left."""
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class _Output:
-    """One output stream of a command: decoded text for the log, its last bytes for the report."""
+    """One output stream of a command: its decoder for the log, its last bytes, its unfinished line."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str):
+        self.name = name
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.tail = bytearray()
         self.line = ""  # the unfinished last line, to spot LAZYBOSS_PERCENT=
 
-    def take(self, data: bytes) -> str:
-        """Keep the tail; return the newly decoded text."""
+    def take(self, data: bytes, attempt: _Attempt) -> None:
+        """Keep the tail and queue the text as a log chunk (or drop it when the backlog is full)."""
         self.tail += data
         del self.tail[:-_OUTPUT_TAIL]
-        return self.decoder.decode(data, final=not data)
+        if attempt.full():
+            attempt.drop(len(data))
+            self.decoder.reset()
+            return
+        text = self.decoder.decode(data, final=not data)
+        attempt.add("log_chunk", text)
+        if self.name == "stderr":
+            lines = _lines(self.line + text)
+            self.line = lines[-1][0][-100:]  # longer lines are not percentages anyway
+            for line, _ in lines[:-1]:
+                match = _PERCENT_LINE.match(line.strip())
+                if match:
+                    attempt.add("percent", match.group(1))
 
-    def text(self) -> str:
-        """The kept tail as text."""
-        return bytes(self.tail).decode("utf-8", "replace")
+    def text(self, limit: int) -> str:
+        """The last `limit` bytes as text, from a character's start."""
+        data = bytes(self.tail[len(self.tail) - limit :]) if limit else b""
+        start = 0
+        while start < min(3, len(data)) and 0x80 <= data[start] < 0xC0:
+            start += 1
+        return data[start:].decode("utf-8", "replace")
 
 
-class _JobRun:
-    """One claimed job: its command in its own process group, the progress sent, the report."""
+class _CommandRunner:
+    """Runs a command per job in its own process group: parameters on stdin, output as log progress.
 
-    def __init__(self, worker: ShellWorker, job: dict):
-        self.worker = worker
-        self.job = job
-        self.path = f"/jobs/{job['id']}/attempts/{job['attempt']}"
-        self.outputs = {"stdout": _Output(), "stderr": _Output()}
-        self.pending: list[ProgressItem] = []  # not yet acknowledged by the server
-        self.next_id = 1
-        self.lock = threading.Lock()
-        self.stopped_because: str | None = None  # why we stopped the command, if we did
-        self.kill_at: float | None = None
-        self.process: subprocess.Popen | None = None
-        self.output_closed = threading.Event()
+    The report is `{return_code, signal, stdout, stderr, duration_s}` (and
+    `stopped_because` when the worker stopped it): a result for exit 0, else
+    an error. The worker's credentials are kept out of the command's
+    environment, and a watchdog kills the command's group if the worker dies.
+    """
 
-    def run(self) -> None:
-        """Run the command to its end (or ours), then report."""
-        job, started = self.job, time.monotonic()
-        _log.info("claimed job %s (type %s, attempt %s)", job["id"], job["type"], job["attempt"])
+    def __init__(self, command: list[str], json_result: bool = False, secrets: tuple[str, ...] = ()):
+        self.command = command
+        self.json_result = json_result
+        self.environment = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in _CREDENTIAL_VARIABLES and not any(secret in value for secret in secrets if secret)
+        }
+        self.watchdog: subprocess.Popen | None = None
+        self.watchdog_lock = threading.Lock()
+
+    def describe(self) -> str:
+        """The command, for the log."""
+        return shlex.join(self.command)
+
+    def start(self) -> None:
+        """Start the watchdog: in its own session, so a Ctrl-C in the terminal does not reach it."""
+        self.watchdog = subprocess.Popen(
+            ["sh", "-c", _WATCHDOG], stdin=subprocess.PIPE, start_new_session=True, env={"PATH": os.defpath}
+        )
+
+    def close(self) -> None:
+        """End the watchdog (it kills what is still running)."""
+        if self.watchdog is not None:
+            self.watchdog.stdin.close()
+            self.watchdog.wait()
+
+    def watch(self, change: str, group: int) -> None:
+        """Tell the watchdog a group started (+) or ended (-)."""
+        if self.watchdog is None:
+            return
+        with self.watchdog_lock:
+            try:
+                self.watchdog.stdin.write(f"{change} {group}\n".encode())
+                self.watchdog.stdin.flush()
+            except OSError as error:
+                _log.warning("the watchdog is gone (%s): a command may outlive a killed worker", error)
+
+    def run(self, attempt: _Attempt) -> _Outcome | None:
+        """Run the command for one job and tell what to report."""
+        job = attempt.job
         environment = {
-            **os.environ,
+            **self.environment,
             "LAZYBOSS_JOB_ID": job["id"],
             "LAZYBOSS_ATTEMPT": job["attempt"],
             "LAZYBOSS_TYPE": job["type"],
-            "LAZYBOSS_URL": self.worker.client.server,
+            "LAZYBOSS_URL": attempt.engine.client.url,
         }
         try:
-            self.process = subprocess.Popen(
-                self.worker.command,
+            process = subprocess.Popen(
+                self.command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=environment,
-                start_new_session=True,  # its own process group: we can stop all it started
+                start_new_session=True,  # its own process group: we can stop all it starts
             )
         except OSError as error:
-            self.report("error", {"error": f"cannot run {self.worker.command[0]}: {error}", "return_code": None})
-            return
-        readers = [
-            threading.Thread(target=self.read, args=(name, pipe), daemon=True)
-            for name, pipe in (("stdout", self.process.stdout), ("stderr", self.process.stderr))
-        ]
-        readers.append(threading.Thread(target=self.feed, daemon=True))
-        for reader in readers:
-            reader.start()
-        lease = job.get("timeout") or _DEFAULT_TIMEOUT
-        limit = self.worker.timeout or lease
-        heartbeat = min(_HEARTBEAT, lease / 3)  # renew well before a short lease runs out
-        last_sent, ended_at = time.monotonic(), None
-        while True:
-            now = time.monotonic()
-            if self.process.poll() is not None:
-                ended_at = ended_at or now
-                # Output still open after the command ended belongs to something it left behind.
-                if not any(reader.is_alive() for reader in readers[:2]) or now - ended_at > 2:
+            why = f"cannot run {self.command[0]}: {error.strerror or error}"
+            _log.warning("finished job %s: %s", job["id"], why)
+            outcome = {"error": why, "stopped_because": "cannot_start", "return_code": None, "signal": None}
+            return _Outcome("error", {**outcome, "stdout": "", "stderr": "", "duration_s": 0.0})
+        self.watch("+", process.pid)
+        try:
+            outputs = self.supervise(process, attempt)
+        finally:
+            _signal_group(process.pid, signal.SIGKILL)  # whatever it left running
+            process.wait()
+            self.watch("-", process.pid)
+        return self.outcome(process.returncode, outputs, attempt)
+
+    def supervise(self, process: subprocess.Popen, attempt: _Attempt) -> list[_Output]:
+        """Feed stdin, read the output, stop the command when asked, until it ended and its output closed."""
+        assert process.stdin and process.stdout and process.stderr
+        selector = selectors.DefaultSelector()
+        outputs = {process.stdout.fileno(): _Output("stdout"), process.stderr.fileno(): _Output("stderr")}
+        for descriptor in outputs:
+            os.set_blocking(descriptor, False)
+            selector.register(descriptor, selectors.EVENT_READ)
+        parameters = memoryview(_encode(attempt.job.get("parameters")).encode() + b"\n")
+        stdin = process.stdin.fileno()
+        os.set_blocking(stdin, False)
+        selector.register(stdin, selectors.EVENT_WRITE)
+        signalled, exited_at = None, None
+        try:
+            while True:
+                attempt.check_limits()
+                now = time.monotonic()
+                if exited_at is None and process.poll() is not None:
+                    exited_at = now
+                reading = any(descriptor in outputs for descriptor in selector.get_map())
+                # While the server takes the output in, a full backlog holds it back: the command waits on its pipe.
+                holding = attempt.holding()
+                if exited_at is not None and (not reading or (now - exited_at > _LEFTOVER_WAIT and not holding)):
                     break
-            elif self.stopped_because is None:
-                if now - started > limit:
-                    self.stop("timeout", self.worker.grace)
-                elif self.worker.hard_stop or (self.worker.deadline and now > self.worker.deadline):
-                    self.stop("shutdown", 0 if self.worker.hard_stop else self.worker.grace)
-            elif self.kill_at is not None and now >= self.kill_at:
-                self.signal_group(signal.SIGKILL)
-                self.kill_at = None
-            if self.pending or now - last_sent >= heartbeat:
-                if not self.send_progress():
-                    self.stop("cancelled", _CANCEL_GRACE)
-                last_sent = now
-            if any(reader.is_alive() for reader in readers[:2]):
-                self.output_closed.wait(
-                    min(_BATCH_DELAY, heartbeat)
-                )  # set when an output ends: the command is likely done
-                self.output_closed.clear()
-            else:
-                try:
-                    self.process.wait(_BATCH_DELAY)
-                except subprocess.TimeoutExpired:
-                    pass
-        for output in self.outputs.values():
-            self.queue("log_chunk", output.take(b""))  # what the decoders still held
-        while self.pending and self.stopped_because != "cancelled" and not self.worker.hard_stop:
-            if not self.send_progress():
-                break
-        self.finish(time.monotonic() - started)
+                if attempt.stop_reason is not None and signalled is None and now < attempt.kill_at:
+                    signalled = signal.SIGTERM
+                    _signal_group(process.pid, signal.SIGTERM)
+                if attempt.kill_at is not None and now >= attempt.kill_at and signalled != signal.SIGKILL:
+                    signalled = signal.SIGKILL
+                    _signal_group(process.pid, signal.SIGKILL)
+                wait = _BATCH_DELAY
+                if attempt.kill_at is not None and signalled != signal.SIGKILL:
+                    wait = max(0.0, min(wait, attempt.kill_at - now))
+                if holding:
+                    attempt.wait_for_room(wait)
+                    continue
+                if not selector.get_map():
+                    with suppress(subprocess.TimeoutExpired):
+                        process.wait(wait)
+                    continue
+                for key, _ in selector.select(wait):
+                    if key.fd == stdin:
+                        try:
+                            parameters = parameters[os.write(key.fd, parameters[:65536]) :]
+                        except OSError:  # the command does not read its stdin: fine
+                            parameters = parameters[:0]
+                        if not parameters:
+                            selector.unregister(key.fd)
+                            process.stdin.close()
+                        continue
+                    data = os.read(key.fd, 65536)
+                    outputs[key.fd].take(data, attempt)
+                    if not data:
+                        selector.unregister(key.fd)
+        finally:
+            selector.close()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                pipe.close()
+        return list(outputs.values())
 
-    def feed(self) -> None:
-        """Write the parameters to the command's stdin, then close it."""
-        assert self.process is not None and self.process.stdin is not None
-        try:
-            self.process.stdin.write(_encode(self.job.get("parameters")).encode() + b"\n")
-            self.process.stdin.close()
-        except OSError:
-            pass  # the command does not read its stdin: fine
-
-    def read(self, name: str, pipe: Any) -> None:
-        """Pass one output stream on as log chunks (and LAZYBOSS_PERCENT= lines as percent)."""
-        output = self.outputs[name]
-        while True:
-            data = os.read(pipe.fileno(), 65536)
-            if not data:
-                self.output_closed.set()
-                return
-            text = output.take(data)
-            self.queue("log_chunk", text)
-            if name == "stderr":
-                lines = (output.line + text).split("\n")
-                output.line = lines.pop()
-                for line in lines:
-                    match = _PERCENT_LINE.match(line.strip())
-                    if match:
-                        self.queue("percent", match.group(1))
-
-    def queue(self, event: str, data: str) -> None:
-        """Add a progress event to send, with the next id."""
-        if not data:
-            return
-        with self.lock:
-            self.pending.append(ProgressItem(self.next_id, event, data))
-            self.next_id += 1
-
-    def send_progress(self) -> bool:
-        """Send what is pending (or a heartbeat); False when the server says to stop the work."""
-        with self.lock:
-            batch, size = [], 0
-            for item in self.pending:
-                if batch and size + len(item.data) > _PROGRESS_REQUEST_BYTES:
-                    break
-                batch.append(item)
-                size += len(item.data)
-        body = "".join(
-            f"id: {item.id}\nevent: {item.event}\n"
-            + "".join(f"data: {line}\n" for line in item.data.split("\n"))
-            + "\n"
-            for item in batch
-        )
-        try:
-            self.worker.client.request(
-                "PUT", f"{self.path}/progress", body.encode(), {"Content-Type": "text/event-stream"}
-            )
-        except ServerError as error:
-            if error.status in (403, 404, 409):
-                _log.warning("job %s: %s; stopping its command", self.job["id"], error.code or error)
-                return False
-            _log.warning("job %s: progress not sent (%s); will send again", self.job["id"], error)
-            return True  # keep it pending: the ids make a resend harmless
-        with self.lock:
-            del self.pending[: len(batch)]
-        return True
-
-    def stop(self, reason: str, grace: float) -> None:
-        """SIGTERM to the command's process group, SIGKILL after `grace` seconds."""
-        self.stopped_because = reason
-        self.signal_group(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        self.kill_at = time.monotonic() + grace if grace > 0 else None
-
-    def signal_group(self, signum: int) -> None:
-        """Signal every process of the command's group."""
-        assert self.process is not None
-        try:
-            os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def finish(self, duration: float) -> None:
-        """Report the outcome: a result for exit 0, else an error."""
-        assert self.process is not None
-        code = self.process.wait()
-        stdout, stderr = self.outputs["stdout"].text(), self.outputs["stderr"].text()
+    def outcome(self, code: int, outputs: list[_Output], attempt: _Attempt) -> _Outcome | None:
+        """Log how the command ended; the result or error to report (None once the attempt is gone)."""
+        duration = time.monotonic() - attempt.started
         signame = signal.Signals(-code).name if code < 0 else None
+        reason = attempt.stop_reason
         _log.info(
             "finished job %s: %s in %.2f s%s",
-            self.job["id"],
+            attempt.job["id"],
             f"killed by {signame}" if signame else f"exit {code}",
             duration,
-            f" ({self.stopped_because})" if self.stopped_because else "",
+            f" ({reason})" if reason else "",
         )
-        if self.stopped_because == "cancelled":
-            return  # the job is over already; nobody takes a report
-        outcome = {"return_code": None if signame else code, "signal": signame, "stdout": stdout, "stderr": stderr}
-        outcome["duration_s"] = round(duration, 3)
-        if self.stopped_because:
-            outcome["stopped_because"] = self.stopped_because
-        if code != 0:
-            self.report("error", outcome)
-        elif self.worker.json_result:
-            try:
-                self.report("result", json.loads(stdout))
-            except ValueError as error:
-                self.report("error", {**outcome, "error": f"--json-result: stdout is not JSON: {error}"})
-        else:
-            self.report("result", outcome)
-
-    def report(self, kind: str, body: Any) -> None:
-        """Deliver a result or error, again and again until the server answers it."""
-        failures = 0
-        while True:
-            try:
-                self.worker.client.request("PUT", f"{self.path}/{kind}", body)
-                return
-            except ServerError as error:
-                if error.status in (403, 404, 409):
-                    _log.warning("job %s: %s dropped: %s", self.job["id"], kind, error)
-                    return
-                if self.worker.hard_stop:
-                    _log.error("job %s: %s lost at exit: %s", self.job["id"], kind, error)
-                    return
-                failures += 1
-                _log.warning("job %s: %s not delivered (%s); trying again", self.job["id"], kind, error)
-                time.sleep(_retry_delay(failures))
-
-
-class ShellWorker:
-    """`lazyboss work`: claims jobs of some types by long polling and runs a command for each."""
-
-    LONG_POLL = 30.0
-
-    def __init__(self, client: Client, types: list[str], command: list[str], concurrency: int, **options: Any):
-        self.client = client
-        self.types = types
-        self.command = command
-        self.concurrency = concurrency
-        self.timeout: float | None = options.get("timeout")
-        self.grace: float = options.get("grace", 30.0)
-        self.json_result: bool = options.get("json_result", False)
-        self.stopping = threading.Event()
-        self.deadline: float | None = None  # after a SIGTERM: when running commands get stopped
-        self.hard_stop = False  # a second SIGINT: kill everything now
-        self.polls: dict[int, http.client.HTTPConnection] = {}
-
-    def run(self) -> int:
-        """Work until SIGTERM or SIGINT; return the exit status."""
-        signal.signal(signal.SIGTERM, self.shut_down)
-        signal.signal(signal.SIGINT, self.shut_down)
-        slots = [threading.Thread(target=self.work, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)]
-        for slot in slots:
-            slot.start()
-        _log.info(
-            "working on %s with %d slot(s): %s", ", ".join(self.types), self.concurrency, shlex.join(self.command)
-        )
-        while any(slot.is_alive() for slot in slots):
-            for slot in slots:
-                slot.join(0.2)  # short joins let signal handlers run
-        _log.info("worker stopped")
-        return _EXIT_OK
-
-    def shut_down(self, signum: int, frame: Any) -> None:
-        """First signal: claim nothing more, let running commands finish for --grace. Second SIGINT: kill."""
-        if self.stopping.is_set():
-            if signum == signal.SIGINT:
-                self.hard_stop = True
-            return
-        self.stopping.set()
-        self.deadline = time.monotonic() + self.grace
-        for connection in list(self.polls.values()):  # end waiting long polls now
-            if connection.sock is not None:
-                try:
-                    connection.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def work(self) -> None:
-        """One slot: claim, run, report, until told to stop."""
-        failures = 0
-        while not self.stopping.is_set():
-            try:
-                job = self.claim()
-                failures = 0
-            except ServerError as error:
-                if self.stopping.is_set():
-                    return
-                failures += 1
-                _log.warning("cannot claim: %s; trying again", error)
-                self.stopping.wait(_retry_delay(failures))
-                continue
-            if job is not None:
-                _JobRun(self, job).run()
-
-    def claim(self) -> dict | None:
-        """One long poll for a job of our types; None when none came."""
-        connection = self.client.connect(timeout=self.LONG_POLL + 30)
-        self.polls[threading.get_ident()] = connection
-        try:
-            if self.stopping.is_set():
-                return None
-            body = _encode({"types": self.types, "wait": self.LONG_POLL}).encode()
-            headers = {**self.client.headers, "Content-Type": "application/json"}
-            connection.request("POST", "/jobs/attempt", body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            raise ServerError(f"cannot reach {self.client.server}: {error}") from None
-        finally:
-            self.polls.pop(threading.get_ident(), None)
-            connection.close()
-        if response.status == 204:
+        if attempt.gone is not None:
             return None
-        if response.status != 201:
-            raise ServerError(f"claim refused: {response.status} {data.decode('utf-8', 'replace')}", response.status)
-        return json.loads(data)
+        stdout, stderr = outputs
+
+        def report(tail: int, **extra: Any) -> dict:
+            body = {"return_code": None if signame else code, "signal": signame}
+            body.update(stdout=stdout.text(tail), stderr=stderr.text(tail), duration_s=round(duration, 3))
+            return {**body, **({"stopped_because": reason} if reason else {}), **extra}
+
+        if code == 0 and self.json_result:
+            try:
+                result = json.loads(stdout.text(_OUTPUT_TAIL))
+            except ValueError as error:
+                not_json = f"--json-result: stdout is not JSON: {error}"
+                return _shrinking("error", lambda tail: report(tail, error=not_json))
+            too_large = "--json-result: the result is too large for the server"
+            return _Outcome("result", result, lambda: _shrinking("error", lambda tail: report(tail, error=too_large)))
+        return _shrinking("result" if code == 0 else "error", report)
+
+
+def _shrinking(kind: str, report: Callable[[int], Any], tail: int = _OUTPUT_TAIL) -> _Outcome:
+    """An outcome whose output tails halve each time the server finds it too large, down to none."""
+    if tail == 0:
+        return _Outcome(kind, report(0))
+    return _Outcome(kind, report(tail), lambda: _shrinking(kind, report, tail // 2 if tail > 256 else 0))
 
 
 # --------------------------------------------------------------------------
+
+
 # Command line
 # --------------------------------------------------------------------------
 
@@ -4997,37 +5585,66 @@ def _build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument("--version", action="version", version=f"lazyboss {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("serve", help="serve the HTTP API (the default)")
 
-    token = commands.add_parser("token", help="create, list or revoke credentials (on the --db file)")
+    def command(name: str, text: str, remote: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text, parents=[client_options] if remote else [])
+        sub.set_defaults(command_parser=sub)  # so that a usage error shows this command's usage
+        return sub
+
+    client_options = argparse.ArgumentParser(add_help=False)
+    client_options.add_argument(
+        "--server",
+        default=os.environ.get("LAZYBOSS_URL", _DEFAULT_URL),
+        help=f"the lazyboss to talk to [LAZYBOSS_URL, default {_DEFAULT_URL}]",
+    )
+    client_options.add_argument(
+        "--token",
+        default=os.environ.get("LAZYBOSS_TOKEN"),
+        help="a Bearer secret (ps shows it: prefer LAZYBOSS_TOKEN or --token-file) [LAZYBOSS_TOKEN, default none]",
+    )
+    client_options.add_argument(
+        "--token-file",
+        default=os.environ.get("LAZYBOSS_TOKEN_FILE"),
+        help="read the Bearer secret from this file [LAZYBOSS_TOKEN_FILE, default none]",
+    )
+    client_options.add_argument(
+        "--user",
+        default=os.environ.get("LAZYBOSS_USER"),
+        help="NAME:SECRET for HTTP Basic [LAZYBOSS_USER, default none]",
+    )
+
+    command("serve", "serve the HTTP API (the default)", remote=False)
+    token = command("token", "create, list or revoke credentials (on the --db file)", remote=False)
     token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = token_commands.add_parser("create", help="make a token and print its secret, once")
     create.add_argument("--name", required=True, help="the token's name; a worker's identity")
-    create.add_argument("--role", choices=ROLES, default="worker")
+    create.add_argument("--role", choices=ROLES, default="worker", help="what it may do (default worker)")
     token_commands.add_parser("list", help="names, roles, created and last used (never secrets)")
     revoke = token_commands.add_parser("revoke", help="delete a token; it stops working at once")
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the token's name")
 
-    remote = argparse.ArgumentParser(add_help=False)
-    remote.add_argument(
-        "--server",
-        default=os.environ.get("LAZYBOSS_URL", "http://127.0.0.1:8080"),
-        help="the lazyboss to talk to [LAZYBOSS_URL, default http://127.0.0.1:8080]",
+    command("types", "job types: settings and counts")
+    for verb in ("pause", "resume"):
+        command(verb, f"{verb} handing out jobs of a type").add_argument("type", help="the job type")
+    submit = command("submit", "submit a job; print its id (with --wait: its result)")
+    submit.add_argument("type", help="the job type")
+    submit.add_argument(
+        "parameters", nargs="?", help="the parameters as JSON, or - to read them from stdin (default {})"
     )
-    remote.add_argument("--token", default=os.environ.get("LAZYBOSS_TOKEN"), help="a Bearer secret [LAZYBOSS_TOKEN]")
-    remote.add_argument("--user", default=os.environ.get("LAZYBOSS_USER"), help="NAME:SECRET for Basic [LAZYBOSS_USER]")
-    commands.add_parser("types", parents=[remote], help="job types: settings and counts")
-    submit = commands.add_parser("submit", parents=[remote], help="submit a job; print its id")
-    submit.add_argument("type")
-    submit.add_argument("parameters", nargs="?", help="the parameters as JSON, or - to read them from stdin")
-    submit.add_argument("--priority", type=int)
-    submit.add_argument("--delay", type=float, help="seconds before the job may run")
-    submit.add_argument("--key", help="an Idempotency-Key: the same key never makes a second job")
-    submit.add_argument("--wait", action="store_true", help="wait for the job; print its result; exit 1 if it failed")
-    jobs = commands.add_parser("jobs", parents=[remote], help="list jobs, newest first")
-    jobs.add_argument("--status", action="append", choices=JOB_STATUSES)
-    jobs.add_argument("--type", action="append")
-    jobs.add_argument("--limit", type=int, default=50)
+    submit.add_argument("--priority", type=int, help="higher runs first (default 0, or the type's)")
+    submit.add_argument("--delay", type=float, help="seconds before the job may run (default 0)")
+    submit.add_argument("--key", help="an Idempotency-Key: the same key never makes a second job (default none)")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the job: print its result alone, its id on stderr; exit 1 if it failed",
+    )
+    jobs = command("jobs", "list jobs, newest first")
+    jobs.add_argument(
+        "--status", action="append", choices=JOB_STATUSES, help="only these statuses (repeat; default all)"
+    )
+    jobs.add_argument("--type", action="append", help="only these types (repeat; default all)")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many jobs (default 50)")
     jobs.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
     for verb, text in (
         ("show", "a job, its attempts and their logs"),
@@ -5035,20 +5652,22 @@ def _build_parser() -> argparse.ArgumentParser:
         ("cancel", "cancel a pending or processing job"),
         ("retry", "send a failed or cancelled job back to pending"),
     ):
-        command = commands.add_parser(verb, parents=[remote], help=text)
-        command.add_argument("id")
-    commands.add_parser("status", parents=[remote], help="queue depth by type and status, and the workers")
-    work = commands.add_parser("work", parents=[remote], help="run COMMAND for each job of the given types")
+        command(verb, text).add_argument("id", help="the job's id")
+    command("status", "queue depth by type and status, and the workers")
+    work = command("work", "run COMMAND for each job of the given types")
     work.add_argument("--type", action="append", required=True, dest="types", help="a job type to take (repeat)")
-    work.add_argument("-c", "--concurrency", type=int, default=1, help="jobs run at once")
-    work.add_argument("--timeout", type=float, help="wall-clock limit per job (default: the job's timeout)")
-    work.add_argument("--grace", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
+    work.add_argument("-c", "--concurrency", type=int, default=1, help="jobs run at once (default 1)")
+    work.add_argument("--timeout", type=float, help="wall-clock seconds a job may run (default: the job's timeout)")
+    work.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds a job gets after SIGTERM of the worker, and a timed-out command between SIGTERM and SIGKILL"
+        " (default 30)",
+    )
     work.add_argument("--json-result", action="store_true", help="the result is stdout parsed as JSON")
     work.add_argument("--name", help="the worker's name in open mode (default: the host name)")
-    work.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
-    for verb in ("pause", "resume"):
-        command = commands.add_parser(verb, parents=[remote], help=f"{verb} handing out jobs of a type")
-        command.add_argument("type")
+    work.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]", help="the command to run")
     return parser
 
 
@@ -5091,96 +5710,115 @@ def _command_token(args: argparse.Namespace, config: Config) -> int:
 def _command_types(args: argparse.Namespace, client: Client) -> int:
     """lazyboss types | pause TYPE | resume TYPE."""
     if args.command in ("pause", "resume"):
-        _, kind = client.request("PUT", f"/types/{urllib.parse.quote(args.type)}", {"paused": args.command == "pause"})
+        kind = client.put_type(args.type, paused=args.command == "pause")
         print(f"{kind['type']}: {'paused' if kind['paused'] else 'handed out'}")
         return _EXIT_OK
-    _, kinds = client.request("GET", "/types")
     rows = [
         {**kind, **kind["jobs"], "paused": "paused" if kind["paused"] else "", "backoff": kind["backoff"]["base"]}
-        for kind in kinds
+        for kind in client.types()
     ]
     _print_table(rows, ["type", "paused", "timeout", "max_attempts", "pending", "processing", "done", "failed"])
     return _EXIT_OK
 
 
 def _command_submit(args: argparse.Namespace, client: Client) -> int:
-    """lazyboss submit TYPE [JSON|-]: print the job id; with --wait, the result."""
+    """lazyboss submit TYPE [JSON|-]: print the job id; with --wait, the result alone (the id on stderr)."""
     text = sys.stdin.read() if args.parameters == "-" else args.parameters
     try:
         parameters = json.loads(text) if text is not None else {}
     except ValueError as error:
-        print(f"lazyboss: the parameters are not JSON: {error}", file=sys.stderr)
-        return _EXIT_USAGE
-    body: dict[str, Any] = {"type": args.type, "parameters": parameters}
-    if args.priority is not None:
-        body["priority"] = args.priority
-    if args.delay is not None:
-        body["delay"] = args.delay
-    _, job = client.request("POST", "/jobs", body, {"Idempotency-Key": args.key} if args.key else None)
-    print(job["id"])
+        args.command_parser.error(f"the parameters are not JSON: {error}")
+    job = client.submit(args.type, parameters, priority=args.priority, delay=args.delay, key=args.key)
+    print(job["id"], file=sys.stderr if args.wait else sys.stdout)
     if not args.wait:
         return _EXIT_OK
-    job = _follow_job(client, job["id"], echo_log=False)
+    job = client.wait(job["id"])
     _print_json(job["result"] if job["status"] == "done" else {"status": job["status"], "error": job["error"]})
     return _EXIT_OK if job["status"] == "done" else _EXIT_JOB_FAILED
 
 
 def _command_jobs(args: argparse.Namespace, client: Client) -> int:
     """lazyboss jobs: newest first, as a table or JSON."""
-    query = urllib.parse.urlencode(
-        [("limit", args.limit)] + [("status", s) for s in args.status or []] + [("type", t) for t in args.type or []]
-    )
-    _, listing = client.request("GET", f"/jobs?{query}")
+    if args.limit < 1:
+        args.command_parser.error("--limit must be at least 1")
+    listing = list(itertools.islice(client.jobs(args.status, args.type, page_size=min(args.limit, 1000)), args.limit))
     if args.json:
-        _print_json(listing["jobs"])
+        _print_json(listing)
     else:
-        _print_table(listing["jobs"], ["id", "type", "status", "attempts", "assignee", "created_at", "finished_at"])
+        _print_table(listing, ["id", "type", "status", "attempts", "assignee", "created_at", "finished_at"])
     return _EXIT_OK
 
 
 def _command_show(args: argparse.Namespace, client: Client) -> int:
     """lazyboss show ID: the job, its attempts and their logs."""
-    job_path = f"/jobs/{urllib.parse.quote(args.id)}"
-    _, job = client.request("GET", job_path)
-    _, attempts = client.request("GET", f"{job_path}/attempts")
+    job = client.get(args.id)
+    attempts = client.attempts(args.id)
     for attempt in attempts:
-        attempt["log"] = client.request("GET", f"{job_path}/attempts/{attempt['id']}/log")[1]
+        attempt["log"] = client.log(args.id, attempt["id"])
     _print_json({**job, "attempt_history": attempts})
     return _EXIT_OK
 
 
 def _command_follow(args: argparse.Namespace, client: Client) -> int:
-    """lazyboss follow ID: its log and status changes as they happen, until it ends."""
-    job = _follow_job(client, args.id, echo_log=True)
+    """lazyboss follow ID: every attempt's log and the status changes, until the job has really ended.
+
+    A finished state that a retry has since undone is shown and followed past.
+    """
+    job = client.get(args.id)  # a clear 404 for an unknown job
+    for event in client.events("0", jobs=[job["id"]]):
+        job = event["job"]
+        for item in (event.get("detail") or {}).get("events", []):
+            if item["event"] == "log_chunk":
+                sys.stdout.write(item["data"])
+                sys.stdout.flush()
+        if event["event"] != "progress":
+            print(f"[lazyboss] job {job['id']} {event['event']}: {job['status']}", file=sys.stderr)
+        if job["status"] in FINISHED_STATUSES:
+            now = client.get(job["id"])
+            if (now["status"], now["updated_at"]) == (job["status"], job["updated_at"]):
+                break
     return _EXIT_OK if job["status"] == "done" else _EXIT_JOB_FAILED
 
 
 def _command_cancel_or_retry(args: argparse.Namespace, client: Client) -> int:
     """lazyboss cancel ID | retry ID."""
-    _, job = client.request("POST", f"/jobs/{urllib.parse.quote(args.id)}/{args.command}")
+    job = client.cancel(args.id) if args.command == "cancel" else client.retry(args.id)
     print(f"job {job['id']}: {job['status']}")
     return _EXIT_OK
 
 
 def _command_status(args: argparse.Namespace, client: Client) -> int:
     """lazyboss status: queue depth by type and status, and the workers (for admins)."""
-    _, stats = client.request("GET", "/stats")
+    stats = client.stats()
     rows = [
         {"type": job_type, **{status: counts.get(status, 0) for status in JOB_STATUSES}}
         for job_type, counts in sorted(stats["jobs_by_type"].items())
     ]
     _print_table(rows, ["type", *JOB_STATUSES])
     try:
-        _, workers = client.request("GET", "/workers")
-    except ServerError as error:
-        if error.status != 403:
-            raise
+        workers = client.workers()
+    except Forbidden:
         return _EXIT_OK  # not an admin: no worker list
     print()
     for worker in workers:
         worker["doing"] = ", ".join(f"job {w['job']} since {w['since']}" for w in worker["working_on"]) or "-"
     _print_table(workers, ["name", "last_seen_at", "doing", "done", "failed", "expired"])
     return _EXIT_OK
+
+
+def _command_work(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss work --type T -- COMMAND...: the shell worker."""
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        args.command_parser.error("give the command after --, e.g. lazyboss work --type t -- sh -c 'cat'")
+    if args.concurrency < 1:
+        args.command_parser.error("-c needs at least 1")
+    if shutil.which(command[0]) is None:
+        print(f"lazyboss work: {command[0]}: command not found (or not executable)", file=sys.stderr)
+        return _EXIT_USAGE
+    secrets = (args.token or "", (args.user or "").partition(":")[2])
+    runner = _CommandRunner(command, args.json_result, tuple(secret for secret in secrets if len(secret) >= 8))
+    return _Engine(client, args.types, runner, args.concurrency, args.grace, args.timeout).run()
 
 
 _CLIENT_COMMANDS = {
@@ -5194,28 +5832,20 @@ _CLIENT_COMMANDS = {
     "cancel": _command_cancel_or_retry,
     "retry": _command_cancel_or_retry,
     "status": _command_status,
+    "work": _command_work,
 }
 
 
-def _command_work(args: argparse.Namespace, client: Client) -> int:
-    """lazyboss work --type T -- COMMAND...: the shell worker."""
-    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    if not command:
-        print("lazyboss work: give the command after --, e.g. lazyboss work --type t -- sh -c 'cat'", file=sys.stderr)
-        return _EXIT_USAGE
-    if args.concurrency < 1:
-        print("lazyboss work: -c needs at least 1", file=sys.stderr)
-        return _EXIT_USAGE
-    worker = ShellWorker(
-        client,
-        args.types,
-        command,
-        args.concurrency,
-        timeout=args.timeout,
-        grace=args.grace,
-        json_result=args.json_result,
-    )
-    return worker.run()
+def _read_token_file(args: argparse.Namespace) -> None:
+    """Put the secret of --token-file into args.token, or stop with a usage error."""
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as file:
+                args.token = file.readline().strip()
+        except OSError as error:
+            args.command_parser.error(f"--token-file: {error.strerror}: {args.token_file}")
+        if not args.token:
+            args.command_parser.error(f"--token-file: {args.token_file} is empty")
 
 
 _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -5238,6 +5868,22 @@ class _LogFormatter(logging.Formatter):
         return "\n".join("    " + _escape_controls(line) for line in super().formatException(ei).splitlines())
 
 
+def _run_client_command(args: argparse.Namespace) -> int:
+    """A command that talks to a server: its exit status, and one line on stderr when the server refused."""
+    _read_token_file(args)
+    # In open mode a worker's name is its Basic user: by default the host name.
+    user = args.user or (f"{args.name or socket.gethostname()}:" if args.command == "work" else None)
+    try:
+        client = Client(args.server, args.token or None, user, timeout=30.0)
+    except ValueError as error:
+        args.command_parser.error(f"--server: {error}")
+    try:
+        return _CLIENT_COMMANDS[args.command](args, client)
+    except LazybossError as error:
+        print(f"lazyboss: {error}" + (f" ({error.status} {error.code})" if error.status else ""), file=sys.stderr)
+        return _EXIT_SERVER
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `lazyboss` and `python lazyboss.py`."""
     parser = _build_parser()
@@ -5246,25 +5892,17 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     config = Config(**{item.name: getattr(args, item.name) for item in fields(Config)})
-    if args.command in _CLIENT_COMMANDS or args.command == "work":
-        # In open mode a worker's name is its Basic user: by default the host name.
-        user = args.user or (
-            f"{getattr(args, 'name', None) or socket.gethostname()}:" if args.command == "work" else None
-        )
-        try:
-            client = Client(args.server, args.token, user)
-            if args.command == "work":
-                return _command_work(args, client)
-            return _CLIENT_COMMANDS[args.command](args, client)
-        except ServerError as error:
-            print(f"lazyboss: {error}", file=sys.stderr)
-            return _EXIT_SERVER
-    # The database, its WAL and shared memory hold token hashes and job data: not for other users.
-    # (Only here: the shell worker's commands keep the user's umask.)
-    os.umask(int(config.umask, 8))
-    if args.command == "token":
-        return _command_token(args, config)
-    return serve(config)
+    try:
+        if args.command in _CLIENT_COMMANDS:
+            return _run_client_command(args)
+        # The database, its WAL and shared memory hold token hashes and job data: not for other users.
+        # (Only here: the shell worker's commands keep the user's umask.)
+        os.umask(int(config.umask, 8))
+        if args.command == "token":
+            return _command_token(args, config)
+        return serve(config)
+    except KeyboardInterrupt:
+        return _EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import webtest
 
 import lazyboss
-from support import Client
+from support import Client, ServerProcess, WorkerProcess
 
 TEST_TIME_LIMIT = 60
 
@@ -112,3 +112,26 @@ def start_live(live_store):
 @pytest.fixture
 def live(start_live):
     return start_live()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`lazyboss.py` in a process on a fresh file."""
+    server = ServerProcess(tmp_path / "cli.sqlite", "--reap-interval", "0.1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_worker(server):
+    """Start `lazyboss.py work` processes (on `server` unless told otherwise); each is killed at the end."""
+    workers = []
+
+    def start(*args, command, url=None, env=None):
+        worker = WorkerProcess(url or server.url, *args, command=command, env=env)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

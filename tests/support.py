@@ -58,12 +58,13 @@ class Client:
         self.connection.close()
 
 
-def run_cli(*args, env=None, timeout=30):
+def run_cli(*args, env=None, input=None, timeout=30):
     """`python lazyboss.py ARGS…` to its end: the finished process, output as text."""
     return subprocess.run(
         [sys.executable, str(ROOT / "lazyboss.py"), *args],
         capture_output=True,
         text=True,
+        input=input,
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
@@ -168,20 +169,28 @@ class EventStream:
 class WorkerProcess:
     """`python lazyboss.py work` in a subprocess, its log lines collected."""
 
-    def __init__(self, url, *args, command):
+    def __init__(self, url, *args, command, env=None):
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "lazyboss.py"), "work", "--server", url, *args, "--", *command],
+            [sys.executable, str(ROOT / "lazyboss.py"), "work", "--server", url, *args]
+            + (["--", *command] if command else []),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.log = []
+        self.ended = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
         for line in self.process.stderr:
             self.log.append(line)
+        self.ended.set()
+
+    def logged(self, text):
+        """The log lines that contain `text`."""
+        return [line for line in self.log if text in line]
 
     def stop(self, timeout=10):
         if self.process.poll() is None:
@@ -260,3 +269,46 @@ def start_blocked_on_the_write_lock(store, call):
     threading.Thread(target=run, daemon=True).start()
     assert waiting.wait(10), "the call never began a transaction"
     return future
+
+
+def finished(server, job_id, timeout=20):
+    """The job once it has finished."""
+    client = server.client()
+
+    def done():
+        job = client.request("GET", f"/jobs/{job_id}").json
+        return job if job["status"] in ("done", "failed", "cancelled") else None
+
+    return wait_until(done, timeout=timeout, what=f"job {job_id} to finish")
+
+
+def submit(server, job_type, parameters=None, **fields):
+    """Submit a job over HTTP; its id."""
+    response = server.client().request("POST", "/jobs", {"type": job_type, "parameters": parameters or {}, **fields})
+    assert response.status == 202
+    return response.json["id"]
+
+
+def job_status(server, job_id):
+    return server.client().request("GET", f"/jobs/{job_id}").json["status"]
+
+
+# Runs the job's parameter `run` as a shell command, in place of itself (so a signal hits the command).
+RUN_PARAMETER = [
+    sys.executable,
+    "-c",
+    "import json, os, sys; os.execvp('sh', ['sh', '-c', json.load(sys.stdin)['run']])",
+]
+
+
+def running(pid):
+    """Whether a process runs (a zombie has ended too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False

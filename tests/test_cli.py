@@ -1,72 +1,12 @@
 """The shell worker and the command-line client, as real processes against a real server."""
 
-import os
+import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from support import ROOT, ServerProcess, WorkerProcess, free_port, wait_until
-
-
-@pytest.fixture
-def server(tmp_path):
-    server = ServerProcess(tmp_path / "cli.sqlite", "--reap-interval", "0.1")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def start_worker(server):
-    workers = []
-
-    def start(*args, command, url=None):
-        worker = WorkerProcess(url or server.url, *args, command=command)
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
-
-
-def finished(server, job_id, timeout=20):
-    """The job once it has finished."""
-    client = server.client()
-
-    def done():
-        job = client.request("GET", f"/jobs/{job_id}").json
-        return job if job["status"] in ("done", "failed", "cancelled") else None
-
-    return wait_until(done, timeout=timeout, what=f"job {job_id} to finish")
-
-
-def submit(server, job_type, parameters=None, **fields):
-    response = server.client().request("POST", "/jobs", {"type": job_type, "parameters": parameters or {}, **fields})
-    assert response.status == 202
-    return response.json["id"]
-
-
-# Runs the job's parameter `run` as a shell command, in place of itself (so a signal hits the command).
-RUN_PARAMETER = [
-    sys.executable,
-    "-c",
-    "import json, os, sys; os.execvp('sh', ['sh', '-c', json.load(sys.stdin)['run']])",
-]
-
-
-def cli(*args, env=None, input=None, timeout=30):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "lazyboss.py"), *args],
-        capture_output=True,
-        text=True,
-        input=input,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
+from support import RUN_PARAMETER, ServerProcess, finished, free_port, run_cli, running, submit, wait_until
 
 # -- the shell worker
 
@@ -128,15 +68,6 @@ def test_a_command_past_its_time_limit_is_stopped(server, start_worker):
     assert time.monotonic() - started < 10
     assert job["status"] == "failed" and job["error"]["signal"] == "SIGTERM"
     assert job["error"]["stopped_because"] == "timeout"
-
-
-def running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended too
-        return stat.read().split(") ")[-1][0] != "Z"
 
 
 def test_cancel_stops_the_running_command_and_the_worker_goes_on(server, start_worker, tmp_path):
@@ -221,41 +152,41 @@ def test_a_worker_without_a_server_retries_until_it_comes(tmp_path, start_worker
 def test_submit_wait_exits_0_when_done_and_1_when_failed(server, start_worker):
     start_worker("--type", "sh", command=["sh", "-c", 'read p; test "$p" = \'{"ok":true}\''])
     env = {"LAZYBOSS_URL": server.url}
-    done = cli("submit", "sh", '{"ok": true}', "--wait", env=env)
+    done = run_cli("submit", "sh", '{"ok": true}', "--wait", env=env)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0].isdigit() and '"return_code": 0' in done.stdout
-    failed = cli("submit", "sh", "-", "--wait", env=env, input='{"ok": false}')
+    assert json.loads(done.stdout)["return_code"] == 0  # the result alone, for jq
+    assert done.stderr.strip().isdigit()  # the job's id
+    failed = run_cli("submit", "sh", "-", "--wait", env=env, input='{"ok": false}')
     assert failed.returncode == 1 and '"status": "failed"' in failed.stdout
 
 
 def test_client_commands_show_list_follow_cancel_retry_status(server, start_worker):
     env = {"LAZYBOSS_URL": server.url}
-    waiting = cli("submit", "later", '{"n": 1}', "--delay", "60", "--key", "k1", env=env).stdout.strip()
-    assert cli("submit", "later", '{"n": 1}', "--key", "k1", env=env).stdout.strip() == waiting
-    listing = cli("jobs", "--status", "pending", env=env)
+    waiting = run_cli("submit", "later", '{"n": 1}', "--delay", "60", "--key", "k1", env=env).stdout.strip()
+    assert run_cli("submit", "later", '{"n": 1}', "--key", "k1", env=env).stdout.strip() == waiting
+    listing = run_cli("jobs", "--status", "pending", env=env)
     assert listing.returncode == 0 and "later" in listing.stdout.splitlines()[1]
-    assert '"n": 1' in cli("show", waiting, env=env).stdout
-    assert "cancelled" in cli("cancel", waiting, env=env).stdout
-    assert "pending" in cli("retry", waiting, env=env).stdout
-    status = cli("status", env=env)
+    assert '"n": 1' in run_cli("show", waiting, env=env).stdout
+    assert "cancelled" in run_cli("cancel", waiting, env=env).stdout
+    assert "pending" in run_cli("retry", waiting, env=env).stdout
+    status = run_cli("status", env=env)
     assert status.returncode == 0 and "later" in status.stdout
     start_worker("--type", "echo", command=["sh", "-c", "echo line one; echo line two"])
-    job_id = cli("submit", "echo", env=env).stdout.strip()
-    followed = cli("follow", job_id, env=env)
+    job_id = run_cli("submit", "echo", env=env).stdout.strip()
+    followed = run_cli("follow", job_id, env=env)
     assert followed.returncode == 0 and followed.stdout == "line one\nline two\n"
     assert "done" in followed.stderr
-    assert cli("show", "424242", env=env).returncode == 3
+    assert run_cli("show", "424242", env=env).returncode == 3
 
 
 def test_types_pause_and_resume_from_the_command_line(server):
     env = {"LAZYBOSS_URL": server.url}
     submit(server, "mail")
-    assert cli("pause", "mail", env=env).stdout.strip() == "mail: paused"
-    table = cli("types", env=env).stdout.splitlines()
+    assert run_cli("pause", "mail", env=env).stdout.strip() == "mail: paused"
+    table = run_cli("types", env=env).stdout.splitlines()
     assert table[0].split()[:2] == ["TYPE", "PAUSED"] and table[1].split()[:2] == ["mail", "paused"]
     assert server.client().request("POST", "/jobs/attempt").status == 204
-    assert cli("resume", "mail", env=env).stdout.strip() == "mail: handed out"
+    assert run_cli("resume", "mail", env=env).stdout.strip() == "mail: handed out"
     assert server.client().request("POST", "/jobs/attempt").status == 201
 
 
@@ -264,12 +195,12 @@ def test_types_pause_and_resume_from_the_command_line(server):
     [["submit", "t"], ["jobs"], ["show", "1"], ["follow", "1"], ["cancel", "1"], ["retry", "1"], ["status"], ["types"]],
 )
 def test_every_client_command_against_a_stopped_server_exits_3_with_one_line(command):
-    finished_run = cli(*command, "--server", f"http://127.0.0.1:{free_port()}")
+    finished_run = run_cli(*command, "--server", f"http://127.0.0.1:{free_port()}")
     assert finished_run.returncode == 3
     assert len(finished_run.stderr.strip().splitlines()) == 1 and "Traceback" not in finished_run.stderr
 
 
 def test_usage_errors_exit_2():
-    assert cli("submit").returncode == 2
-    assert cli("submit", "t", "{not json").returncode == 2
-    assert cli("work", "--type", "t").returncode == 2
+    assert run_cli("submit").returncode == 2
+    assert run_cli("submit", "t", "{not json").returncode == 2
+    assert run_cli("work", "--type", "t").returncode == 2

@@ -3470,6 +3470,13 @@ class _Caller:
 
 
 _ROLE_RANK = {"client": 1, "worker": 2, "admin": 3}
+
+
+def _article(role: str) -> str:
+    """`a client`, `an admin`."""
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
+
+
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="lazyboss", Bearer realm="lazyboss"'}
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _SESSION_COOKIE = "lazyboss_session"
@@ -3552,7 +3559,7 @@ class _Api:
                 detail = "credentials needed (curl -u NAME:SECRET, or a Bearer token)"
             raise _error_response(401, "unauthorized", detail, _CHALLENGE)
         if _ROLE_RANK[caller.role] < _ROLE_RANK[needed]:
-            raise Forbidden(f"{caller.name} is a {caller.role}; this needs a {needed} token")
+            raise Forbidden(f"{caller.name} is {_article(caller.role)}; this needs {_article(needed)} token")
         return caller
 
     @staticmethod
@@ -5534,6 +5541,14 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(_EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _CommandParser(_ArgumentParser):
+    """A sub-command's parser: its refusals come after its own usage line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        super().error(message)
+
+
 def _setting_type(name: str, env: str) -> Callable[[str], Any]:
     """argparse's `type` for a server setting: its value, or a refusal naming the flag's variable too."""
 
@@ -5584,7 +5599,7 @@ def _build_parser() -> argparse.ArgumentParser:
             help=f"{helps[item.name]} [{env}, default {default}]",
         )
     parser.add_argument("--version", action="version", version=f"lazyboss {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
 
     def command(name: str, text: str, remote: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text, parents=[client_options] if remote else [])

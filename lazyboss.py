@@ -22,8 +22,9 @@ The module reads top to bottom, each section using only those above it:
 - HTTP API: the handlers, authentication (tokens, and the page's session
   cookies with their CSRF checks), streams, and `make_app`.
 - Serving: waitress on a port, the orderly stop, `serve`.
-- Client: talking to a server over HTTP.
-- Worker engine: the shell worker that runs a command per job.
+- Client: the HTTP API from Python: `Client`, the back-off every caller uses.
+- Worker engine: claiming, leases, progress and reports for any runner, and
+  the runner of `lazyboss work` that runs a command per job.
 - Command line: `main` and its sub-commands.
 """
 

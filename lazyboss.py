@@ -1187,8 +1187,8 @@ _EVENT_COUNTERS = {
 }
 
 
-def _why_unopenable(path: str) -> str:
-    """Why SQLite cannot open a database at `path`, as far as the file system tells."""
+def _why_unopenable(path: str) -> str | None:
+    """Why SQLite cannot open a database at `path`, as far as the file system tells (None: it does not)."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         return f"{path} is a directory"
@@ -1207,7 +1207,7 @@ def _why_unopenable(path: str) -> str:
         return f"lazyboss may not create files in the directory {folder}"
     if file_system.f_bavail == 0:
         return f"the disk holding {folder} is full"
-    return "SQLite cannot open it"
+    return None
 
 
 # File systems shared over a network: SQLite's WAL needs memory shared by every user of the file, and
@@ -1281,8 +1281,10 @@ class Store:
             self._files = self._file_identity()
         except StorageError as error:
             self._close_connections()
-            if error.code == "cannot_open":
-                raise StorageError(_why_unopenable(path), error.code) from None
+            # An I/O error too: Python before 3.11 does not say that it was no room for the shared memory.
+            reason = _why_unopenable(path) if error.code in ("cannot_open", "io_error") else None
+            if reason is not None:
+                raise StorageError(reason, error.code) from None
             raise
         # The connection that opened the file stays open, unused by requests, until `close`: while it
         # does, SQLite never deletes the WAL and shared memory, even when a thread's connection closes.

@@ -4279,10 +4279,12 @@ class _Connection(HTTPChannel):
     task_class = _Task
 
     def waiting_since(self) -> tuple[float, str] | None:
-        """Since when the connection has waited for its client, and for what ("headers" or
-        "idle"); None while a request runs (a long poll, a stream), or once it is closing."""
-        if self.requests or self.will_close or self.close_when_flushed:
-            return None
+        """Since when the connection has waited for its client, and for what: "headers" (of a new
+        connection, or of a request begun), "idle" (no request running), "reading" (a request runs,
+        a long poll or a stream, and its client takes none of the answer); None when it waits for
+        nothing from the client."""
+        if self.requests:
+            return (self.last_activity, "reading") if self.total_outbufs_len else None
         if self.request is not None and not self.request.headers_finished:
             return self.request.started, "headers"
         if self.request is None and self.last_activity == self.creation_time:  # not a byte either way yet
@@ -4296,12 +4298,14 @@ class _GuardedServer(TcpWSGIServer):
     Between rounds of the loop, `guard` closes a connection that has not sent
     a request's headers within `header_timeout` (counted from the connection's
     start, or from the request's first byte), and one that has had no request
-    and no traffic for `idle_timeout`. Requests still arriving may hold
-    `UNFINISHED_BODIES` × `max_body` bytes together (waitress buffers them in
-    memory, then in temporary files); past that, the ones begun longest ago
-    are closed. When `max_connections` are open it closes the one that has
-    waited longest for its client, so the next can be accepted. A connection
-    with a request running (a long poll, a stream) is never closed by any.
+    and no traffic for `idle_timeout`, or whose client has taken none of an
+    answer for as long (its request's thread would wait for it for ever).
+    Requests still arriving may hold `UNFINISHED_BODIES` × `max_body` bytes
+    together (waitress buffers them in memory, then in temporary files); past
+    that, the ones begun longest ago are closed. When `max_connections` are
+    open it closes the one that has waited longest for its client, so the next
+    can be accepted. A connection whose request runs (a long poll, a stream)
+    and whose client reads is never closed by any.
 
     Closing is at once, not waitress's `will_close` (which waits until the
     socket takes more data: a client that reads nothing would keep it
@@ -4323,7 +4327,7 @@ class _GuardedServer(TcpWSGIServer):
             sockinfo = adj.listen[0]
         super().__init__(app, adj=adj, sockinfo=sockinfo, _sock=listener, bind_socket=listener is None)
         self.max_connections = config.max_connections
-        self.timeouts = {"headers": config.header_timeout, "idle": config.idle_timeout}
+        self.timeouts = {"headers": config.header_timeout, "idle": config.idle_timeout, "reading": config.idle_timeout}
         self.unfinished_budget = self.UNFINISHED_BODIES * config.max_body
         self.next_sweep = 0.0
         self.closed: Counter = Counter()  # connections closed since the last sweep, by why
@@ -4346,7 +4350,9 @@ class _GuardedServer(TcpWSGIServer):
             self._report_closed()
         if len(self.active_channels) >= self.max_connections:
             waiting = [
-                (found[0], channel) for channel in self.active_channels.values() if (found := channel.waiting_since())
+                (found[0], channel)
+                for channel in self.active_channels.values()
+                if (found := channel.waiting_since()) and found[1] != "reading"
             ]
             if waiting:  # else every connection has a request running: the next waits in the listen backlog
                 min(waiting, key=lambda pair: pair[0])[1].handle_close()
@@ -4358,7 +4364,7 @@ class _GuardedServer(TcpWSGIServer):
         unfinished = [
             (channel.request, channel)
             for channel in list(self.active_channels.values())
-            if channel.request is not None and channel.waiting_since() is not None
+            if channel.request is not None and not channel.requests
         ]
         held = sum(request.header_bytes_received + request.body_bytes_received for request, _ in unfinished)
         for request, channel in sorted(unfinished, key=lambda pair: pair[0].started):
@@ -4376,6 +4382,7 @@ class _GuardedServer(TcpWSGIServer):
                 "room": f"waited longest with {self.max_connections} open",
                 "bytes": f"begun longest ago of requests holding over {self.unfinished_budget} bytes",
                 "idle": f"idle for {self.timeouts['idle']:g} s",
+                "reading": f"took no answer for {self.timeouts['idle']:g} s",
             }
             closed = ", ".join(f"{number} {reasons[why]}" for why, number in sorted(self.closed.items()))
             _log.warning("closed connections: %s", closed)
@@ -4408,7 +4415,7 @@ class Server:
             channel_request_lookahead=1,
         )
         self.host: str = self.waitress.effective_host
-        self.port: int = self.waitress.effective_port
+        self.port = int(self.waitress.effective_port)  # getnameinfo gives it as text
         self._stop_requested = False  # a plain flag: safe to set from a signal handler
 
     def run(self, grace: float = 10.0) -> None:

@@ -179,3 +179,21 @@ def test_requests_still_arriving_hold_a_bounded_number_of_bytes(serve):
     closes_within(uploads[2], 3, "the uploads begun first to be closed")
     assert [is_closed(sock) for sock in uploads] == [True] * 3 + [False] * 5
     assert a_job_life(live.client()) < 2
+
+
+def test_a_stream_whose_client_reads_nothing_is_closed_and_frees_its_thread(serve):
+    live = serve(threads=5, idle_timeout=1, header_timeout=30)  # room for one stream
+    big = {"blob": "x" * 900_000}
+    client = live.client()
+    for _ in range(24):  # 24 events of ~1 MB: more than waitress buffers (16 MiB) and the sockets hold
+        assert client.request("POST", "/jobs", {"type": "big", "parameters": big}).status == 202
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", live.server.port))
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n")
+    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 1, what="the stream to start")
+    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 0, timeout=15, what="its close")
+    follower = EventStream(live.url, "/events")  # the one stream thread is free again
+    assert follower.status == 200
+    follower.close()
+    sock.close()

@@ -271,6 +271,23 @@ def _encode(value: Any) -> str:
     return _COMPACT_JSON.encode(value)
 
 
+def _with_member(document: str, key: str, value: Any) -> str:
+    """A JSON object's text (as SQLite's json_object writes it: no space before its closing brace)
+    with one more member at its end, without parsing it."""
+    return f"{document[:-1]},{_encode(key)}:{_encode(value)}}}"
+
+
+def _id_ranges(ids: list[int]) -> str:
+    """Ids for a log line, runs written as ranges: `3-7,9,12-13`."""
+    runs: list[list[int]] = []
+    for number in sorted(ids):
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ",".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)
+
+
 # --------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------
@@ -617,6 +634,8 @@ def _job_json(parameters: str, result: str, error: str) -> str:
 
 
 _JOB_JSON = _job_json("json(parameters)", "json(result)", "json(error)")
+# A claimed job as the worker gets it: `startedAt` is when its attempt began.
+_CLAIMED_JOB_JSON = f"json_set({_JOB_JSON}, '$.startedAt', {_sql_time('updated_at')})"
 
 
 def _recorded(field: str, job: str, up_to: str = "") -> str:
@@ -643,28 +662,41 @@ _SCHEDULE_JSON = f"""json_object(
     'name', name, 'type', type, 'parameters', json(parameters), 'every', every, 'timezone', timezone,
     'next_run_at', {_sql_time("next_run_at")}, 'last_run_at', {_sql_time("last_run_at")},
     'last_job', CAST(last_job_id AS TEXT), 'created_at', {_sql_time("created_at")})"""
-_QUEUE_ORDER = "ORDER BY priority DESC, run_at, id LIMIT 1"
+_QUEUE_ORDER = "ORDER BY priority DESC, run_at, id"
 _UNPAUSED = "type NOT IN (SELECT name FROM types WHERE paused)"
 _DUE = f"status = 'pending' AND run_at <= ? AND {_UNPAUSED}"
 
 
-def _next_job_query(types: list[str] | None) -> str:
-    """SQL for the id of the most urgent due job, of any type or of the given ones.
+def _next_jobs_query(types: list[str] | None) -> str:
+    """SQL for the ids of the most urgent due jobs (at most `?`), of any type or of the given ones.
 
     With types, each type is looked up in its own index and the best of their
-    heads wins: a backlog of other types is never scanned.
+    heads win: a backlog of other types is never scanned.
     """
     if not types:
-        return f"SELECT id FROM jobs WHERE {_DUE} {_QUEUE_ORDER}"
-    head = f"SELECT * FROM (SELECT id, priority, run_at FROM jobs WHERE type = ? AND {_DUE} {_QUEUE_ORDER})"
-    return f"SELECT id FROM ({' UNION ALL '.join([head] * len(types))}) {_QUEUE_ORDER}"
+        return f"SELECT id FROM jobs WHERE {_DUE} {_QUEUE_ORDER} LIMIT ?"
+    head = f"SELECT * FROM (SELECT id, priority, run_at FROM jobs WHERE type = ? AND {_DUE} {_QUEUE_ORDER} LIMIT ?)"
+    return f"SELECT id FROM ({' UNION ALL '.join([head] * len(types))}) {_QUEUE_ORDER} LIMIT ?"
 
 
-def _next_job_parameters(types: list[str] | None, now: float) -> list:
-    """The parameters of `next_job_query`."""
+def _next_jobs_parameters(types: list[str] | None, now: float, limit: int) -> list:
+    """The parameters of `_next_jobs_query`."""
     if not types:
-        return [now]
-    return [value for job_type in types for value in (job_type, now)]
+        return [now, limit]
+    return [value for job_type in types for value in (job_type, now, limit)] + [limit]
+
+
+def _claimable_query(types: list[str] | None) -> str:
+    """SQL for the ids of the jobs a claim takes: `_next_jobs_query`'s, then `?` the bytes their
+    parameters may fill before the last one is taken (the first always is), so that a batch of
+    large jobs stays about that size."""
+    return f"""SELECT id FROM (SELECT id, SUM(length(parameters)) OVER ({_QUEUE_ORDER}) - length(parameters) AS before
+        FROM jobs WHERE id IN ({_next_jobs_query(types)})) WHERE before < ?"""
+
+
+# The jobs of a list of ids (a JSON array: one parameter however long), in the list's order.
+_LISTED_JOBS = "(SELECT key AS listed_rank, value AS listed_id FROM json_each(?)) JOIN jobs ON jobs.id = listed_id"
+_LISTED_ORDER = "ORDER BY listed_rank"
 
 
 # --------------------------------------------------------------------------
@@ -743,6 +775,9 @@ def _parse_json(data: bytes | str) -> Any:
     return value
 
 
+# The most jobs one claim may ask for.
+_MAX_CLAIM = 1000
+
 # The most values a filter may name: a claim asks SQLite for one compound SELECT term per type,
 # and SQLite allows 500.
 _MAX_FILTER_VALUES = 500
@@ -799,6 +834,32 @@ def parse_job_spec(body: Any, where: str = "") -> JobSpec:
     if "delay" in body:
         spec.delay = _check_number(body["delay"], f"{where}delay", 0, 366 * 86400)
     return spec
+
+
+@dataclass
+class _Report:
+    """A worker's report on one of its attempts: `kind` is "result" or "error", `value` any JSON."""
+
+    job: str
+    attempt: str
+    kind: str
+    value: Any
+
+
+def _parse_reports(body: Any) -> list[_Report]:
+    """Validate POST /jobs/reports: a list of {job, attempt, result} or {job, attempt, error}."""
+    if not isinstance(body, list) or not body:
+        raise Invalid('send a list of reports, each {"job": id, "attempt": id, "result": ...} or "error" instead')
+    reports = []
+    for index, item in enumerate(body):
+        if not isinstance(item, dict) or not all(isinstance(item.get(key), str) for key in ("job", "attempt")):
+            raise Invalid(f"report {index}: an object with 'job' and 'attempt' ids (strings, as the claim gave them)")
+        kinds = [kind for kind in ("result", "error") if kind in item]
+        unknown = sorted(set(item) - {"job", "attempt", "result", "error"})
+        if len(kinds) != 1 or unknown:
+            raise Invalid(f"report {index}: give either 'result' or 'error' (and only 'job' and 'attempt' besides)")
+        reports.append(_Report(item["job"], item["attempt"], kinds[0], item[kinds[0]]))
+    return reports
 
 
 ROLES = ("admin", "worker", "client")
@@ -1238,6 +1299,20 @@ def _file_system_type(path: str, mount_table: str = "/proc/self/mounts") -> str 
     return kind
 
 
+@dataclass
+class _Claim:
+    """A job handed to a worker: its id, its new attempt's id, and the job as the worker gets it (JSON text)."""
+
+    job: str
+    attempt: str
+    view: str
+
+    @property
+    def location(self) -> str:
+        """The attempt's path, where its worker reports."""
+        return f"/jobs/{self.job}/attempts/{self.attempt}"
+
+
 class Store:
     """The jobs database: one SQLite file in WAL mode, shared by threads and processes.
 
@@ -1531,20 +1606,47 @@ class Store:
 
     def _record(self, db: sqlite3.Connection, kind: str, job_id: int, detail: Any = None, **context: Any) -> dict:
         """Append an event with what changed in the job; return the job's view."""
-        (job_type,) = db.execute(
+        self._record_all(db, [(job_id, kind)], detail, **context)
+        return json.loads(self._views(db, [job_id])[job_id])
+
+    def _record_all(
+        self, db: sqlite3.Connection, changes: list[tuple[int, str]], detail: Any = None, **context: Any
+    ) -> None:
+        """Append an event for each (job id, kind), in this order, with what changed in the job (and `detail`)."""
+        if not changes:
+            return
+        recorded = db.execute(
             f"""INSERT INTO events (job_id, type, kind, at, detail, job, result, error)
-                SELECT id, type, ?, updated_at, ?, {_EVENT_COLUMNS} FROM jobs WHERE id = ?
-                RETURNING type""",
-            (kind, None if detail is None else _encode(detail), job_id),
-        ).fetchone()
-        view = db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
-        if kind in _EVENT_COUNTERS:
-            self._count(_EVENT_COUNTERS[kind], job_type)
+                SELECT id, type, json_extract(?, '$[' || listed_rank || ']'), updated_at, ?, {_EVENT_COLUMNS}
+                FROM {_LISTED_JOBS} {_LISTED_ORDER} RETURNING type, kind""",
+            (
+                _encode([kind for _, kind in changes]),
+                None if detail is None else _encode(detail),
+                _encode([job_id for job_id, _ in changes]),
+            ),
+        ).fetchall()
+        for (job_type, kind), number in Counter(map(tuple, recorded)).items():
+            if kind in _EVENT_COUNTERS:
+                self._count(_EVENT_COUNTERS[kind], job_type, number)
         extra = "".join(f" {key}={value}" for key, value in context.items())
-        _log.log(
-            logging.DEBUG if kind == "progress" else logging.INFO, "job %s %s type=%s%s", job_id, kind, job_type, extra
+        by_kind: dict[str, list[int]] = {}
+        for job_id, kind in changes:
+            by_kind.setdefault(kind, []).append(job_id)
+        for kind, ids in by_kind.items():
+            level = logging.DEBUG if kind == "progress" else logging.INFO
+            if len(changes) == 1:
+                _log.log(level, "job %s %s type=%s%s", ids[0], kind, recorded[0]["type"], extra)
+            else:
+                _log.log(level, "%d jobs %s: %s%s", len(ids), kind, _id_ranges(ids), extra)
+
+    @staticmethod
+    def _views(db: sqlite3.Connection, ids: list[int], shape: str = _JOB_JSON) -> dict[int, str]:
+        """The views of these jobs (as `shape` builds them) as JSON texts, by id."""
+        if not ids:
+            return {}
+        return dict(
+            db.execute(f"SELECT id, {shape} FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (_encode(ids),))
         )
-        return json.loads(view)
 
     def _committed(self, queue_changed: bool) -> None:
         """Wake streams (and waiting workers when a job became claimable)."""
@@ -1738,35 +1840,49 @@ class Store:
 
     # -- claiming
 
-    def claim_next_job(self, worker: str, types: list[str] | None = None) -> dict | None:
-        """Hand the most urgent due job to `worker` as a new attempt, atomically."""
+    def claim_jobs(self, worker: str, types: list[str] | None = None, limit: int = 1) -> list[_Claim]:
+        """Hand up to `limit` of the most urgent due jobs to `worker`, each as a new attempt, atomically.
+
+        A batch stops early once the jobs' parameters fill about _WRITE_BUDGET
+        bytes (one job goes alone, however large): an answer is never held whole
+        beyond that.
+        """
         if self.stopping.is_set():
-            return None
+            return []
         with self.transaction() as db:
             now = self.clock()
-            row = db.execute(
+            rows = db.execute(
                 f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
                        attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
                        updated_at = ?, progress = NULL
-                   WHERE id = ({_next_job_query(types)})
-                   RETURNING id, attempt""",
-                (worker, now, now, *_next_job_parameters(types, now)),
-            ).fetchone()
-            if row is None:
-                return None
+                   WHERE id IN ({_claimable_query(types)})
+                   RETURNING id, attempt, priority, run_at""",
+                (worker, now, now, *_next_jobs_parameters(types, now, limit), _WRITE_BUDGET),
+            ).fetchall()
+            if not rows:
+                return []
+            rows.sort(key=lambda row: (-row["priority"], row["run_at"], row["id"]))  # the queue's order
+            ids = [row["id"] for row in rows]
             db.execute(
-                "INSERT INTO attempts (job_id, id, worker, status, started_at) VALUES (?, ?, ?, 'processing', ?)",
-                (row["id"], row["attempt"], worker, now),
+                f"""INSERT INTO attempts (job_id, id, worker, status, started_at)
+                    SELECT id, attempt, ?, 'processing', ? FROM {_LISTED_JOBS}""",
+                (worker, now, _encode(ids)),
             )
-            job = self._record(db, "claimed", row["id"], attempt=row["attempt"], worker=worker)
+            context = {"attempt": rows[0]["attempt"]} if len(rows) == 1 else {}
+            self._record_all(db, [(job_id, "claimed") for job_id in ids], worker=worker, **context)
+            views = self._views(db, ids, _CLAIMED_JOB_JSON)
         self._committed(queue_changed=False)
-        job["startedAt"] = job["updated_at"]
-        return job
+        return [_Claim(str(row["id"]), str(row["attempt"]), views[row["id"]]) for row in rows]
+
+    def claim_next_job(self, worker: str, types: list[str] | None = None) -> dict | None:
+        """Hand the most urgent due job to `worker` as a new attempt, atomically: the job with `startedAt`."""
+        claims = self.claim_jobs(worker, types)
+        return json.loads(claims[0].view) if claims else None
 
     def seconds_until_due(self, types: list[str] | None) -> float:
         """Seconds until a job of these types can be claimed (0: one can now); a paused type's never can."""
         now = self.clock()
-        if self.db.execute(_next_job_query(types), _next_job_parameters(types, now)).fetchone():
+        if self.db.execute(_next_jobs_query(types), _next_jobs_parameters(types, now, 1)).fetchone():
             return 0.0  # the claim's own query: found through the queue's indexes
         type_clause = f"AND type IN ({', '.join('?' * len(types))})" if types else ""
         row = self.db.execute(
@@ -1774,10 +1890,16 @@ class Store:
         ).fetchone()
         return float("inf") if row[0] is None else max(0.0, row[0] - now)
 
-    def wait_for_job(
-        self, worker: str, types: list[str] | None, wait: float, gone: Callable[[], bool] = lambda: False
-    ) -> dict | None:
-        """Claim a job, waiting up to `wait` seconds for one to be submitted or fall due.
+    def wait_for_jobs(
+        self,
+        worker: str,
+        types: list[str] | None,
+        wait: float,
+        gone: Callable[[], bool] = lambda: False,
+        limit: int = 1,
+    ) -> list[_Claim]:
+        """Claim up to `limit` jobs, waiting up to `wait` seconds for the first to be submitted or fall due:
+        then it takes what is due, up to `limit`, and waits no more.
 
         A waiting worker only reads until it sees a job it may claim, so it
         costs next to nothing while none is (a paused type's jobs never are).
@@ -1788,39 +1910,43 @@ class Store:
             seen = self.queue_changed.generation
             due_in = self.seconds_until_due(types)
             if due_in == 0:
-                job = self.claim_next_job(worker, types)
-                if job is not None:
-                    return job
+                claims = self.claim_jobs(worker, types, limit)
+                if claims:
+                    return claims
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             self.queue_changed.wait(seen, min(remaining, due_in, _FOREIGN_WRITE_POLL))
-        return None
+        return []
 
-    def release_attempt(self, job_id: str, attempt_id: str) -> None:
-        """Put a job back at once when the answer to its claim never left: the worker was gone before it knew.
+    def release_claims(self, claims: list[_Claim]) -> None:
+        """Put jobs back at once when the answer to their claim never left: the worker was gone before it knew.
 
-        The attempt is forgotten and does not count against the job's
+        Each attempt is forgotten and does not count against its job's
         attempts (its id is not used again); a job cancelled meanwhile stays so.
         """
         with self.transaction() as db:
             now = self.clock()
-            job = db.execute(
-                "SELECT id, assignee FROM jobs WHERE id = ? AND attempt = ? AND status = 'processing'",
-                (_parse_id(job_id, "job"), _parse_id(attempt_id, "attempt")),
-            ).fetchone()
-            if job is None:
-                return
-            db.execute("DELETE FROM attempts WHERE job_id = ? AND id = ?", (job["id"], int(attempt_id)))
-            db.execute(
-                """UPDATE jobs SET status = 'pending', budget_start = budget_start + 1, updated_at = ?,
-                       assignee = NULL, attempt = NULL, lease_expires_at = NULL, progress = NULL
-                   WHERE id = ?""",
-                (now, job["id"]),
-            )
-            detail = {"attempt": attempt_id, "reason": "the worker left before it got the job"}
-            self._record(db, "released", job["id"], detail, attempt=attempt_id, worker=job["assignee"])
-        self._committed(queue_changed=True)
+            released = []
+            for claim in claims:
+                job = db.execute(
+                    "SELECT id, assignee FROM jobs WHERE id = ? AND attempt = ? AND status = 'processing'",
+                    (int(claim.job), int(claim.attempt)),
+                ).fetchone()
+                if job is None:
+                    continue
+                db.execute("DELETE FROM attempts WHERE job_id = ? AND id = ?", (job["id"], int(claim.attempt)))
+                db.execute(
+                    """UPDATE jobs SET status = 'pending', budget_start = budget_start + 1, updated_at = ?,
+                           assignee = NULL, attempt = NULL, lease_expires_at = NULL, progress = NULL
+                       WHERE id = ?""",
+                    (now, job["id"]),
+                )
+                detail = {"attempt": claim.attempt, "reason": "the worker left before it got the job"}
+                self._record(db, "released", job["id"], detail, attempt=claim.attempt, worker=job["assignee"])
+                released.append(job["id"])
+        if released:
+            self._committed(queue_changed=True)
 
     def stop_waiting(self) -> None:
         """Refuse further claims and release every waiting worker and stream."""
@@ -1859,41 +1985,71 @@ class Store:
             )
         raise Conflict(f"attempt {attempt['id']} of job {job['id']} already ended as {attempt['status']}", "finished")
 
-    def complete_attempt(self, job_id: str, attempt_id: str, worker: str, result: Any) -> dict:
-        """Accept the result of the job's current attempt: the job is done."""
+    def report_attempts(self, worker: str, reports: list[_Report]) -> list[str | LazybossError]:
+        """Take results and errors of `worker`'s attempts, all in one transaction.
+
+        For each report, in order: the job's view (JSON text) once taken, or
+        as it is for the same report sent again (its answer was lost), else
+        the refusal (unknown, another worker's, no longer running). A refused
+        report changes nothing and stops none of the others.
+        """
         with self.transaction() as db:
             now = self.clock()
-            running = self._running_attempt(db, job_id, attempt_id, worker, resent="done")
-            if running is None:
-                return self.get_job(job_id)
-            job, attempt = running
-            db.execute(
-                "UPDATE attempts SET status = 'done', finished_at = ?, result = ? WHERE job_id = ? AND id = ?",
-                (now, _encode(result), job["id"], attempt["id"]),
-            )
-            db.execute(
-                """UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ?,
-                       updated_at = ?, lease_expires_at = NULL WHERE id = ?""",
-                (_encode(result), now, now, job["id"]),
-            )
-            view = self._record(db, "done", job["id"], attempt=attempt["id"], worker=worker)
-        self._committed(queue_changed=False)
-        return view
+            outcomes: list[int | LazybossError] = []
+            changes, requeued = [], False
+            for report in reports:
+                resent = "done" if report.kind == "result" else "failed"
+                try:
+                    running = self._running_attempt(db, report.job, report.attempt, worker, resent)
+                except LazybossError as refusal:
+                    outcomes.append(refusal)
+                    continue
+                if running is None:
+                    outcomes.append(int(report.job))
+                    continue
+                job, attempt = running
+                if report.kind == "result":
+                    db.execute(
+                        "UPDATE attempts SET status = 'done', finished_at = ?, result = ? WHERE job_id = ? AND id = ?",
+                        (now, _encode(report.value), job["id"], attempt["id"]),
+                    )
+                    db.execute(
+                        """UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ?,
+                               updated_at = ?, lease_expires_at = NULL WHERE id = ?""",
+                        (_encode(report.value), now, now, job["id"]),
+                    )
+                    kind = "done"
+                else:
+                    kind, back = self._end_attempt(db, job, "failed", report.value, now)
+                    requeued = requeued or back
+                changes.append((job["id"], kind))
+                outcomes.append(job["id"])
+            context = {"attempt": reports[0].attempt} if len(reports) == 1 else {}
+            self._record_all(db, changes, worker=worker, **context)
+            views = self._views(db, [outcome for outcome in outcomes if isinstance(outcome, int)])
+        if changes:
+            self._committed(queue_changed=requeued)
+        return [outcome if isinstance(outcome, LazybossError) else views[outcome] for outcome in outcomes]
+
+    def complete_attempt(self, job_id: str, attempt_id: str, worker: str, result: Any) -> dict:
+        """Accept the result of the job's current attempt: the job is done."""
+        return self._report_one(worker, _Report(job_id, attempt_id, "result", result))
 
     def fail_attempt(self, job_id: str, attempt_id: str, worker: str, error: Any) -> dict:
         """Take the error of the job's current attempt: retry later, or fail the job."""
-        with self.transaction() as db:
-            now = self.clock()
-            running = self._running_attempt(db, job_id, attempt_id, worker, resent="failed")
-            if running is None:
-                return self.get_job(job_id)
-            job, _ = running
-            view, requeued = self._end_attempt(db, job, "failed", error, now)
-        self._committed(queue_changed=requeued)
-        return view
+        return self._report_one(worker, _Report(job_id, attempt_id, "error", error))
 
-    def _end_attempt(self, db: sqlite3.Connection, job: sqlite3.Row, outcome: str, error: Any, now: float) -> tuple:
-        """End a running attempt unsuccessfully; requeue with back-off while attempts remain."""
+    def _report_one(self, worker: str, report: _Report) -> dict:
+        (outcome,) = self.report_attempts(worker, [report])
+        if isinstance(outcome, LazybossError):
+            raise outcome
+        return json.loads(outcome)
+
+    def _end_attempt(
+        self, db: sqlite3.Connection, job: sqlite3.Row, outcome: str, error: Any, now: float
+    ) -> tuple[str, bool]:
+        """End a running attempt unsuccessfully; requeue with back-off while attempts remain.
+        Return the kind of event to record, and whether the job went back to pending."""
         self._count("attempts_expired" if outcome == "expired" else "attempts_failed", job["type"])
         db.execute(
             "UPDATE attempts SET status = ?, finished_at = ?, error = ? WHERE job_id = ? AND id = ?",
@@ -1908,15 +2064,13 @@ class Store:
                    WHERE id = ?""",
                 (_encode(error), run_at, now, job["id"]),
             )
-            kind, requeued = ("expired" if outcome == "expired" else "retrying"), True
-        else:
-            db.execute(
-                """UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
-                       lease_expires_at = NULL WHERE id = ?""",
-                (_encode(error), now, now, job["id"]),
-            )
-            kind, requeued = "failed", False
-        return self._record(db, kind, job["id"], attempt=job["attempt"], worker=job["assignee"]), requeued
+            return ("expired" if outcome == "expired" else "retrying"), True
+        db.execute(
+            """UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
+                   lease_expires_at = NULL WHERE id = ?""",
+            (_encode(error), now, now, job["id"]),
+        )
+        return "failed", False
 
     def expire_stale_attempts(self, limit: int = 500) -> int:
         """End attempts whose lease ran out; return how many."""
@@ -1925,9 +2079,15 @@ class Store:
             stale = db.execute(
                 "SELECT * FROM jobs WHERE status = 'processing' AND lease_expires_at < ? LIMIT ?", (now, limit)
             ).fetchall()
+            changes = []
             for job in stale:
                 error = {"error": "expired", "detail": f"no progress within the {job['timeout']:g} s lease"}
-                self._end_attempt(db, job, "expired", error, now)
+                kind, _ = self._end_attempt(db, job, "expired", error, now)
+                changes.append((job["id"], kind))
+            if len(stale) == 1:
+                self._record_all(db, changes, attempt=stale[0]["attempt"], worker=stale[0]["assignee"])
+            elif stale:
+                self._record_all(db, changes)
         if stale:
             self._committed(queue_changed=True)
         return len(stale)
@@ -3628,6 +3788,16 @@ class _Api:
             raise Invalid(f"query parameter {name!r} must be a number, not {text!r}") from None
         return _check_number(value, name, low, high)
 
+    def query_count(self, name: str, high: int) -> int | None:
+        """A whole-number query parameter from 1 to `high`, None when absent, or 422."""
+        text = bottle.request.query.get(name)
+        if text is None or text == "":
+            return None
+        number = _as_id(text)
+        if number is None or not 1 <= number <= high:
+            raise Invalid(f"query parameter {name!r} must be a whole number from 1 to {high}, not {text!r}")
+        return number
+
     def last_event_id(self) -> int | None:
         """The Last-Event-ID header (or `last_event_id` query parameter) as a number."""
         text = _header("Last-Event-ID") or bottle.request.query.get("last_event_id")
@@ -3782,12 +3952,15 @@ class _Api:
         return generate()
 
     def claim(self) -> Any:
-        """POST /jobs/attempt: claim the next job, long polling up to `wait` seconds."""
+        """POST /jobs/attempt: claim the next job, or with `max` up to that many, long polling up to `wait` seconds."""
         body = self.read_json(allow_empty=True)
         if body is None:
             body = {}
-        if not isinstance(body, dict) or set(body) - {"wait", "types"}:
-            raise Invalid("the claim body is an object with optional 'wait' (seconds) and 'types' (list of strings)")
+        if not isinstance(body, dict) or set(body) - {"wait", "types", "max"}:
+            raise Invalid(
+                "the claim body is an object with optional 'wait' (seconds), 'types' (list of strings) "
+                "and 'max' (jobs at most)"
+            )
         types = self.query_list("type")
         if "types" in body:
             if not isinstance(body["types"], list) or not all(isinstance(t, str) for t in body["types"]):
@@ -3797,30 +3970,35 @@ class _Api:
         if "wait" in body:
             wait = _check_number(body["wait"], "wait", 0, float("inf"))
         wait = min(wait, self.config.max_wait)
+        most = _check_int(body["max"], "max", 1, _MAX_CLAIM) if "max" in body else self.query_count("max", _MAX_CLAIM)
+        limit = most or 1
         worker = self.caller().name
         self.store.saw_worker(worker)
         if wait > 0:
             gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
             with self.slots.hold("long_polls"):
-                job = self.store.wait_for_job(worker, types, wait, gone)
+                claims = self.store.wait_for_jobs(worker, types, wait, gone, limit)
         else:
-            job = self.store.claim_next_job(worker, types)
-        if job is None:
+            claims = self.store.claim_jobs(worker, types, limit)
+        if not claims:
             bottle.response.status = 204
             return ""
         bottle.response.status = 201
-        bottle.response.set_header("Location", f"/jobs/{job['id']}/attempts/{job['attempt']}")
-        return self.hand_over(job)
+        if most is None:  # the single form, as it always was
+            bottle.response.set_header("Location", claims[0].location)
+            return self.hand_over(claims[0].view, claims)
+        views = ",".join(_with_member(claim.view, "location", claim.location) for claim in claims)
+        return self.hand_over(f'{{"jobs":[{views}]}}', claims)
 
-    def hand_over(self, job: dict) -> Iterator[bytes]:
-        """A claimed job as a response body that puts the job back if the body could not be written.
+    def hand_over(self, answer: str, claims: list[_Claim]) -> Iterator[bytes]:
+        """The answer to a claim as a response body that puts its jobs back if the body could not be written.
 
         waitress refuses to write to a client it has seen leave (and then
-        closes the body without asking for the rest): the job goes back to
-        pending at once instead of after its lease. An answer that was written
+        closes the body without asking for the rest): the jobs go back to
+        pending at once instead of after their lease. An answer that was written
         but lost afterwards still comes back after the lease.
         """
-        body = _encode(job).encode()
+        body = answer.encode()
         bottle.response.content_type = "application/json"
         bottle.response.set_header("Content-Length", str(len(body)))
         store = self.store
@@ -3832,21 +4010,36 @@ class _Api:
                 written = True  # waitress asks for more only after writing what it had
             finally:
                 if not written:
-                    store.release_attempt(job["id"], job["attempt"])
+                    store.release_claims(claims)
 
         return deliver()
 
     def put_result(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/result."""
-        result = self.read_json(allow_empty=True)
-        bottle.response.status = 201
-        return _encode(self.store.complete_attempt(job_id, attempt_id, self.reporter(), result))
+        return self.report_one(_Report(job_id, attempt_id, "result", self.read_json(allow_empty=True)))
 
     def put_error(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/error."""
-        error = self.read_json(allow_empty=True)
+        return self.report_one(_Report(job_id, attempt_id, "error", self.read_json(allow_empty=True)))
+
+    def report_one(self, report: _Report) -> str:
+        """201 and the job, once the report is taken; else its refusal."""
+        (outcome,) = self.store.report_attempts(self.reporter(), [report])
+        if isinstance(outcome, LazybossError):
+            raise outcome
         bottle.response.status = 201
-        return _encode(self.store.fail_attempt(job_id, attempt_id, self.reporter(), error))
+        return outcome
+
+    def post_reports(self) -> str:
+        """POST /jobs/reports: results and errors of many attempts in one transaction, each with its outcome."""
+        outcomes = self.store.report_attempts(self.reporter(), _parse_reports(self.read_json()))
+        answers = [
+            f'{{"status":{outcome.status},"error":{_encode(outcome.code)},"detail":{_encode(outcome.detail)}}}'
+            if isinstance(outcome, LazybossError)
+            else f'{{"status":201,"job":{outcome}}}'
+            for outcome in outcomes
+        ]
+        return f'{{"reports":[{",".join(answers)}]}}'
 
     def put_progress(self, job_id: str, attempt_id: str) -> str:
         """PUT /jobs/{id}/attempts/{aid}/progress: a text/event-stream of progress, acknowledged."""
@@ -4176,6 +4369,7 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         ("POST", "/jobs/<job_id>/retry", api.retry, "admin"),
         ("GET", "/jobs/<job_id>/attempts", api.list_attempts, "client"),
         ("GET", "/jobs/<job_id>/attempts/<attempt_id>", api.get_attempt, "client"),
+        ("POST", "/jobs/reports", api.post_reports, "worker"),
         ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/result", api.put_result, "worker"),
         ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/error", api.put_error, "worker"),
         ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/progress", api.put_progress, "worker"),

@@ -166,6 +166,29 @@ class EventStream:
         self.connection.close()
 
 
+def open_long_poll(live, query="wait=30", lose_it_on_claim=None):
+    """A raw connection waiting in `POST /jobs/attempt?QUERY` on a live server, as a worker that may vanish.
+
+    With `lose_it_on_claim` (pytest's monkeypatch) the worker hangs up right after the server has
+    committed its claim, before the answer is written.
+    """
+    sock = socket.create_connection(("127.0.0.1", live.server.port), timeout=10)
+    if lose_it_on_claim is not None:
+        claim = live.store.claim_jobs
+
+        def claim_then_lose_the_worker(*args):
+            claimed = claim(*args)
+            peer = sock.getsockname()
+            sock.close()
+            channels = live.server.waitress.active_channels
+            wait_until(lambda: all(channel.addr != peer for channel in list(channels.values())), what="the hang-up")
+            return claimed
+
+        lose_it_on_claim.setattr(live.store, "claim_jobs", claim_then_lose_the_worker)
+    sock.sendall(f"POST /jobs/attempt?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
+    return sock
+
+
 class WorkerProcess:
     """`python lazyboss.py work` in a subprocess, its log lines collected."""
 

@@ -1,7 +1,6 @@
 """Races between a read and a write: each made deterministic with a hook or a held lock, not left to luck."""
 
 import json
-import socket
 import sqlite3
 import threading
 
@@ -9,7 +8,7 @@ import pytest
 import webtest
 
 import lazyboss
-from support import interleave, start_blocked_on_the_write_lock, wait_until, write_lock_held
+from support import interleave, open_long_poll, start_blocked_on_the_write_lock, wait_until, write_lock_held
 
 LOCK_WAIT = 60.0  # seconds the (test) clock moves on while a call waits for the write lock
 
@@ -325,13 +324,6 @@ def test_keys_of_an_older_file_are_split_into_submissions_and_ticks(db_path):
 # -- 2. a long poll whose client has gone
 
 
-def open_long_poll(live, wait=30):
-    """A raw connection waiting in POST /jobs/attempt, as a worker that may vanish."""
-    sock = socket.create_connection(("127.0.0.1", live.server.port), timeout=10)
-    sock.sendall(f"POST /jobs/attempt?wait={wait} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
-    return sock
-
-
 def waiting(live):
     return live.client().request("GET", "/stats").json["waiting_workers"]
 
@@ -348,18 +340,7 @@ def test_a_long_poll_whose_client_left_frees_its_slot_and_claims_nothing(live):
 
 def test_a_claim_whose_answer_cannot_be_written_goes_back_at_once_without_using_an_attempt(live, monkeypatch):
     job = live.client().request("POST", "/jobs", {"type": "echo", "max_attempts": 2}).json
-    claim, worker = live.store.claim_next_job, {}
-
-    def claim_then_lose_the_worker(*args):
-        claimed = claim(*args)
-        peer = worker["socket"].getsockname()
-        worker["socket"].close()  # after the claim is committed, before its answer is written
-        channels = live.server.waitress.active_channels
-        wait_until(lambda: all(channel.addr != peer for channel in list(channels.values())), what="the hang-up")
-        return claimed
-
-    monkeypatch.setattr(live.store, "claim_next_job", claim_then_lose_the_worker)
-    worker["socket"] = open_long_poll(live, wait=0.5)
+    open_long_poll(live, "wait=0.5", lose_it_on_claim=monkeypatch)
     jobs = live.client()
 
     def released():
@@ -389,7 +370,7 @@ def test_waiting_workers_only_read_while_a_paused_type_holds_the_due_jobs(store,
     statements = []
     store.db.set_trace_callback(statements.append)
     try:
-        assert store.wait_for_job("w1", types, 0.5) is None
+        assert store.wait_for_jobs("w1", types, 0.5) == []
     finally:
         store.db.set_trace_callback(None)
     assert not any(sql.lstrip().upper().startswith("BEGIN") for sql in statements)

@@ -14,7 +14,8 @@ The module reads top to bottom, each section using only those above it:
 - Validation and SSE encoding: what a submission, a type's settings and a
   progress stream may hold; how events go on the wire.
 - Schedules: intervals and cron lines, and when they next fire.
-- Store: the SQLite file, every read and every transaction.
+- Store: the SQLite file, every read and every transaction; the feed that reads new
+  events once for every stream.
 - Reaper and systemd: the housekeeping thread, sd_notify, socket activation.
 - Metrics: Prometheus' text format and the request histogram.
 - Status page: `GET /` for browsers, one page whose style sheet and script are
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import codecs
 import hashlib
 import hmac
@@ -994,10 +996,29 @@ def _sse_message(event_id: int, data: str) -> str:
     return f"id: {event_id}\ndata: {data}\n\n"
 
 
-def _firehose_event(row: sqlite3.Row) -> str:
-    """An event's data on /events: `{id, event, at, job, detail?}`."""
-    detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
-    return f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{row["job"]}{detail}}}'
+@dataclass(frozen=True)
+class _Event:
+    """An event of the log as streams send it: the job whole as it was then, and the event as /events
+    sends it (`{id, event, at, job, detail?}`), both JSON texts."""
+
+    id: int
+    job_id: int
+    type: str
+    kind: str
+    job: str
+    data: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> _Event:
+        """From a row of `id, job_id, type, kind, at, detail, job`."""
+        detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
+        data = f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{row["job"]}{detail}}}'
+        return cls(row["id"], row["job_id"], row["type"], row["kind"], row["job"], data)
+
+    @property
+    def size(self) -> int:
+        """About the bytes it holds."""
+        return len(self.job) + len(self.data)
 
 
 # --------------------------------------------------------------------------
@@ -1332,6 +1353,7 @@ class Store:
         self.clock = clock
         self.queue_changed = _Signal()  # a job may have become claimable
         self.events_added = _Signal()  # the event log grew
+        self.feed = _EventFeed(self)  # the newest events, read once for every stream
         self.stopping = threading.Event()  # the server shuts down: no claims, no waiting
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -2143,11 +2165,12 @@ class Store:
         """The newest event's id, 0 when there is none."""
         return self.db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
 
-    def events_after(self, after: int, jobs: list[str], types: list[str], limit: int = 500) -> list[sqlite3.Row]:
+    def events_after(self, after: int, jobs: list[str], types: list[str], limit: int = 500) -> list[_Event]:
         """Events newer than `after`, oldest first, of these jobs and types, each with its job whole.
 
         At most `limit` of them and about _WRITE_BUDGET bytes (one at least):
         a replay of large jobs is read and sent a bounded piece at a time.
+        Streams ask `feed`, which reads the newest events once for all of them.
         """
         where, args = ["events.id > ?"], [after]
         if jobs:
@@ -2157,12 +2180,16 @@ class Store:
             where.append(f"events.type IN ({', '.join('?' * len(types))})")
             args += types
         rows = self.db.execute(
-            f"""SELECT events.id, events.job_id, events.kind, events.at, events.detail, {_EVENT_JOB_JSON} AS job
+            f"""SELECT events.id, events.job_id, events.type, events.kind, events.at, events.detail,
+                    {_EVENT_JOB_JSON} AS job
                 FROM events LEFT JOIN jobs ON jobs.id = events.job_id
                 WHERE {" AND ".join(where)} ORDER BY events.id LIMIT ?""",
             (*args, limit),
         )
-        return self._within_budget(rows, lambda row: len(row["job"]) + len(row["detail"] or ""))
+        return [
+            _Event.from_row(row)
+            for row in self._within_budget(rows, lambda row: len(row["job"]) + len(row["detail"] or ""))
+        ]
 
     @staticmethod
     def _within_budget(rows: sqlite3.Cursor, size: Callable[[Any], int]) -> list:
@@ -2621,6 +2648,82 @@ class Store:
             busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             self.db.execute("PRAGMA incremental_vacuum").fetchall()
         return not busy
+
+
+class _EventFeed:
+    """The newest events of the log, read once for every stream that follows it.
+
+    A stream asks for the events after its cursor. When the feed's window
+    holds all of them, the stream takes them from there, filtered to what it
+    follows; the first stream to find the log grown since the window was read
+    reads what is new, once, for all (others wait for it, then take theirs
+    from the window). A stream further behind than the window (a replay from
+    Last-Event-ID, or one that fell behind) reads the log itself until it
+    reaches the window. The window keeps the newest WINDOW_EVENTS events and
+    about WINDOW_BYTES of them.
+    """
+
+    WINDOW_EVENTS = 2000
+    WINDOW_BYTES = 4 * _WRITE_BUDGET
+    READ_LIMIT = 500  # events read at a time, as `Store.events_after`
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._lock = threading.Lock()
+        self._events: list[_Event] = []
+        self._ids: list[int] = []  # the events' ids, for bisect
+        self._bytes = 0
+        self._start: int | None = None  # the window holds every event after this id (None: not read yet)
+        self._read_generation = -1  # `events_added` when the window was last read
+        self._read_at = 0.0
+
+    def events_after(self, after: int, jobs: list[str], types: list[str]) -> list[_Event]:
+        """As `Store.events_after` (at most READ_LIMIT events and about _WRITE_BUDGET bytes), mostly
+        without reading the database."""
+        with self._lock:
+            self._catch_up()
+            newer = None
+            if self._start is not None and after >= self._start:
+                newer = self._events[bisect.bisect_right(self._ids, after) :]
+        if newer is None:
+            return self.store.events_after(after, jobs, types, self.READ_LIMIT)
+        job_ids = {_parse_id(job, "job") for job in jobs}
+        taken, total = [], 0
+        for event in newer:
+            if (job_ids and event.job_id not in job_ids) or (types and event.type not in types):
+                continue
+            taken.append(event)
+            total += event.size
+            if len(taken) == self.READ_LIMIT or total >= _WRITE_BUDGET:
+                break
+        return taken
+
+    def _catch_up(self) -> None:
+        """Read what the log gained since the last read, if this process added some or another may have
+        (a look at least every `_FOREIGN_WRITE_POLL`); called with the lock held."""
+        generation, now = self.store.events_added.generation, time.monotonic()
+        if generation == self._read_generation and now - self._read_at < _FOREIGN_WRITE_POLL:
+            return
+        self._read_generation, self._read_at = generation, now
+        if self._start is None:
+            self._start = self.store.last_event_id()
+            return
+        fresh = self.store.events_after(self._ids[-1] if self._ids else self._start, [], [], self.READ_LIMIT)
+        fresh_bytes = sum(event.size for event in fresh)
+        if len(fresh) == self.READ_LIMIT or fresh_bytes >= _WRITE_BUDGET:
+            self._read_generation = -1  # more may wait: the next call reads on
+        self._events += fresh
+        self._ids += [event.id for event in fresh]
+        self._bytes += fresh_bytes
+        drop = max(0, len(self._events) - self.WINDOW_EVENTS)
+        dropped_bytes = sum(event.size for event in self._events[:drop])
+        while self._bytes - dropped_bytes > self.WINDOW_BYTES:
+            dropped_bytes += self._events[drop].size
+            drop += 1
+        if drop:
+            self._start = self._ids[drop - 1]
+            del self._events[:drop], self._ids[:drop]
+            self._bytes -= dropped_bytes
 
 
 # --------------------------------------------------------------------------
@@ -3884,8 +3987,8 @@ class _Api:
             after,
             [job_id],
             [],
-            render=lambda row: row["job"],  # the job alone, as the spec says
-            last=lambda row: row["kind"] in FINISHED_STATUSES,
+            render=lambda event: event.job,  # the job alone, as the spec says
+            last=lambda event: event.kind in FINISHED_STATUSES,
             finished=finished and bool(opening),
         )
 
@@ -3897,7 +4000,9 @@ class _Api:
             _parse_id(job_id, "job")
         if after is None:
             after = self.store.last_event_id()
-        return self.stream([], after, jobs, self.query_list("type"), render=_firehose_event, last=lambda row: False)
+        return self.stream(
+            [], after, jobs, self.query_list("type"), render=lambda event: event.data, last=lambda event: False
+        )
 
     def stream(
         self,
@@ -3905,8 +4010,8 @@ class _Api:
         after: int,
         jobs: list[str],
         types: list[str],
-        render: Callable[[sqlite3.Row], str],
-        last: Callable[[sqlite3.Row], bool],
+        render: Callable[[_Event], str],
+        last: Callable[[_Event], bool],
         finished: bool = False,
     ) -> Iterator[str]:
         """A text/event-stream of events after `after`, each as `render` makes its data.
@@ -3932,13 +4037,13 @@ class _Api:
                 cursor, quiet_since = after, time.monotonic()
                 while not store.stopping.is_set() and not client_gone():
                     seen = store.events_added.generation
-                    rows = store.events_after(cursor, jobs, types)
+                    rows = store.feed.events_after(cursor, jobs, types)
                     ending = next((index for index, row in enumerate(rows) if last(row)), None)
                     if ending is not None:
                         rows = rows[: ending + 1]
                     if rows:  # one write for all that is new: far cheaper than one per event
-                        yield "".join(_sse_message(row["id"], render(row)) for row in rows)
-                        cursor = rows[-1]["id"]
+                        yield "".join(_sse_message(row.id, render(row)) for row in rows)
+                        cursor = rows[-1].id
                     if ending is not None:
                         return
                     if rows:

@@ -27,8 +27,8 @@ def replay(store, job_id=None):
     """Every kept event's job, rebuilt, oldest first."""
     events, after = [], 0
     while rows := store.events_after(after, [job_id] if job_id else [], []):
-        events += [(row["kind"], json.loads(row["job"])) for row in rows]
-        after = rows[-1]["id"]
+        events += [(event.kind, json.loads(event.job)) for event in rows]
+        after = rows[-1].id
     return events
 
 
@@ -69,7 +69,7 @@ def test_a_replay_of_large_jobs_comes_in_pieces_within_the_budget(store):
     for _ in range(5):
         submit(store, "x" * LARGE)
     rows = store.events_after(0, [], [])
-    assert 1 < len(rows) < 5 and sum(len(row["job"]) for row in rows) < lazyboss._WRITE_BUDGET + LARGE + 1000
+    assert 1 < len(rows) < 5 and sum(len(event.job) for event in rows) < lazyboss._WRITE_BUDGET + LARGE + 1000
     assert len(replay(store)) == 5
 
 

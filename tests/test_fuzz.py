@@ -116,6 +116,9 @@ headers = st.fixed_dictionaries(
         "Accept": st.one_of(st.sampled_from(["application/json", "text/html", "*/*"]), header_text),
         "Content-Type": st.one_of(st.sampled_from(CONTENT_TYPES), header_text),
         "Origin": st.sampled_from(["http://localhost:80", "http://evil.example", "null"]),
+        "Cookie": st.one_of(st.builds(lambda text: "lazyboss_session=" + text, header_text), header_text),
+        "X-CSRF-Token": header_text,
+        "Host": st.one_of(st.sampled_from(["localhost", "127.0.0.1:8080", "[::1]:80", "example.com"]), header_text),
     },
 )
 QUERY_NAMES = ["type", "status", "limit", "cursor", "wait", "last_event_id", "job", "x"]
@@ -152,13 +155,13 @@ def job_count(store):
     return store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
 
 
-def added_jobs_allowed(method, path, status, answer):
+def added_jobs_allowed(method, path, response):
     """How many jobs a request may have added: only an accepted submit or schedule run adds any."""
     route = path.split("?")[0]
-    if status != 202 or method != "POST":
+    if response.status_int != 202 or method != "POST":
         return 0
     if route == "/jobs":
-        return len(answer) if isinstance(answer, list) else 1
+        return len(response.json) if isinstance(response.json, list) else 1
     return 1 if re.fullmatch(r"/schedules/[^/]+/run", route) else 0
 
 
@@ -176,6 +179,7 @@ def fuzzed(tmp_path):
     store.close()
 
 
+@pytest.mark.filterwarnings("ignore:http.cookiejar bug")  # webtest's cookie jar, puzzled by odd Host headers
 def test_generated_requests_never_get_a_5xx_and_add_jobs_only_by_accepted_submits(fuzzed):
     store, client, routes = fuzzed
 
@@ -202,9 +206,8 @@ def test_generated_requests_never_get_a_5xx_and_add_jobs_only_by_accepted_submit
         if response.status_int >= 400 and method != "HEAD" and not page:
             assert response.content_type == "application/json", (request, response.body[:300])
             assert response.json["error"] and "detail" in response.json, request
-        answer = response.json if response.status_int == 202 else None
         added = job_count(store) - before
-        assert 0 <= added <= added_jobs_allowed(method, path, response.status_int, answer), request
+        assert 0 <= added <= added_jobs_allowed(method, path, response), request
         store.db.execute("DELETE FROM tokens")  # back to open mode, so the next request gets past the door
 
     check()

@@ -184,7 +184,7 @@ def test_generated_requests_never_get_a_5xx_and_add_jobs_only_by_accepted_submit
     store, client, routes = fuzzed
 
     @settings(
-        max_examples=1500,
+        max_examples=2500,
         deadline=None,
         derandomize=True,  # the same requests each run: a failure in CI is one anyone can replay
         database=None,

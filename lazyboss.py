@@ -37,36 +37,37 @@ import bisect
 import codecs
 import hashlib
 import hmac
-import html
 import http.client
 import itertools
 import json
 import logging
 import math
 import os
-import queue
 import random
 import re
 import resource
 import secrets
 import selectors
-import shlex
 import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
 import urllib.parse
-import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # Only the worker, the client and cron schedules with a time zone need these: each is imported
+    # where it is used, so a server that never runs them never loads them (a smaller idle server).
+    import queue
+    import subprocess
 
 import bottle
 from waitress import wasyncore
@@ -1171,6 +1172,8 @@ class Every:
         if self.period is not None:
             return (math.floor(timestamp / self.period) + 1) * self.period
         assert self.cron is not None
+        import zoneinfo
+
         return self.cron.next_after(timestamp, zoneinfo.ZoneInfo(self.zone_name))
 
 
@@ -1180,6 +1183,8 @@ def parse_every(text: Any, zone_name: Any = "UTC") -> Every:
         raise ValueError("'every' must be a string such as '10 minutes' or '*/5 * * * *'")
     if not isinstance(zone_name, str):
         raise ValueError("'timezone' must be a name such as 'Europe/Berlin'")
+    import zoneinfo
+
     try:
         zoneinfo.ZoneInfo(zone_name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -3288,7 +3293,7 @@ def _gather_job(store: Store, job_id: str) -> dict:
 
 def _esc(value: Any) -> str:
     """Text made safe for HTML, in an element or an attribute."""
-    return html.escape("" if value is None else str(value))
+    return bottle.html_escape("" if value is None else str(value))
 
 
 def _spoken(seconds: float) -> str:
@@ -5435,6 +5440,8 @@ class _Engine:
         self.attempts: set[_Attempt] = set()
         self.idle = concurrency
         self.slots_changed = threading.Condition()
+        import queue
+
         self.claimed: queue.SimpleQueue = queue.SimpleQueue()
         self.poll: http.client.HTTPConnection | None = None
 
@@ -5679,10 +5686,14 @@ class _CommandRunner:
 
     def describe(self) -> str:
         """The command, for the log."""
+        import shlex
+
         return shlex.join(self.command)
 
     def start(self) -> None:
         """Start the watchdog: in its own session, so a Ctrl-C in the terminal does not reach it."""
+        import subprocess
+
         self.watchdog = subprocess.Popen(
             ["sh", "-c", _WATCHDOG], stdin=subprocess.PIPE, start_new_session=True, env={"PATH": os.defpath}
         )
@@ -5714,6 +5725,8 @@ class _CommandRunner:
             "LAZYBOSS_TYPE": job["type"],
             "LAZYBOSS_URL": attempt.engine.client.url,
         }
+        import subprocess
+
         try:
             process = subprocess.Popen(
                 self.command,
@@ -5739,6 +5752,8 @@ class _CommandRunner:
 
     def supervise(self, process: subprocess.Popen, attempt: _Attempt) -> list[_Output]:
         """Feed stdin, read the output, stop the command when asked, until it ended and its output closed."""
+        import subprocess
+
         assert process.stdin and process.stdout and process.stderr
         selector = selectors.DefaultSelector()
         outputs = {process.stdout.fileno(): _Output("stdout"), process.stderr.fileno(): _Output("stderr")}

@@ -38,6 +38,7 @@ import codecs
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import itertools
 import json
 import logging
@@ -163,12 +164,15 @@ class Config:
     log_level: str = "info"
 
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
 def _is_loopback(host: str) -> bool:
-    """Whether a bind address only accepts connections from this machine."""
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+    """Whether a bind address (or a Host header's name) means this machine only: `localhost`, or an
+    address in 127.0.0.0/8 or ::1. A name such as 127.example.com is not: its DNS may say anything."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", re.ASCII)
@@ -4809,6 +4813,10 @@ def serve(config: Config) -> int:
         store.close()
         print(f"lazyboss: cannot listen on {config.host}:{config.port}: {error.strerror or error}", file=sys.stderr)
         return _EXIT_CANNOT_START
+    except ValueError:  # waitress could not resolve the host to an address
+        store.close()
+        print(f"lazyboss: --host {config.host!r} is not an address or host name to listen on", file=sys.stderr)
+        return 2
 
     def shut_down(signum: int, frame: Any) -> None:
         notifier.notify("STOPPING=1", "STATUS=stopping")

@@ -238,3 +238,10 @@ def test_metrics_label_only_known_methods_and_routes(running):
     assert methods <= {"GET", "POST", "other"} and "other" in methods
     assert "unmatched" in routes and not [route for route in routes if "nowhere" in route or "elsewhere" in route]
     assert len(series) < 10
+
+
+def test_open_mode_refuses_a_host_name_that_only_starts_like_loopback(running):
+    # DNS rebinding: a page of 127.attacker.example, whose name now points at 127.0.0.1.
+    refused = running.get("/jobs", headers={"Host": "127.attacker.example"}, status=403).json
+    assert refused["error"] == "host"
+    assert running.get("/jobs", headers={"Host": "127.0.0.2:8080"}).status_int == 200

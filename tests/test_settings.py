@@ -83,3 +83,14 @@ def test_the_database_its_wal_and_shm_are_created_for_their_owner_only(tmp_path,
             assert path.stat().st_mode & 0o777 == mode, path
     finally:
         server.stop()
+
+
+def test_a_host_that_is_no_address_is_refused_in_one_line(tmp_path):
+    db = str(tmp_path / "x.sqlite")
+    assert run_cli("--db", db, "token", "create", "--name", "me", "--role", "admin").returncode == 0
+    assert_refused_in_one_line(run_cli("--db", db, "--host", "127.0.0.999"), "--host")
+
+
+def test_a_name_that_only_looks_like_loopback_is_not_loopback(tmp_path):
+    finished = run_cli("--db", str(tmp_path / "x.sqlite"), "--host", "127.attacker.example")
+    assert finished.returncode == 2 and "no token exists" in finished.stderr

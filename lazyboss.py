@@ -38,6 +38,7 @@ import codecs
 import hashlib
 import hmac
 import http.client
+import importlib
 import ipaddress
 import itertools
 import json
@@ -56,6 +57,7 @@ import sqlite3
 import sys
 import threading
 import time
+import traceback
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -96,6 +98,7 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "Unreachable",
+    "Cancelled",
     "JobSpec",
     "ProgressItem",
     "parse_job_spec",
@@ -110,6 +113,8 @@ __all__ = [
     "Server",
     "serve",
     "Client",
+    "Job",
+    "Worker",
     "main",
 ]
 
@@ -390,6 +395,14 @@ class Unreachable(LazybossError):
     """The client got no answer: connection refused or lost, a timeout, TLS failed."""
 
     status, code = None, "unreachable"
+
+
+class Cancelled(BaseException):
+    """Raised in a task function (by `job.progress`, `job.log`, `job.event`) when its work should stop.
+
+    A BaseException, as asyncio's CancelledError: an `except Exception` in
+    the function does not swallow it by mistake.
+    """
 
 
 # --------------------------------------------------------------------------
@@ -5151,6 +5164,27 @@ class Client:
         """Change a type's settings: timeout, max_attempts, backoff, paused, retain (admin)."""
         return self.request("PUT", f"/types/{_quote(name)}", settings)[1]
 
+    def schedules(self) -> list[dict]:
+        """Every schedule, with its next and last run (admin)."""
+        return self.request("GET", "/schedules")[1]
+
+    def put_schedule(
+        self, name: str, type: str, every: str, parameters: Any = None, *, timezone: str | None = None
+    ) -> dict:
+        """Make or change a schedule: a job of `type` every `every` ("10 minutes", or a cron line) (admin)."""
+        body = {"type": type, "every": every, "parameters": {} if parameters is None else parameters}
+        return self.request(
+            "PUT", f"/schedules/{_quote(name)}", {**body, **({"timezone": timezone} if timezone else {})}
+        )[1]
+
+    def delete_schedule(self, name: str) -> None:
+        """Stop a schedule (admin)."""
+        self.request("DELETE", f"/schedules/{_quote(name)}")
+
+    def run_schedule(self, name: str) -> dict:
+        """Submit a schedule's job now, besides its ticks; return the job (admin)."""
+        return self.request("POST", f"/schedules/{_quote(name)}/run")[1]
+
 
 def _time_left(deadline: float) -> float:
     """Seconds until a monotonic deadline, a little more than none."""
@@ -5207,7 +5241,8 @@ class _Attempt:
         self.path = f"/jobs/{job['id']}/attempts/{job['attempt']}"
         self.started = time.monotonic()
         lease = float(job.get("timeout") or _DEFAULT_TIMEOUT)
-        self.limit = engine.timeout or lease  # wall-clock time the job may run
+        # Wall-clock time the job may run: a command gets its lease's length unless told otherwise.
+        self.limit = engine.timeout or (lease if engine.runner.lease_is_limit else math.inf)
         self.heartbeat = min(_HEARTBEAT, lease / 3)  # renew well before a short lease runs out
         self.changed = threading.Condition()
         self.queued: list[list[str]] = []  # [event, data] not sent yet; log text is merged
@@ -5312,6 +5347,12 @@ class _Attempt:
                     self.check_limits()
                     now = time.monotonic()
                     if (self.closed and not self.queued and not self.in_flight) or engine.abandon.is_set():
+                        return
+                    if self.kill_at is not None and now > self.kill_at + _KILL_DELAY and not self.closed:
+                        # Only a function that ignores its stop gets here: a command is killed by now.
+                        _log.warning(
+                            "job %s: still running after its stop; its lease is left to expire", self.job["id"]
+                        )
                         return
                     due = last_contact + self.heartbeat
                     if self.in_flight:
@@ -5455,13 +5496,15 @@ class _Engine:
 
     def run(self) -> int:
         """Work until SIGTERM or SIGINT; return the exit status (0, or 130 after SIGINT)."""
-        previous = {signum: signal.signal(signum, self.shut_down) for signum in (signal.SIGTERM, signal.SIGINT)}
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # elsewhere, `shut_down` is called by hand
+            previous = {signum: signal.signal(signum, self.shut_down) for signum in (signal.SIGTERM, signal.SIGINT)}
         self.runner.start()
         threads = [threading.Thread(target=self.claim_loop, name="claims", daemon=True)]
         threads += [threading.Thread(target=self.slot, name=f"slot-{n}", daemon=True) for n in range(self.concurrency)]
+        _log.info("working on %s with %d slot(s): %s", ", ".join(self.types), self.concurrency, self.runner.describe())
         for thread in threads:
             thread.start()
-        _log.info("working on %s with %d slot(s): %s", ", ".join(self.types), self.concurrency, self.runner.describe())
         try:
             abandoned_at = None
             while any(thread.is_alive() for thread in threads):
@@ -5681,6 +5724,8 @@ class _CommandRunner:
     environment, and a watchdog kills the command's group if the worker dies.
     """
 
+    lease_is_limit = True  # a command may run for its job's timeout, unless --timeout says otherwise
+
     def __init__(self, command: list[str], json_result: bool = False, secrets: tuple[str, ...] = ()):
         self.command = command
         self.json_result = json_result
@@ -5859,9 +5904,176 @@ def _shrinking(kind: str, report: Callable[[int], Any], tail: int = _OUTPUT_TAIL
     return _Outcome(kind, report(tail), lambda: _shrinking(kind, report, tail // 2 if tail > 256 else 0))
 
 
+# -- running a Python function per job
+
+
+class Job:
+    """What a task function gets besides its parameters: the job, and how to report on it.
+
+    `progress`, `log` and `event` queue progress events that the worker sends
+    in batches, each with an id (resent without duplicates), as the shell
+    worker does. Once the server has cancelled the job (or its lease expired,
+    or the worker stops it) `cancelled` is true, and the next of those calls
+    raises `Cancelled`.
+    """
+
+    def __init__(self, attempt: _Attempt):
+        self._attempt = attempt
+        self.data: dict = attempt.job
+        self.id: str = attempt.job["id"]
+        self.type: str = attempt.job["type"]
+        self.attempt: str = attempt.job["attempt"]
+        self.parameters: Any = attempt.job.get("parameters")
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the work should stop: cancelled, expired, past its time limit, or the worker stopping."""
+        return self._attempt.stop_reason is not None
+
+    def progress(self, percent: float) -> None:
+        """Report how far the work is, from 0 to 100: the job's `progress`."""
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+            raise ValueError(f"progress takes a number from 0 to 100, not {percent!r}")
+        self._send("percent", repr(float(percent)))
+
+    def log(self, text: str) -> None:
+        """Add text to the attempt's log (`GET /jobs/{id}/attempts/{aid}/log`), as it is: end lines yourself."""
+        self._send("log_chunk", str(text))
+
+    def event(self, name: str, data: Any = "") -> None:
+        """Report anything else by name: `data` is sent as it is if it is text, else as JSON."""
+        if not _PROGRESS_EVENT.fullmatch(name):
+            raise ValueError(f"an event name is 1-64 letters, digits and _.:-, not {name!r}")
+        self._send(name, data if isinstance(data, str) else _encode(data))
+
+    def _send(self, event: str, data: str) -> None:
+        attempt = self._attempt
+        while attempt.holding():  # the server is taking in a full backlog: wait, as a command waits on its pipe
+            attempt.wait_for_room(_BATCH_DELAY)
+        if attempt.stop_reason is not None:
+            raise Cancelled(f"job {self.id}: {attempt.stop_reason}")
+        attempt.add(event, data)
+
+
+class _FunctionRunner:
+    """Runs the Python function registered for a job's type, on the slot's thread.
+
+    Its return value (any JSON) is the result; an exception is the error
+    (`{error, message, traceback}`), and the server's retry policy decides.
+    `Cancelled` out of a cancelled or expired attempt reports nothing.
+    """
+
+    lease_is_limit = False  # heartbeats keep the lease however long a function runs
+
+    def __init__(self, tasks: dict[str, Callable[[Any, Job], Any]]):
+        self.tasks = tasks
+
+    def describe(self) -> str:
+        """The functions, for the log."""
+        return ", ".join(f"{name}={task.__module__}.{task.__qualname__}" for name, task in self.tasks.items())
+
+    def start(self) -> None:
+        """Nothing to prepare."""
+
+    def close(self) -> None:
+        """Nothing to clean up."""
+
+    def run(self, attempt: _Attempt) -> _Outcome | None:
+        """Call the job's function and tell what to report."""
+        job, outcome = Job(attempt), None
+        try:
+            result = self.tasks[job.type](job.parameters, job)
+            outcome = _Outcome("result", result, lambda: _Outcome("error", _result_too_large(result)))
+            how = "returned"
+        except Cancelled:
+            how = "stopped"
+            if attempt.stop_reason in ("timeout", "shutdown"):
+                outcome = _Outcome("error", {"error": "stopped", "stopped_because": attempt.stop_reason})
+        except Exception as error:  # the function's failure is the job's error
+            how = f"raised {type(error).__name__}"
+            trace = traceback.format_exc()
+            body = {"error": type(error).__name__, "message": str(error), "traceback": trace}
+            outcome = _Outcome("error", body, lambda: _Outcome("error", {**body, "traceback": trace[-4096:]}))
+        reason = attempt.stop_reason
+        duration = time.monotonic() - attempt.started
+        _log.info("finished job %s: %s in %.2f s%s", job.id, how, duration, f" ({reason})" if reason else "")
+        if outcome is not None and outcome.kind == "result":
+            try:
+                _encode(outcome.body)
+            except (TypeError, ValueError) as error:
+                outcome = _Outcome("error", {"error": "TypeError", "message": f"the result is not JSON: {error}"})
+        return outcome
+
+
+def _result_too_large(result: Any) -> dict:
+    """The error reported instead of a result the server refused as too large."""
+    return {"error": "too_large", "message": f"the result ({len(_encode(result))} bytes) is too large for the server"}
+
+
+class Worker:
+    """Python functions as workers: `@worker.task("resize")` on `def resize(params, job): ...`.
+
+    `run()` claims jobs of the registered types for `concurrency` slots and
+    calls each function on a thread of its own, on the same engine as
+    `lazyboss work`: heartbeats, batched progress, back-off, and on SIGTERM
+    or SIGINT no more claims, `grace` seconds for running functions, exit.
+    `timeout` (seconds) sets a wall-clock limit per job after which
+    `job.cancelled` is true; without it a function runs as long as it takes.
+    `lazyboss work --python module:worker` runs one from the command line.
+    """
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        concurrency: int = 1,
+        grace: float = 30.0,
+        timeout: float | None = None,
+    ):
+        self.client = client
+        self.concurrency = concurrency
+        self.grace = grace
+        self.timeout = timeout
+        self.tasks: dict[str, Callable[[Any, Job], Any]] = {}
+        self._engine: _Engine | None = None
+
+    def task(self, job_type: str) -> Callable[[Callable[[Any, Job], Any]], Callable[[Any, Job], Any]]:
+        """A decorator: the function does the jobs of this type."""
+        if not _TYPE_NAME.match(job_type):
+            raise ValueError(f"{job_type!r} is not a job type name")
+
+        def register(function: Callable[[Any, Job], Any]) -> Callable[[Any, Job], Any]:
+            self.tasks[job_type] = function
+            return function
+
+        return register
+
+    def run(self, concurrency: int | None = None, *, types: list[str] | None = None) -> int:
+        """Work until SIGTERM or SIGINT (or `stop()`); return the exit status: 0, or 130 after SIGINT."""
+        if not self.tasks:
+            raise ValueError("no task: register a function with @worker.task('type') first")
+        unknown = sorted(set(types or []) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"no task for {', '.join(unknown)}; this worker has {', '.join(self.tasks)}")
+        runner = _FunctionRunner({name: self.tasks[name] for name in types or self.tasks})
+        engine = _Engine(
+            self.client or Client(),
+            list(runner.tasks),
+            runner,
+            concurrency or self.concurrency,
+            self.grace,
+            self.timeout,
+        )
+        self._engine = engine
+        return engine.run()
+
+    def stop(self) -> None:
+        """Stop as SIGTERM does: no more claims; running functions get `grace` seconds."""
+        if self._engine is not None:
+            self._engine.shut_down(signal.SIGTERM, None)
+
+
 # --------------------------------------------------------------------------
-
-
 # Command line
 # --------------------------------------------------------------------------
 
@@ -6001,16 +6213,24 @@ def _build_parser() -> argparse.ArgumentParser:
     ):
         command(verb, text).add_argument("id", help="the job's id")
     command("status", "queue depth by type and status, and the workers")
-    work = command("work", "run COMMAND for each job of the given types")
-    work.add_argument("--type", action="append", required=True, dest="types", help="a job type to take (repeat)")
-    work.add_argument("-c", "--concurrency", type=int, default=1, help="jobs run at once (default 1)")
-    work.add_argument("--timeout", type=float, help="wall-clock seconds a job may run (default: the job's timeout)")
+    work = command("work", "run COMMAND (or Python functions) for each job of the given types")
+    work.add_argument(
+        "--type", action="append", dest="types", help="a job type to take (repeat; with --python default all its tasks)"
+    )
+    work.add_argument(
+        "--python", metavar="MODULE:WORKER", help="run the lazyboss.Worker WORKER of MODULE instead of a command"
+    )
+    work.add_argument("-c", "--concurrency", type=int, help="jobs run at once (default 1, or the Worker's)")
+    work.add_argument(
+        "--timeout",
+        type=float,
+        help="wall-clock seconds a job may run (default: a command the job's timeout, a function no limit)",
+    )
     work.add_argument(
         "--grace",
         type=float,
-        default=30.0,
         help="seconds a job gets after SIGTERM of the worker, and a timed-out command between SIGTERM and SIGKILL"
-        " (default 30)",
+        " (default 30, or the Worker's)",
     )
     work.add_argument("--json-result", action="store_true", help="the result is stdout parsed as JSON")
     work.add_argument("--name", help="the worker's name in open mode (default: the host name)")
@@ -6154,18 +6374,44 @@ def _command_status(args: argparse.Namespace, client: Client) -> int:
 
 
 def _command_work(args: argparse.Namespace, client: Client) -> int:
-    """lazyboss work --type T -- COMMAND...: the shell worker."""
+    """lazyboss work --type T -- COMMAND... | --python MODULE:WORKER: a worker."""
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if args.concurrency is not None and args.concurrency < 1:
+        args.command_parser.error("-c needs at least 1")
+    if args.python:
+        if command or args.json_result:
+            args.command_parser.error("--python runs functions: give no command and no --json-result")
+        return _work_in_python(args, client)
+    if not args.types:
+        args.command_parser.error("give the job types to take: --type T (repeat for more)")
     if not command:
         args.command_parser.error("give the command after --, e.g. lazyboss work --type t -- sh -c 'cat'")
-    if args.concurrency < 1:
-        args.command_parser.error("-c needs at least 1")
     if shutil.which(command[0]) is None:
         print(f"lazyboss work: {command[0]}: command not found (or not executable)", file=sys.stderr)
         return _EXIT_USAGE
     secrets = (args.token or "", (args.user or "").partition(":")[2])
     runner = _CommandRunner(command, args.json_result, tuple(secret for secret in secrets if len(secret) >= 8))
-    return _Engine(client, args.types, runner, args.concurrency, args.grace, args.timeout).run()
+    grace = 30.0 if args.grace is None else args.grace
+    return _Engine(client, args.types, runner, args.concurrency or 1, grace, args.timeout).run()
+
+
+def _work_in_python(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss work --python MODULE:WORKER: the Worker found there, with this command line's server and options."""
+    module_name, _, name = args.python.partition(":")
+    sys.path.insert(0, os.getcwd())  # as `python -m` would: the module may sit in the current directory
+    try:
+        worker = getattr(importlib.import_module(module_name), name or "worker")
+    except (ImportError, AttributeError) as error:
+        args.command_parser.error(f"--python {args.python}: {error}")
+    if not isinstance(worker, Worker):
+        args.command_parser.error(f"--python {args.python} is a {type(worker).__name__}, not a lazyboss.Worker")
+    worker.client = client
+    worker.grace = worker.grace if args.grace is None else args.grace
+    worker.timeout = args.timeout or worker.timeout
+    try:
+        return worker.run(args.concurrency, types=args.types)
+    except ValueError as error:
+        args.command_parser.error(str(error))
 
 
 _CLIENT_COMMANDS = {
@@ -6253,4 +6499,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # `python lazyboss.py work --python M:W`: M's `import lazyboss` must find this very module (its Worker class).
+    sys.modules.setdefault("lazyboss", sys.modules[__name__])
     sys.exit(main())

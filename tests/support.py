@@ -192,7 +192,7 @@ def open_long_poll(live, query="wait=30", lose_it_on_claim=None):
 class WorkerProcess:
     """`python lazyboss.py work` in a subprocess, its log lines collected."""
 
-    def __init__(self, url, *args, command, env=None):
+    def __init__(self, url, *args, command, env=None, cwd=None):
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "lazyboss.py"), "work", "--server", url, *args]
             + (["--", *command] if command else []),
@@ -201,6 +201,7 @@ class WorkerProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         self.log = []
         self.ended = threading.Event()

@@ -11,7 +11,10 @@ import pytest
 
 from support import ROOT, ServerProcess
 
-BLOCKS = re.findall(r"^```sh\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+README = (ROOT / "README.md").read_text()
+BLOCKS = re.findall(r"^```sh\n(.*?)^```", README, flags=re.S | re.M)
+# The Python files the blocks use: ```python blocks whose first line names one ("# jobs.py: ...").
+FILES = dict(re.findall(r"^```python\n# ([\w.]+\.py)\b.*?\n(.*?)^```", README, flags=re.S | re.M))
 
 # curl answers an HTTP error with exit status 22 instead of carrying on.
 PRELUDE = 'set -e\ncurl() { command curl --fail-with-body --max-time 20 "$@"; }\n'
@@ -19,6 +22,8 @@ PRELUDE = 'set -e\ncurl() { command curl --fail-with-body --max-time 20 "$@"; }\
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.splitlines()[0][:60] for block in BLOCKS])
 def test_a_readme_block_runs_against_a_fresh_server(block, tmp_path):
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text)
     server = ServerProcess(tmp_path / "jobs.sqlite")
     script = re.sub(r"(localhost|127\.0\.0\.1):8080", rf"\g<1>:{server.port}", block)
     environment = {
@@ -49,4 +54,4 @@ def test_a_readme_block_runs_against_a_fresh_server(block, tmp_path):
 
 
 def test_the_readme_has_runnable_blocks():
-    assert len(BLOCKS) >= 4
+    assert len(BLOCKS) >= 5 and set(FILES) == {"jobs.py", "producer.py"}

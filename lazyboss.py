@@ -24,8 +24,9 @@ The module reads top to bottom, each section using only those above it:
   cookies with their CSRF checks), streams, and `make_app`.
 - Serving: waitress on a port, the orderly stop, `serve`.
 - Client: the HTTP API from Python: `Client`, the back-off every caller uses.
-- Worker engine: claiming, leases, progress and reports for any runner, and
-  the runner of `lazyboss work` that runs a command per job.
+- Worker engine: claiming, leases, progress and reports for any runner; the
+  runner of `lazyboss work` that runs a command per job, and `Worker`, whose
+  runner calls a Python function per job.
 - Command line: `main` and its sub-commands.
 """
 
@@ -5458,9 +5459,9 @@ class _Engine:
     A runner does one job: `run(attempt)` returns the `_Outcome` to report (or
     None to report nothing), queues progress with `attempt.add`, and stops the
     work when `attempt.stop_reason` is set, by force at `attempt.kill_at`.
-    `lazyboss work -- COMMAND` runs a `_CommandRunner`. The first SIGTERM or
-    SIGINT stops claiming and gives running jobs `grace` seconds; a second
-    one stops them at once.
+    `lazyboss work -- COMMAND` runs a `_CommandRunner`, `Worker` a
+    `_FunctionRunner`. The first SIGTERM or SIGINT stops claiming and gives
+    running jobs `grace` seconds; a second one stops them at once.
     """
 
     LONG_POLL = 30.0
@@ -5574,7 +5575,11 @@ class _Engine:
             self.claimed.put(None)
 
     def claim(self, limit: int) -> list[dict]:
-        """One long poll for up to `limit` jobs (one per request until the server hands out batches)."""
+        """One long poll for up to `limit` jobs, the free slots.
+
+        One per request until the server hands out batches: then this asks
+        for `limit` at once, and the claim loop already deals the jobs out.
+        """
         if self.poll is None or self.poll.sock is None:
             self.poll = self.client._connect(self.LONG_POLL + 30)
         connection = self.poll

@@ -6223,7 +6223,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--type", action="append", dest="types", help="a job type to take (repeat; with --python default all its tasks)"
     )
     work.add_argument(
-        "--python", metavar="MODULE:WORKER", help="run the lazyboss.Worker WORKER of MODULE instead of a command"
+        "--python",
+        metavar="MODULE:WORKER",
+        help="run the lazyboss.Worker WORKER of MODULE (default: run the command after --)",
     )
     work.add_argument("-c", "--concurrency", type=int, help="jobs run at once (default 1, or the Worker's)")
     work.add_argument(

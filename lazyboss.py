@@ -12,7 +12,8 @@ The module reads top to bottom, each section using only those above it:
 - Schema and SQL: the migrations and the SQL that builds a job's JSON (also
   as it was at one of its events) and picks the next job.
 - Validation and SSE encoding: what a submission, a type's settings and a
-  progress stream may hold; how events go on the wire.
+  progress stream may hold; JSON Schemas (the optional `schema` extra); how
+  events go on the wire.
 - Schedules: intervals and cron lines, and when they next fire.
 - Store: the SQLite file, every read and every transaction; the feed that reads new
   events once for every stream.
@@ -622,6 +623,21 @@ _MIGRATIONS: list = [
     CREATE INDEX events_results ON events (job_id, id) WHERE result IS NOT NULL;
     CREATE INDEX events_errors ON events (job_id, id) WHERE error IS NOT NULL;
     """,
+    # 8: queue policy: JSON Schemas and labels per type, and every change of a type's settings as a version.
+    """
+    ALTER TABLE types ADD COLUMN parameters_schema TEXT;
+    ALTER TABLE types ADD COLUMN result_schema TEXT;
+    ALTER TABLE types ADD COLUMN labels TEXT;
+    CREATE TABLE type_versions (
+        type TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        settings TEXT,  -- the type's own settings after the change (as GET /types shows them); NULL: deleted
+        changed TEXT NOT NULL,  -- the names of the settings that changed, a JSON list
+        changed_by TEXT NOT NULL,
+        changed_at REAL NOT NULL,
+        PRIMARY KEY (type, version)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -885,18 +901,63 @@ def _parse_reports(body: Any) -> list[_Report]:
 
 ROLES = ("admin", "worker", "client")
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-# Settings a job type may have (PUT /types/{type}), and how each is checked.
-_TYPE_COLUMNS = ("timeout", "max_attempts", "backoff_base", "backoff_max", "paused", "retain")
+# The columns of `types` that PUT /types/{type} sets (`_parse_type_settings` gives them by these names).
+_TYPE_COLUMNS = (
+    "timeout",
+    "max_attempts",
+    "backoff_base",
+    "backoff_max",
+    "paused",
+    "retain",
+    "parameters_schema",
+    "result_schema",
+    "labels",
+)
+# The fields of PUT /types/{type}.
+_TYPE_FIELDS = ("timeout", "max_attempts", "backoff", "paused", "retain")
+_TYPE_FIELDS += ("parameters_schema", "result_schema", "labels")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_MAX_LABELS = 32
+_MAX_LABEL_VALUE = 200
+
+
+def _check_labels(value: Any, name: str) -> dict[str, str]:
+    """Labels (or claims' keys): an object of at most `_MAX_LABELS` keys of letters, digits, `_.-`, each with
+    a string of up to `_MAX_LABEL_VALUE` characters; else Invalid naming the field."""
+    if not isinstance(value, dict) or len(value) > _MAX_LABELS:
+        raise Invalid(f"{name!r} must be an object of at most {_MAX_LABELS} keys, each with a string")
+    for key, text in value.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise Invalid(f"{name}: key {key!r} is not 1-64 letters, digits, '_', '.' or '-'")
+        if not isinstance(text, str) or len(text) > _MAX_LABEL_VALUE:
+            raise Invalid(f"{name}.{key} must be a string of at most {_MAX_LABEL_VALUE} characters")
+    return value
+
+
+def _parse_label_filter(values: list[str], name: str = "label") -> dict[str, str]:
+    """`?label=key:value` (repeated) as labels; Invalid for a value without its key."""
+    labels: dict[str, str] = {}
+    for value in values:
+        key, colon, text = value.partition(":")
+        if not colon:
+            raise Invalid(f"{name} {value!r} is not key:value, such as {name}=team:media")
+        if key in labels and labels[key] != text:
+            raise Invalid(f"{name}: {key!r} is given twice, as {labels[key]!r} and {text!r}")
+        labels[key] = text
+    return _check_labels(labels, name)
 
 
 def _parse_type_settings(body: Any) -> dict:
-    """Validate PUT /types/{type}: {timeout, max_attempts, backoff: {base, max}, paused, retain}."""
+    """Validate PUT /types/{type}: the settings it names, as `types` columns (null: back to the default).
+
+    A schema is checked here too (`_check_json_schema`): where the schema
+    extra is not installed, setting one is refused.
+    """
     if not isinstance(body, dict):
-        raise Invalid("send an object with any of timeout, max_attempts, backoff, paused, retain")
-    known = {"timeout", "max_attempts", "backoff", "paused", "retain"}
-    unknown = sorted(set(body) - known)
+        raise Invalid(f"send an object with any of {', '.join(_TYPE_FIELDS)}")
+    unknown = sorted(set(body) - set(_TYPE_FIELDS))
     if unknown:
-        raise Invalid(f"unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        raise Invalid(f"unknown field {unknown[0]!r}; known: {', '.join(sorted(_TYPE_FIELDS))}")
     settings: dict[str, Any] = {}
     if "timeout" in body:
         settings["timeout"] = (
@@ -925,7 +986,142 @@ def _parse_type_settings(body: Any) -> dict:
             settings["retain"] = None if value is None else parse_duration(value)
         except ValueError as error:
             raise Invalid(f"retain: {error}") from None
+    for field in ("parameters_schema", "result_schema"):
+        if field in body:
+            schema = body[field]
+            settings[field] = None if schema is None else _encode(_check_json_schema(schema, field))
+    if "labels" in body:
+        labels = body["labels"]
+        settings["labels"] = None if not labels else _encode(_check_labels(labels, "labels"))
     return settings
+
+
+def _own_settings(row: sqlite3.Row | None) -> dict:
+    """A type's own settings in the shape PUT /types/{type} takes, without those left at their default:
+    what `lazyboss export` writes and a version records."""
+    if row is None:
+        return {}
+    own: dict[str, Any] = {}
+    for field in ("timeout", "max_attempts"):
+        if row[field] is not None:
+            own[field] = row[field]
+    backoff = {key: row[f"backoff_{key}"] for key in ("base", "max") if row[f"backoff_{key}"] is not None}
+    if backoff:
+        own["backoff"] = backoff
+    if row["paused"]:
+        own["paused"] = True
+    if row["retain"] is not None:
+        own["retain"] = row["retain"]
+    for field in ("parameters_schema", "result_schema", "labels"):
+        if row[field] is not None:
+            own[field] = json.loads(row[field])
+    return own
+
+
+# -- JSON Schema (the optional `schema` extra: jsonschema)
+
+_SCHEMA_EXTRA = "pip install 'lazyboss[schema]'"
+_SCHEMA_DETAIL_LIMIT = 300  # characters of a validator's message kept: it may quote a large value
+
+
+def _json_schema_package() -> Any:
+    """The jsonschema package, imported on first use (it costs ~40 ms and ~8 MiB), or None where the
+    `schema` extra is not installed."""
+    try:
+        import jsonschema
+    except ImportError:
+        return None
+    return jsonschema
+
+
+def _shortened(text: str, limit: int = _SCHEMA_DETAIL_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _schema_draft(schema: Any, field: str = "schema") -> Any:
+    """The jsonschema validator class for a schema's `$schema` (2020-12 when it names none), or Invalid."""
+    package = _json_schema_package()
+    drafts = {
+        cls.ID_OF(cls.META_SCHEMA).rstrip("#"): cls
+        for cls in (
+            package.Draft202012Validator,
+            package.Draft201909Validator,
+            package.Draft7Validator,
+            package.Draft6Validator,
+            package.Draft4Validator,
+        )
+    }
+    if not isinstance(schema, dict) or "$schema" not in schema:
+        return package.Draft202012Validator
+    named = schema["$schema"]
+    if not isinstance(named, str) or named.rstrip("#") not in drafts:
+        raise Invalid(
+            f"{field}: $schema {named!r} is not a draft lazyboss knows: use one of {', '.join(sorted(drafts))}"
+        )
+    return drafts[named.rstrip("#")]
+
+
+def _outside_references(schema: Any) -> list[str]:
+    """The `$ref`s of a schema that point outside it (lazyboss never fetches a schema from elsewhere)."""
+    ids, references, pending = set(), [], [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$id" and isinstance(value, str):
+                    ids.add(value.partition("#")[0])
+                elif key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                    references.append(value)
+                pending.append(value)
+        elif isinstance(node, list):
+            pending += node
+    root = schema.get("$id", "") if isinstance(schema, dict) and isinstance(schema.get("$id"), str) else ""
+    return [
+        reference
+        for reference in references
+        if not reference.startswith("#")
+        and not {reference.partition("#")[0], urllib.parse.urljoin(root, reference.partition("#")[0])} & ids
+    ]
+
+
+def _check_json_schema(schema: Any, field: str) -> Any:
+    """A schema for `field` (parameters_schema, result_schema), checked against its draft's meta-schema;
+    Invalid naming where it is wrong, or saying what to install where jsonschema is missing."""
+    package = _json_schema_package()
+    if package is None:
+        raise Invalid(
+            f"{field}: this server cannot check JSON Schema: install its schema extra ({_SCHEMA_EXTRA}) and restart",
+            "schema_unsupported",
+        )
+    if not isinstance(schema, (dict, bool)):
+        raise Invalid(f"{field} must be a JSON Schema: an object (or true or false)")
+    draft = _schema_draft(schema, field)
+    error = package.exceptions.best_match(draft(draft.META_SCHEMA).iter_errors(schema))
+    if error is not None:
+        raise Invalid(
+            f"{field} is not a valid JSON Schema: at {error.json_path}: {_shortened(error.message)} "
+            f"(rule {error.validator!r})",
+            "invalid_schema",
+        )
+    outside = _outside_references(schema)
+    if outside:
+        raise Invalid(f"{field}: $ref {outside[0]!r} points outside the schema; lazyboss resolves '#…' references only")
+    return schema
+
+
+def _schema_refusal(validator: Any, document: Any, what: str, code: str) -> Invalid | None:
+    """Why `document` does not validate (the failing JSON path and rule), as Invalid; None when it does."""
+    from referencing.exceptions import Unresolvable
+
+    try:
+        errors = list(validator.iter_errors(document))
+    except Unresolvable as error:  # refused at PUT; a schema stored by an older lazyboss may still have one
+        return Invalid(f"{what}: the type's schema refers to {error}, which lazyboss cannot resolve", code)
+    if not errors:
+        return None
+    error = _json_schema_package().exceptions.best_match(errors)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return Invalid(f"{what} at {error.json_path}: {_shortened(error.message)} (rule {error.validator!r}){more}", code)
 
 
 @dataclass
@@ -1260,11 +1456,9 @@ def _resolve(settings: sqlite3.Row | None, column: str, default: Any) -> Any:
 
 
 def _type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> dict:
-    """A job type's public shape: effective settings, whether they are its own, and counts."""
-
-    def own(column: str) -> Any:
-        return row[column] if row is not None else None
-
+    """A job type's public shape: effective settings, its own (`settings`: those not left at their
+    default, as PUT takes them), and counts."""
+    own = _own_settings(row)
     return {
         "type": name,
         "timeout": _resolve(row, "timeout", _DEFAULT_TIMEOUT),
@@ -1273,9 +1467,13 @@ def _type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> di
             "base": _resolve(row, "backoff_base", _DEFAULT_BACKOFF_BASE),
             "max": _resolve(row, "backoff_max", _DEFAULT_BACKOFF_MAX),
         },
-        "paused": bool(own("paused")),
-        "retain": own("retain"),
+        "paused": own.get("paused", False),
+        "retain": own.get("retain"),
+        "parameters_schema": own.get("parameters_schema"),
+        "result_schema": own.get("result_schema"),
+        "labels": own.get("labels", {}),
         "configured": row is not None,
+        "settings": own,
         "jobs": {status: counts.get(status, 0) for status in JOB_STATUSES},
     }
 
@@ -1388,6 +1586,8 @@ class Store:
         self._files: tuple | None = None  # what the path named when the store opened (see check_file)
         self.failure: StorageError | None = None  # why the file took no write lately: /health says it
         self._failure_lock = threading.Lock()
+        self._validators: dict[str, Any] = {}  # a schema's JSON text -> its compiled validator
+        self._validators_lock = threading.Lock()
         kind = _file_system_type(path)
         if kind in _NETWORK_FILE_SYSTEMS:
             raise StorageError(
@@ -1705,6 +1905,36 @@ class Store:
         """The stored settings of a job type, if any."""
         return db.execute("SELECT * FROM types WHERE name = ?", (job_type,)).fetchone()
 
+    _VALIDATORS_KEPT = 64
+
+    def _schema_check(self, schema: str | None, document: Any, what: str, code: str) -> None:
+        """Raise Invalid when `document` does not fit a type's schema (JSON text; None: no schema).
+
+        Compiled validators are kept by schema text. A schema stored while the
+        schema extra was installed is never skipped: without it the type's
+        jobs or results are refused (503) until it is installed again.
+        """
+        if schema is None:
+            return
+        if _json_schema_package() is None:
+            raise LazybossError(
+                f"{what}: the type has a JSON Schema but this server cannot check it: "
+                f"install its schema extra ({_SCHEMA_EXTRA}) and restart",
+                "schema_unsupported",
+                503,
+            )
+        with self._validators_lock:
+            validator = self._validators.pop(schema, None)
+            if validator is None:
+                document_schema = json.loads(schema)
+                validator = _schema_draft(document_schema)(document_schema)
+            self._validators[schema] = validator  # the most recently used last
+            while len(self._validators) > self._VALIDATORS_KEPT:
+                del self._validators[next(iter(self._validators))]
+        refusal = _schema_refusal(validator, document, what, code)
+        if refusal is not None:
+            raise refusal
+
     def submit_jobs(self, specs: list[JobSpec], idempotency_key: str | None = None, batch: bool = False) -> list[str]:
         """Insert jobs in one transaction; return each job's view as JSON text.
 
@@ -1743,7 +1973,7 @@ class Store:
         """Insert pending jobs and their `submitted` events in the running transaction; return their ids."""
         now = self.clock()
         settings: dict[str, tuple] = {}
-        for spec in specs:
+        for index, spec in enumerate(specs):
             if spec.type not in settings:
                 kind = self.type_settings(db, spec.type)
                 settings[spec.type] = (
@@ -1751,10 +1981,13 @@ class Store:
                     _resolve(kind, "timeout", _DEFAULT_TIMEOUT),
                     _resolve(kind, "backoff_base", _DEFAULT_BACKOFF_BASE),
                     _resolve(kind, "backoff_max", _DEFAULT_BACKOFF_MAX),
+                    _resolve(kind, "parameters_schema", None),
                 )
+            where = f"job {index}: " if len(specs) > 1 else ""
+            self._schema_check(settings[spec.type][4], spec.parameters, f"{where}parameters", "invalid_parameters")
         rows = []
         for spec in specs:
-            max_attempts, timeout, backoff_base, backoff_max = settings[spec.type]
+            max_attempts, timeout, backoff_base, backoff_max, _ = settings[spec.type]
             rows.append(
                 (
                     spec.type,
@@ -2054,6 +2287,12 @@ class Store:
                     continue
                 job, attempt = running
                 if report.kind == "result":
+                    schema = _resolve(self.type_settings(db, job["type"]), "result_schema", None)
+                    try:
+                        self._schema_check(schema, report.value, "result", "invalid_result")
+                    except LazybossError as refusal:  # the attempt goes on: the worker may send another
+                        outcomes.append(refusal)
+                        continue
                     db.execute(
                         "UPDATE attempts SET status = 'done', finished_at = ?, result = ? WHERE job_id = ? AND id = ?",
                         (now, _encode(report.value), job["id"], attempt["id"]),
@@ -2369,19 +2608,70 @@ class Store:
 
     # -- job types
 
-    def put_type(self, name: str, settings: dict) -> dict:
-        """Change a job type's settings: given fields are set (null restores the default), others kept."""
+    def put_type(self, name: str, settings: dict, by: str = "lazyboss") -> dict:
+        """Change a job type's settings: given fields are set (null restores the default), others kept.
+
+        A change (or the type's first configuration) is a new version, by `by`;
+        a PUT that changes nothing makes none.
+        """
         columns = {key: settings[key] for key in _TYPE_COLUMNS if key in settings}
         with self.transaction() as db:
             now = self.clock()
+            before = self.type_settings(db, name)
             db.execute("INSERT OR IGNORE INTO types (name, updated_at) VALUES (?, ?)", (name, now))
             for column, value in columns.items():
-                db.execute(f"UPDATE types SET {column} = ?, updated_at = ? WHERE name = ?", (value, now, name))
+                db.execute(f"UPDATE types SET {column} = ? WHERE name = ?", (value, name))
+            after = self.type_settings(db, name)
+            changed = self._record_version(db, name, before, after, by)
+            if changed:
+                db.execute("UPDATE types SET updated_at = ? WHERE name = ?", (now, name))
             view = self.get_type(name)
-        if "paused" in columns:
-            _log.info("type %s %s", name, "paused" if columns["paused"] else "resumed")
+        if "paused" in changed:
+            _log.info("type %s %s by %s", name, "paused" if columns["paused"] else "resumed", by)
             self.queue_changed.fire()  # a resumed type's jobs can go out now
+        elif changed:
+            _log.info("type %s changed by %s: %s", name, by, ", ".join(changed))
         return view
+
+    def delete_type(self, name: str, by: str = "lazyboss") -> None:
+        """Forget a type's settings (a version records it); Conflict while it has jobs."""
+        with self.transaction() as db:
+            before = self.type_settings(db, name)
+            if before is None:
+                raise NotFound(f"no job type {name!r} is configured")
+            jobs = db.execute("SELECT COALESCE(SUM(number), 0) FROM job_counts WHERE type = ?", (name,)).fetchone()[0]
+            if jobs:
+                raise Conflict(f"type {name!r} has {jobs} jobs: it can be removed once they are gone", "has_jobs")
+            db.execute("DELETE FROM types WHERE name = ?", (name,))
+            self._record_version(db, name, before, None, by)
+        _log.info("type %s removed by %s", name, by)
+
+    def _record_version(
+        self, db: sqlite3.Connection, name: str, before: sqlite3.Row | None, after: sqlite3.Row | None, by: str
+    ) -> list[str]:
+        """Record a new version of a type's settings if they changed (or the type appeared or went);
+        return the names of the settings that changed."""
+        old, new = _own_settings(before), _own_settings(after)
+        changed = sorted(field for field in set(old) | set(new) if old.get(field) != new.get(field))
+        if changed or (before is None) != (after is None):
+            db.execute(
+                """INSERT INTO type_versions (type, version, settings, changed, changed_by, changed_at)
+                   VALUES (?, (SELECT COALESCE(MAX(version), 0) + 1 FROM type_versions WHERE type = ?), ?, ?, ?, ?)""",
+                (name, name, None if after is None else _encode(new), _encode(changed), by, self.clock()),
+            )
+        return changed
+
+    def type_versions(self, name: str) -> list[dict]:
+        """Every version of a type's settings, oldest first; NotFound for a type that never had one."""
+        rows = self.db.execute(
+            f"""SELECT json_object('version', version, 'changed_by', changed_by,
+                   'changed_at', {_sql_time("changed_at")}, 'changed', json(changed), 'settings', json(settings))
+                FROM type_versions WHERE type = ? ORDER BY version""",
+            (name,),
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"job type {name!r} has no versions: its settings were never changed")
+        return [json.loads(row[0]) for row in rows]
 
     def get_type(self, name: str) -> dict:
         """A job type's effective settings and its jobs counted by status."""
@@ -2394,12 +2684,21 @@ class Store:
             raise NotFound(f"no job type {name!r}: none configured and no jobs of it")
         return _type_view(name, row, counts)
 
-    def list_types(self) -> list[dict]:
-        """Every configured type or type with jobs, with settings and counts."""
+    def list_types(self, labels: dict[str, str] | None = None) -> list[dict]:
+        """Every configured type or type with jobs, with settings and counts; with `labels`, only the
+        configured types that carry all of them."""
+        matching = "EXISTS (SELECT 1 FROM json_each(types.labels) WHERE key = wanted.key AND value = wanted.value)"
         with self.snapshot() as db:
             counts = self.count_jobs()
-            rows = {row["name"]: row for row in db.execute("SELECT * FROM types")}
-        return [_type_view(name, rows.get(name), counts.get(name, {})) for name in sorted(set(rows) | set(counts))]
+            rows = {
+                row["name"]: row
+                for row in db.execute(
+                    f"SELECT * FROM types WHERE NOT EXISTS (SELECT 1 FROM json_each(?) AS wanted WHERE NOT {matching})",
+                    (_encode(labels or {}),),
+                )
+            }
+        names = set(rows) if labels else set(rows) | set(counts)
+        return [_type_view(name, rows.get(name), counts.get(name, {})) for name in sorted(names)]
 
     # -- workers
 
@@ -2478,6 +2777,8 @@ class Store:
         """Create or replace a schedule; its first tick is the next one from now."""
         with self.transaction() as db:
             now = self.clock()
+            schema = _resolve(self.type_settings(db, job_type), "parameters_schema", None)
+            self._schema_check(schema, parameters, "parameters", "invalid_parameters")
             db.execute(
                 """INSERT INTO schedules (name, type, parameters, every, timezone, next_run_at, created_at, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET
@@ -2546,7 +2847,10 @@ class Store:
                 ).fetchone()
                 if due is None:
                     return fired
-                self._run_schedule(db, due["name"], due["next_run_at"])
+                try:
+                    self._run_schedule(db, due["name"], due["next_run_at"])
+                except LazybossError as refusal:  # its type's schema changed since: this tick makes no job
+                    _log.warning("schedule %s: tick skipped: %s", due["name"], refusal.detail)
                 following = parse_every(due["every"], due["timezone"]).next_after(now)
                 db.execute("UPDATE schedules SET next_run_at = ? WHERE name = ?", (following, due["name"]))
             self._committed(queue_changed=True)
@@ -4234,11 +4538,21 @@ class _Api:
         """PUT /types/{type}: change the given settings; null restores a default."""
         if not _TYPE_NAME.fullmatch(name):
             raise Invalid("a type is 1-100 letters, digits, '_', '.', ':' or '-'")
-        return _encode(self.store.put_type(name, _parse_type_settings(self.read_json())))
+        return _encode(self.store.put_type(name, _parse_type_settings(self.read_json()), self.caller().name))
+
+    def delete_type(self, name: str) -> str:
+        """DELETE /types/{type}: forget its settings (409 while it has jobs)."""
+        self.store.delete_type(name, self.caller().name)
+        bottle.response.status = 204
+        return ""
 
     def list_types(self) -> str:
-        """GET /types."""
-        return _encode(self.store.list_types())
+        """GET /types, with `?label=key:value` only the types that carry every such label."""
+        return _encode(self.store.list_types(_parse_label_filter(self.query_list("label"))))
+
+    def type_versions(self, name: str) -> str:
+        """GET /types/{type}/versions: every change of its settings, who made it and when, oldest first."""
+        return _encode({"type": name, "versions": self.store.type_versions(name)})
 
     def get_type(self, name: str) -> str:
         """GET /types/{type}."""
@@ -4509,6 +4823,8 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         ("GET", "/types", api.list_types, "admin"),
         ("GET", "/types/<name>", api.get_type, "admin"),
         ("PUT", "/types/<name>", api.put_type, "admin"),
+        ("DELETE", "/types/<name>", api.delete_type, "admin"),
+        ("GET", "/types/<name>/versions", api.type_versions, "admin"),
         ("GET", "/workers", api.list_workers, "admin"),
         ("GET", "/schedules", api.list_schedules, "admin"),
         ("GET", "/schedules/<name>", api.get_schedule, "admin"),

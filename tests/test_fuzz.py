@@ -66,6 +66,9 @@ job_object = st.fixed_dictionaries(
         "retain": odd_number,
         "backoff": st.one_of(odd_number, st.fixed_dictionaries({}, optional={"base": odd_number, "max": odd_number})),
         "token": odd_text,
+        "parameters_schema": st.one_of(json_values, st.just({"type": "object", "required": ["a"]})),
+        "result_schema": st.one_of(json_values, st.just({"$schema": "http://json-schema.org/draft-07/schema#"})),
+        "labels": st.one_of(json_values, st.dictionaries(odd_text, odd_text, max_size=3)),
     },
 )
 RAW_BODIES = [b"NaN", b"[NaN]", b'{"type": "a", "parameters": Infinity}', b"-Infinity", b"[" * 5000, b"1e999"]
@@ -121,7 +124,7 @@ headers = st.fixed_dictionaries(
         "Host": st.one_of(st.sampled_from(["localhost", "127.0.0.1:8080", "[::1]:80", "example.com"]), header_text),
     },
 )
-QUERY_NAMES = ["type", "status", "limit", "cursor", "wait", "last_event_id", "job", "x"]
+QUERY_NAMES = ["type", "status", "limit", "cursor", "wait", "last_event_id", "job", "label", "x"]
 query = st.one_of(
     st.lists(st.tuples(st.sampled_from(QUERY_NAMES), odd_text), max_size=5).map(urllib.parse.urlencode),
     st.text(max_size=30).map(lambda text: urllib.parse.quote(text, safe="=&")),

@@ -400,8 +400,10 @@ def test_counts_follow_every_change_a_job_goes_through(store, clock):
 def test_a_file_from_before_the_counts_gets_them_counted(db_path, clock):
     store = lazyboss.Store(db_path, clock=clock)
     submit(store, "old")
-    store.db.executescript(  # back to schema 4: undo migrations 5 to 7
-        """DROP TRIGGER jobs_counted_in; DROP TRIGGER jobs_counted_on; DROP TRIGGER jobs_counted_out;
+    store.db.executescript(  # back to schema 4: undo migrations 5 to 8
+        """DROP TABLE type_versions; ALTER TABLE types DROP COLUMN parameters_schema;
+           ALTER TABLE types DROP COLUMN result_schema; ALTER TABLE types DROP COLUMN labels;
+           DROP TRIGGER jobs_counted_in; DROP TRIGGER jobs_counted_on; DROP TRIGGER jobs_counted_out;
            DROP TABLE job_counts; DROP TABLE sessions;
            DROP INDEX events_results; DROP INDEX events_errors;
            ALTER TABLE events DROP COLUMN result; ALTER TABLE events DROP COLUMN error;

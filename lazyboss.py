@@ -947,11 +947,12 @@ def _parse_label_filter(values: list[str], name: str = "label") -> dict[str, str
     return _check_labels(labels, name)
 
 
-def _parse_type_settings(body: Any) -> dict:
+def _parse_type_settings(body: Any, check_schemas: bool = True) -> dict:
     """Validate PUT /types/{type}: the settings it names, as `types` columns (null: back to the default).
 
     A schema is checked here too (`_check_json_schema`): where the schema
-    extra is not installed, setting one is refused.
+    extra is not installed, setting one is refused. `lazyboss apply` leaves
+    that to the server (`check_schemas=False`).
     """
     if not isinstance(body, dict):
         raise Invalid(f"send an object with any of {', '.join(_TYPE_FIELDS)}")
@@ -989,7 +990,9 @@ def _parse_type_settings(body: Any) -> dict:
     for field in ("parameters_schema", "result_schema"):
         if field in body:
             schema = body[field]
-            settings[field] = None if schema is None else _encode(_check_json_schema(schema, field))
+            if schema is not None and check_schemas:
+                _check_json_schema(schema, field)
+            settings[field] = None if schema is None else _encode(schema)
     if "labels" in body:
         labels = body["labels"]
         settings["labels"] = None if not labels else _encode(_check_labels(labels, "labels"))
@@ -5478,8 +5481,17 @@ class Client:
         return self.request("GET", "/types")[1]
 
     def put_type(self, name: str, **settings: Any) -> dict:
-        """Change a type's settings: timeout, max_attempts, backoff, paused, retain (admin)."""
+        """Change a type's settings: timeout, max_attempts, backoff, paused, retain, parameters_schema,
+        result_schema, labels; None restores a default (admin)."""
         return self.request("PUT", f"/types/{_quote(name)}", settings)[1]
+
+    def delete_type(self, name: str) -> None:
+        """Forget a type's settings; Conflict while it has jobs (admin)."""
+        self.request("DELETE", f"/types/{_quote(name)}")
+
+    def type_versions(self, name: str) -> list[dict]:
+        """Every change of a type's settings, oldest first: version, changed_by, changed_at, changed, settings."""
+        return self.request("GET", f"/types/{_quote(name)}/versions")[1]["versions"]
 
     def schedules(self) -> list[dict]:
         """Every schedule, with its next and last run (admin)."""
@@ -6534,6 +6546,13 @@ def _build_parser() -> argparse.ArgumentParser:
     ):
         command(verb, text).add_argument("id", help="the job's id")
     command("status", "queue depth by type and status, and the workers")
+    apply = command("apply", "make the server's job types what FILE declares; print the difference")
+    apply.add_argument("file", metavar="FILE", help='{"types": {NAME: settings}} as JSON, or TOML (.toml); - for stdin')
+    apply.add_argument("--dry-run", action="store_true", help="print the difference, change nothing")
+    apply.add_argument("--prune", action="store_true", help="remove types not in FILE that have no jobs")
+    export = command("export", "print (or write to FILE) every configured type's settings, as apply reads them")
+    export.add_argument("file", metavar="FILE", nargs="?", help="write here (.toml: TOML) instead of stdout")
+    export.add_argument("--format", choices=_CONFIG_FORMATS, help="json or toml (default: by FILE's extension, json)")
     work = command("work", "run COMMAND (or Python functions) for each job of the given types")
     work.add_argument(
         "--type", action="append", dest="types", help="a job type to take (repeat; with --python default all its tasks)"
@@ -6737,6 +6756,194 @@ def _work_in_python(args: argparse.Namespace, client: Client) -> int:
         args.command_parser.error(str(error))
 
 
+# -- type configuration as a file: lazyboss apply and export
+
+_CONFIG_FORMATS = ("json", "toml")
+
+
+def _config_format(path: str | None, named: str | None) -> str:
+    """`json` or `toml`: as named, else by the file's extension (JSON for stdin or stdout)."""
+    if named:
+        return named
+    return "toml" if path and path.lower().endswith(".toml") else "json"
+
+
+def _read_type_config(path: str, kind: str) -> dict[str, dict]:
+    """The types a configuration file declares, by name (`{"types": {NAME: settings}}`); ValueError says
+    what is wrong with it."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: {getattr(error, 'strerror', None) or error}") from None
+    if kind == "toml":
+        try:
+            import tomllib
+        except ImportError:
+            raise ValueError("reading TOML needs Python 3.11 or newer (tomllib): write the file as JSON") from None
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not TOML: {error}") from None
+    else:
+        try:
+            document = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"{path} is not JSON: {error}") from None
+    types = document.get("types") if isinstance(document, dict) else None
+    if not isinstance(types, dict) or set(document) != {"types"}:
+        raise ValueError(f'{path}: the file holds one key, "types", an object of each type\'s settings')
+    return types
+
+
+def _declared_settings(name: str, body: Any) -> dict:
+    """A type's settings as a file declares them, in the shape GET /types shows its own (`settings`);
+    Invalid naming the field for what the server would refuse, but for the schemas (it checks those)."""
+    if not _TYPE_NAME.fullmatch(name):
+        raise Invalid(f"{name!r} is not a type name (1-100 letters, digits, '_', '.', ':' or '-')")
+    columns = _parse_type_settings(body, check_schemas=False)
+    declared = _own_settings({column: columns.get(column) for column in _TYPE_COLUMNS})  # type: ignore[arg-type]
+    if "paused" in columns:  # `"paused": false` says to resume; leaving it out, to leave it as it is
+        declared["paused"] = bool(columns["paused"])
+    return declared
+
+
+def _setting_text(value: Any) -> str:
+    """A setting's value on one line of a diff."""
+    return "(default)" if value is None else _shortened(_encode(value), 120)
+
+
+def _plan_type(own: dict | None, declared: dict) -> dict:
+    """The PUT body that makes a type's own settings (None: not configured) the declared ones: each
+    setting that differs, null for one to drop; `paused` only when the file names it."""
+    if own is None:
+        return dict(declared)
+    change = {
+        field: declared.get(field)
+        for field in _TYPE_FIELDS
+        if field != "paused" and own.get(field) != declared.get(field)
+    }
+    if "paused" in declared and own.get("paused", False) != declared["paused"]:
+        change["paused"] = declared["paused"]
+    return change
+
+
+def _command_apply(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss apply FILE: make the server's type settings what the file declares; print the difference."""
+    try:
+        declared_bodies = _read_type_config(args.file, _config_format(args.file, None))
+    except ValueError as error:
+        args.command_parser.error(str(error))
+    declared, mistakes = {}, []
+    for name, body in sorted(declared_bodies.items()):
+        try:
+            declared[name] = _declared_settings(name, body)
+        except Invalid as error:
+            mistakes.append(f"types.{name}: {error.detail}")
+    if mistakes:
+        args.command_parser.error("; ".join(mistakes) + " (nothing was changed)")
+    kinds = {kind["type"]: kind for kind in client.types()}
+    configured = {name: kind["settings"] for name, kind in kinds.items() if kind["configured"]}
+    tally, refused = Counter(), 0
+    for name, settings in declared.items():
+        change = _plan_type(configured.get(name), settings)
+        if name in configured and not change:
+            tally["unchanged"] += 1
+            continue
+        print(f"{'~' if name in configured else '+'} {name}")
+        for field, value in change.items():
+            print(f"    {field}: {_setting_text(configured.get(name, {}).get(field))} -> {_setting_text(value)}")
+        tally["changed" if name in configured else "created"] += 1
+        if not args.dry_run:
+            try:
+                client.put_type(name, **change)
+            except LazybossError as error:
+                print(f"! {name}: refused: {error.detail} ({error.status} {error.code})", file=sys.stderr)
+                refused += 1
+    for name in sorted(set(configured) - set(declared)):
+        jobs = sum(kinds[name]["jobs"].values())
+        if not args.prune:
+            print(f"  {name}: not in the file, kept (--prune removes it)")
+        elif jobs:
+            print(f"  {name}: not in the file, kept: it has {jobs} jobs")
+        else:
+            print(f"- {name}")
+            tally["removed"] += 1
+            if not args.dry_run:
+                try:
+                    client.delete_type(name)
+                except LazybossError as error:
+                    print(f"! {name}: refused: {error.detail} ({error.status} {error.code})", file=sys.stderr)
+                    refused += 1
+    done = ", ".join(f"{tally[what]} {what}" for what in ("created", "changed", "removed", "unchanged"))
+    if not tally["created"] + tally["changed"] + tally["removed"]:
+        print(f"nothing to change: the server matches {args.file} ({tally['unchanged']} types)")
+    elif args.dry_run:
+        print(f"dry run, nothing sent: {done}")
+    else:
+        print(f"applied: {done}" + (f"; {refused} refused" if refused else ""))
+    return _EXIT_SERVER if refused else _EXIT_OK
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key, "")
+
+
+def _toml_value(value: Any, where: str) -> str:
+    """A JSON value as a TOML value (a table inline); ValueError for null, which TOML has not."""
+    if value is None:
+        raise ValueError(f"{where} is null, which TOML cannot write: export as JSON")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):  # JSON's escapes are TOML's, but for DEL, which TOML wants escaped
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item, f"{where}[{index}]") for index, item in enumerate(value)) + "]"
+    members = [f"{_toml_key(key)} = {_toml_value(item, f'{where}.{key}')}" for key, item in value.items()]
+    return "{ " + ", ".join(members) + " }" if members else "{}"
+
+
+def _toml_table(header: str, table: dict, where: str) -> list[str]:
+    """A table and its sub-tables (objects within arrays stay inline) as TOML lines."""
+    lines = [f"[{header}]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v, f'{where}.{k}')}" for k, v in table.items() if not isinstance(v, dict)]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += ["", *_toml_table(f"{header}.{_toml_key(key)}", value, f"{where}.{key}")]
+    return lines
+
+
+def _type_config_text(types: dict[str, dict], kind: str) -> str:
+    """Type settings as `lazyboss apply` reads them, in JSON or TOML; ValueError when TOML cannot hold them."""
+    if kind == "json":
+        return json.dumps({"types": types}, indent=2, ensure_ascii=False) + "\n"
+    lines: list[str] = []
+    for name, settings in types.items():
+        lines += [*_toml_table(f"types.{_toml_key(name)}", settings, name), ""]
+    return "\n".join(lines) or "[types]\n"
+
+
+def _command_export(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss export [FILE]: every configured type's own settings, as `apply` reads them."""
+    types = {kind["type"]: kind["settings"] for kind in client.types() if kind["configured"]}
+    try:
+        text = _type_config_text(types, _config_format(args.file, args.format))
+    except ValueError as error:
+        print(f"lazyboss export: {error}", file=sys.stderr)
+        return _EXIT_USAGE
+    if args.file in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.file, "w", encoding="utf-8") as file:
+            file.write(text)
+    return _EXIT_OK
+
+
 _CLIENT_COMMANDS = {
     "types": _command_types,
     "pause": _command_types,
@@ -6749,6 +6956,8 @@ _CLIENT_COMMANDS = {
     "retry": _command_cancel_or_retry,
     "status": _command_status,
     "work": _command_work,
+    "apply": _command_apply,
+    "export": _command_export,
 }
 
 

@@ -1209,6 +1209,14 @@ def _progress_event(item_id: int, event: str, data: str) -> str:
     return f"id: {item_id}\nevent: {event}\n{lines}\n"
 
 
+def _progress_size(item_id: int, event: str, data: str) -> int:
+    """The length in bytes of `_progress_event(item_id, event, data)`, without building it."""
+    line_ends = data.count("\n") + data.count("\r") - data.count("\r\n")
+    text = len(data) if data.isascii() else len(data.encode())
+    # Each line gains "data: ", the last one its "\n" too; then the header and the blank line.
+    return text + 6 * (line_ends + 1) + 1 + len(f"id: {item_id}\nevent: {event}\n\n".encode())
+
+
 def _sse_message(event_id: int, data: str) -> str:
     """One Server-Sent Event."""
     return f"id: {event_id}\ndata: {data}\n\n"
@@ -5574,7 +5582,8 @@ class _Attempt:
         self.limit = engine.timeout or (lease if engine.runner.lease_is_limit else math.inf)
         self.heartbeat = min(_HEARTBEAT, lease / 3)  # renew well before a short lease runs out
         self.changed = threading.Condition()
-        self.queued: list[list[str]] = []  # [event, data] not sent yet; log text is merged
+        # [event, pieces of its data] not sent yet: log text is merged (joined once, when it is sent).
+        self.queued: list[tuple[str, list[str]]] = []
         self.queued_since: float | None = None
         self.in_flight: list[ProgressItem] = []  # sent, not acknowledged: resent as they are
         self.held = 0  # characters queued or in flight
@@ -5616,14 +5625,14 @@ class _Attempt:
                 self.dropped += len(data.encode())
                 return
             self._mark_dropped()
-            last = self.queued[-1] if self.queued else ["", ""]
-            if last[0] == event == "log_chunk":
-                last[1] += data
-            elif last[0] == event == "percent":  # only the latest percentage matters
-                self.held -= len(last[1])
-                last[1] = data
+            last_event, pieces = self.queued[-1] if self.queued else ("", [])
+            if last_event == event == "log_chunk":
+                pieces.append(data)
+            elif last_event == event == "percent":  # only the latest percentage matters
+                self.held -= len(pieces[0])
+                pieces[:] = [data]
             else:
-                self.queued.append([event, data])
+                self.queued.append((event, [data]))
             self.held += len(data)
             if self.queued_since is None:
                 self.queued_since = time.monotonic()
@@ -5632,7 +5641,7 @@ class _Attempt:
     def _mark_dropped(self) -> None:
         if self.dropped:
             marker, self.dropped = f"[… {self.dropped} bytes dropped]", 0
-            self.queued.append(["log_chunk", marker])
+            self.queued.append(("log_chunk", [marker]))
             self.held += len(marker)
             self.queued_since = self.queued_since or time.monotonic()
 
@@ -5724,14 +5733,16 @@ class _Attempt:
         """Move queued events into a batch whose encoding fits `batch_bytes`, giving them ids."""
         room = self.engine.batch_bytes
         while self.queued and room > 0:
-            event, data = self.queued[0]
-            size = len(_progress_event(self.next_id, event, data).encode())
+            event, pieces = self.queued[0]
+            data = "".join(pieces)
+            size = _progress_size(self.next_id, event, data)
             if size > room and event == "log_chunk":
                 cut = self._fitting(data, room)
                 if cut == 0 and self.in_flight:
+                    pieces[:] = [data]
                     break
+                pieces[:] = [data[max(cut, 1) :]]
                 data = data[: max(cut, 1)]
-                self.queued[0][1] = self.queued[0][1][len(data) :]
                 size = room
             elif size > room and self.in_flight:
                 break
@@ -5747,7 +5758,7 @@ class _Attempt:
         """How many characters of `text` fit in a log event of `room` bytes."""
         count = min(len(text), room)
         while count > 0:
-            size = len(_progress_event(self.next_id, "log_chunk", text[:count]).encode())
+            size = _progress_size(self.next_id, "log_chunk", text[:count])
             if size <= room:
                 return count
             count = min(count - 1, count * room // size)
@@ -5766,7 +5777,7 @@ class _Attempt:
                     size,
                     engine.batch_bytes,
                 )
-                self.queued[:0] = [[item.event, item.data] for item in batch]
+                self.queued[:0] = [(item.event, [item.data]) for item in batch]
                 self.next_id = batch[0].id  # those ids were never stored
                 self.queued_since = self.queued_since or time.monotonic()
             else:

@@ -127,7 +127,7 @@ __all__ = [
 __version__ = "0.1.0"
 _log = logging.getLogger("lazyboss")
 
-JOB_STATUSES = ("pending", "processing", "done", "failed", "cancelled")
+JOB_STATUSES = ("held", "pending", "processing", "done", "failed", "cancelled")
 FINISHED_STATUSES = ("done", "failed", "cancelled")
 
 _DEFAULT_MAX_ATTEMPTS = 3
@@ -461,6 +461,28 @@ def _json_member(document: str, key: str) -> str:
         ELSE json_quote(json_extract({document}, {path})) END"""
 
 
+def _allow_held_jobs(db: sqlite3.Connection) -> None:
+    """Migration 9: `held` is a job status (submitted with `"hold": true`, never claimed until released).
+
+    SQLite changes a CHECK constraint only by copying the table, and copying `jobs`
+    would cascade deletes into `attempts` and drop the counting triggers. A wider
+    constraint changes nothing on disk (every row valid before stays valid), so the
+    table's definition is edited in place, as SQLite's documentation allows for
+    removing a constraint (https://www.sqlite.org/lang_altertable.html#otheralter).
+    """
+    (definition,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+    widened, found = re.subn(
+        r"CHECK \(status IN\s*\((?:'held', )?'pending',", "CHECK (status IN ('held', 'pending',", definition
+    )
+    if found != 1:
+        raise StorageError("its table of jobs is not one lazyboss made (no status CHECK to widen)", "schema_unknown")
+    (version,) = db.execute("PRAGMA schema_version").fetchone()
+    db.execute("PRAGMA writable_schema = ON")
+    db.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'jobs'", (widened,))
+    db.execute(f"PRAGMA schema_version = {version + 1}")  # every connection reads the schema again
+    db.execute("PRAGMA writable_schema = OFF")
+
+
 # Each migration is SQL statements, or a function of the connection for what SQL alone cannot say well.
 _MIGRATIONS: list = [
     # 1: jobs, their attempts, the event log and per-type settings.
@@ -638,6 +660,7 @@ _MIGRATIONS: list = [
         PRIMARY KEY (type, version)
     ) WITHOUT ROWID;
     """,
+    _allow_held_jobs,
 ]
 
 
@@ -839,9 +862,10 @@ class JobSpec:
     delay: float | None = None  # seconds after the submit is committed; run_at wins
     max_attempts: int | None = None
     timeout: float | None = None
+    hold: bool = False  # stored `held`: never claimed until released
 
 
-_SUBMIT_FIELDS = {"type", "parameters", "priority", "run_at", "delay", "max_attempts", "timeout"}
+_SUBMIT_FIELDS = {"type", "parameters", "priority", "run_at", "delay", "max_attempts", "timeout", "hold"}
 
 
 def parse_job_spec(body: Any, where: str = "") -> JobSpec:
@@ -870,6 +894,10 @@ def parse_job_spec(body: Any, where: str = "") -> JobSpec:
             raise Invalid(f"{where}run_at: {error}") from None
     if "delay" in body:
         spec.delay = _check_number(body["delay"], f"{where}delay", 0, 366 * 86400)
+    if "hold" in body:
+        if not isinstance(body["hold"], bool):
+            raise Invalid(f"{where}'hold' must be true or false")
+        spec.hold = body["hold"]
     return spec
 
 
@@ -1497,6 +1525,7 @@ _EVENT_COUNTERS = {
     "failed": "jobs_failed",
     "cancelled": "jobs_cancelled",
     "retried": "jobs_retried",
+    "unheld": "jobs_released",
     "released": "claims_released",
 }
 
@@ -1981,7 +2010,7 @@ class Store:
     def _insert_jobs(
         self, db: sqlite3.Connection, specs: list[JobSpec], submission: int | None = None, tick: str | None = None
     ) -> list[int]:
-        """Insert pending jobs and their `submitted` events in the running transaction; return their ids."""
+        """Insert pending (or held) jobs and their `submitted` events in the running transaction; return their ids."""
         now = self.clock()
         settings: dict[str, tuple] = {}
         for index, spec in enumerate(specs):
@@ -2002,6 +2031,7 @@ class Store:
             rows.append(
                 (
                     spec.type,
+                    "held" if spec.hold else "pending",
                     _encode(spec.parameters),
                     spec.priority if spec.priority is not None else _DEFAULT_PRIORITY,
                     spec.run_at if spec.run_at is not None else now + (spec.delay or 0),
@@ -2019,7 +2049,7 @@ class Store:
         db.executemany(
             """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
                    backoff_base, backoff_max, created_at, updated_at, submission, schedule_tick)
-               VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             rows,
         )
         # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
@@ -2480,13 +2510,19 @@ class Store:
 
     # -- supervising
 
+    def _job_in(self, db: sqlite3.Connection, job_id: str, statuses: tuple[str, ...], done_to_it: str) -> sqlite3.Row:
+        """A job whose status is one of `statuses`, else Conflict: only such jobs can be `done_to_it`."""
+        job = self._job_row(db, job_id)
+        if job["status"] not in statuses:
+            allowed = f"{', '.join(statuses[:-1])} or {statuses[-1]}" if len(statuses) > 1 else statuses[0]
+            raise Conflict(f"job {job_id} is {job['status']}: only {allowed} jobs can be {done_to_it}")
+        return job
+
     def cancel_job(self, job_id: str) -> dict:
-        """Cancel a pending or processing job at once."""
+        """Cancel a held, pending or processing job at once."""
         with self.transaction() as db:
             now = self.clock()
-            job = self._job_row(db, job_id)
-            if job["status"] not in ("pending", "processing"):
-                raise Conflict(f"job {job_id} is {job['status']}: only pending or processing jobs can be cancelled")
+            job = self._job_in(db, job_id, ("held", "pending", "processing"), "cancelled")
             if job["status"] == "processing":
                 db.execute(
                     "UPDATE attempts SET status = 'cancelled', finished_at = ? WHERE job_id = ? AND id = ?",
@@ -2505,9 +2541,7 @@ class Store:
         """Send a failed or cancelled job back to pending with a fresh attempt budget."""
         with self.transaction() as db:
             now = self.clock()
-            job = self._job_row(db, job_id)
-            if job["status"] not in ("failed", "cancelled"):
-                raise Conflict(f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
+            job = self._job_in(db, job_id, ("failed", "cancelled"), "retried")
             db.execute(
                 """UPDATE jobs SET status = 'pending', budget_start = attempts, run_at = ?, updated_at = ?,
                        finished_at = NULL, result = NULL, error = NULL, assignee = NULL,
@@ -2518,6 +2552,30 @@ class Store:
             view = self._record(db, "retried", job["id"])
         self._committed(queue_changed=True)
         return view
+
+    def release_job(self, job_id: str) -> dict:
+        """Make a held job pending, due now."""
+        with self.transaction() as db:
+            now = self.clock()
+            job = self._job_in(db, job_id, ("held",), "released")
+            db.execute(
+                "UPDATE jobs SET status = 'pending', run_at = ?, updated_at = ? WHERE id = ?", (now, now, job["id"])
+            )
+            view = self._record(db, "unheld", job["id"])
+        self._committed(queue_changed=True)
+        return view
+
+    def await_finish(self, job_id: str, wait: float, gone: Callable[[], bool] = lambda: False) -> tuple[str, str]:
+        """A job's view (JSON text) and status once it has finished, or as it is after `wait` seconds,
+        at shutdown, or once `gone()` says the client left."""
+        deadline = time.monotonic() + wait
+        while True:
+            seen = self.events_added.generation
+            view, status, _ = self.follow_job(job_id)
+            remaining = deadline - time.monotonic()
+            if status in FINISHED_STATUSES or remaining <= 0 or self.stopping.is_set() or gone():
+                return view, status
+            self.events_added.wait(seen, min(remaining, _FOREIGN_WRITE_POLL))
 
     # -- credentials
 
@@ -3212,6 +3270,7 @@ _COUNTERS = {
     "jobs_failed": "Jobs failed for good.",
     "jobs_cancelled": "Jobs cancelled.",
     "jobs_retried": "Jobs sent back to pending by hand.",
+    "jobs_released": "Held jobs released: made pending.",
     "attempts_failed": "Attempts that ended with an error report.",
     "attempts_expired": "Attempts whose lease ran out.",
     "claims_released": "Claims put back at once: the worker had left before the answer could be written.",
@@ -3295,12 +3354,14 @@ _PAGE_STYLE = """
 :root {
   color-scheme: light dark;
   --ink: #1d2430; --muted: #5f6b7a; --line: #dfe3ea; --card: #ffffff; --page: #f3f5f8; --accent: #2f6fde;
-  --pending: #946f00; --processing: #2f6fde; --done: #1f8a4c; --failed: #c23434; --cancelled: #6b7380;
+  --held: #8a4fbf; --pending: #946f00; --processing: #2f6fde; --done: #1f8a4c; --failed: #c23434;
+  --cancelled: #6b7380;
 }
 @media (prefers-color-scheme: dark) {
   :root {
     --ink: #e6e9ef; --muted: #9aa4b2; --line: #2f3642; --card: #1b2029; --page: #12161d; --accent: #6ea0ff;
-    --pending: #e0b84a; --processing: #6ea0ff; --done: #4cc784; --failed: #ff7070; --cancelled: #9aa4b2;
+    --held: #c39bef; --pending: #e0b84a; --processing: #6ea0ff; --done: #4cc784; --failed: #ff7070;
+    --cancelled: #9aa4b2;
   }
 }
 * { box-sizing: border-box; }
@@ -3334,6 +3395,7 @@ tfoot td { font-weight: 600; border-top: 1px solid var(--line); }
 .zero { color: var(--muted); }
 .text { white-space: normal; overflow-wrap: anywhere; }
 #paused { margin: .5rem 0 0; }
+.held { color: var(--held); }
 .pending { color: var(--pending); } .processing { color: var(--processing); } .done { color: var(--done); }
 .failed { color: var(--failed); } .cancelled { color: var(--cancelled); }
 .badge { font-size: .75rem; padding: 0 .45rem; border: 1px solid currentColor; border-radius: 999px;
@@ -3669,9 +3731,13 @@ def _action(text: str, label: str, method: str, path: str, body: Any = None, dan
 
 
 def _job_action(job: dict) -> str:
-    """What an admin may do to a job as it is: cancel it while it may run, retry it once it failed or was cancelled."""
+    """What an admin may do to a job as it is: release it while held, cancel it while it may run, retry it
+    once it failed or was cancelled."""
+    cancel = _action("Cancel", f"Cancel job {job['id']}", "POST", f"/jobs/{job['id']}/cancel", danger=True)
+    if job["status"] == "held":
+        return _action("Release", f"Release job {job['id']}", "POST", f"/jobs/{job['id']}/release") + " " + cancel
     if job["status"] in ("pending", "processing"):
-        return _action("Cancel", f"Cancel job {job['id']}", "POST", f"/jobs/{job['id']}/cancel", danger=True)
+        return cancel
     if job["status"] in ("failed", "cancelled"):
         return _action("Retry", f"Retry job {job['id']}", "POST", f"/jobs/{job['id']}/retry")
     return ""
@@ -4017,7 +4083,7 @@ class _Slots:
 
     def __init__(self, threads: int):
         self.limit = max(1, threads - _RESERVED_THREADS)
-        self.counts = {"streams": 0, "long_polls": 0}
+        self.counts = {"streams": 0, "long_polls": 0, "job_waits": 0}
         self._lock = threading.Lock()
 
     @contextmanager
@@ -4524,6 +4590,21 @@ class _Api:
         """POST /jobs/{id}/retry."""
         return _encode(self.store.retry_job(job_id))
 
+    def release(self, job_id: str) -> str:
+        """POST /jobs/{id}/release: a held job pending now; with `wait`, answered once it has finished
+        (200), or 202 with the job as it is when `wait` ran out."""
+        wait = min(self.query_number("wait", 0, 0, float("inf")), self.config.max_wait)
+        if wait <= 0:
+            return _encode(self.store.release_job(job_id))
+        gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
+        with self.slots.hold("job_waits"):  # taken first: a busy server refuses before anything changed
+            self.store.release_job(job_id)
+            view, status = self.store.await_finish(job_id, wait, gone)
+        if status not in FINISHED_STATUSES:
+            bottle.response.status = 202
+            bottle.response.set_header("Location", f"/jobs/{_parse_id(job_id, 'job')}")
+        return view
+
     # -- supervising
 
     def create_token(self) -> str:
@@ -4820,6 +4901,7 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         ("GET", "/jobs/<job_id>", api.get_job, "client"),
         ("POST", "/jobs/<job_id>/cancel", api.cancel, "admin"),
         ("POST", "/jobs/<job_id>/retry", api.retry, "admin"),
+        ("POST", "/jobs/<job_id>/release", api.release, "admin"),
         ("GET", "/jobs/<job_id>/attempts", api.list_attempts, "client"),
         ("GET", "/jobs/<job_id>/attempts/<attempt_id>", api.get_attempt, "client"),
         ("POST", "/jobs/reports", api.post_reports, "worker"),
@@ -5395,11 +5477,15 @@ class Client:
         max_attempts: int | None = None,
         timeout: float | None = None,
         key: str | None = None,
+        hold: bool = False,
     ) -> dict:
-        """Submit a job; return it as stored. The same `key` (an Idempotency-Key) never makes a second job."""
+        """Submit a job; return it as stored. The same `key` (an Idempotency-Key) never makes a second job.
+        A job submitted with `hold` waits, `held`, until it is released."""
         options = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts}
         body = {"type": type, "parameters": {} if parameters is None else parameters, "timeout": timeout, **options}
         body = {name: value for name, value in body.items() if value is not None}
+        if hold:
+            body["hold"] = True
         return self.request("POST", "/jobs", body, {"Idempotency-Key": key} if key else None)[1]
 
     def submit_many(self, jobs: list[dict], *, key: str | None = None) -> list[dict]:
@@ -5442,6 +5528,10 @@ class Client:
     def retry(self, job_id: str) -> dict:
         """Send a failed or cancelled job back to pending with a fresh attempt budget (admin)."""
         return self.request("POST", f"/jobs/{_quote(job_id)}/retry")[1]
+
+    def release(self, job_id: str) -> dict:
+        """Make a held job pending, due now (admin)."""
+        return self.request("POST", f"/jobs/{_quote(job_id)}/release")[1]
 
     def follow(self, job_id: str) -> Iterator[dict]:
         """The job now, then the job at every change, until it is done, failed or cancelled."""
@@ -6537,6 +6627,7 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--priority", type=int, help="higher runs first (default 0, or the type's)")
     submit.add_argument("--delay", type=float, help="seconds before the job may run (default 0)")
     submit.add_argument("--key", help="an Idempotency-Key: the same key never makes a second job (default none)")
+    submit.add_argument("--hold", action="store_true", help="store it held: it waits for `lazyboss release ID`")
     submit.add_argument(
         "--wait",
         action="store_true",
@@ -6556,6 +6647,11 @@ def _build_parser() -> argparse.ArgumentParser:
         ("retry", "send a failed or cancelled job back to pending"),
     ):
         command(verb, text).add_argument("id", help="the job's id")
+    release = command("release", "make a held job pending now")
+    release.add_argument("id", help="the job's id")
+    release.add_argument(
+        "--wait", action="store_true", help="wait for the job: print its result alone; exit 1 if it failed"
+    )
     command("status", "queue depth by type and status, and the workers")
     apply = command("apply", "make the server's job types what FILE declares; print the difference")
     apply.add_argument("file", metavar="FILE", help='{"types": {NAME: settings}} as JSON, or TOML (.toml); - for stdin')
@@ -6637,7 +6733,7 @@ def _command_types(args: argparse.Namespace, client: Client) -> int:
         {**kind, **kind["jobs"], "paused": "paused" if kind["paused"] else "", "backoff": kind["backoff"]["base"]}
         for kind in client.types()
     ]
-    _print_table(rows, ["type", "paused", "timeout", "max_attempts", "pending", "processing", "done", "failed"])
+    _print_table(rows, ["type", "paused", "timeout", "max_attempts", "held", "pending", "processing", "done", "failed"])
     return _EXIT_OK
 
 
@@ -6648,11 +6744,14 @@ def _command_submit(args: argparse.Namespace, client: Client) -> int:
         parameters = json.loads(text) if text is not None else {}
     except ValueError as error:
         args.command_parser.error(f"the parameters are not JSON: {error}")
-    job = client.submit(args.type, parameters, priority=args.priority, delay=args.delay, key=args.key)
+    job = client.submit(args.type, parameters, priority=args.priority, delay=args.delay, key=args.key, hold=args.hold)
     print(job["id"], file=sys.stderr if args.wait else sys.stdout)
-    if not args.wait:
-        return _EXIT_OK
-    job = client.wait(job["id"])
+    return _print_outcome(client, job["id"]) if args.wait else _EXIT_OK
+
+
+def _print_outcome(client: Client, job_id: str) -> int:
+    """Follow a job to its end: its result alone on stdout (exit 0), or its status and error (exit 1)."""
+    job = client.wait(job_id)
     _print_json(job["result"] if job["status"] == "done" else {"status": job["status"], "error": job["error"]})
     return _EXIT_OK if job["status"] == "done" else _EXIT_JOB_FAILED
 
@@ -6700,11 +6799,12 @@ def _command_follow(args: argparse.Namespace, client: Client) -> int:
     return _EXIT_OK if job["status"] == "done" else _EXIT_JOB_FAILED
 
 
-def _command_cancel_or_retry(args: argparse.Namespace, client: Client) -> int:
-    """lazyboss cancel ID | retry ID."""
-    job = client.cancel(args.id) if args.command == "cancel" else client.retry(args.id)
-    print(f"job {job['id']}: {job['status']}")
-    return _EXIT_OK
+def _command_change(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss cancel ID | retry ID | release ID [--wait]."""
+    job = {"cancel": client.cancel, "retry": client.retry, "release": client.release}[args.command](args.id)
+    waiting = getattr(args, "wait", False)
+    print(f"job {job['id']}: {job['status']}", file=sys.stderr if waiting else sys.stdout)
+    return _print_outcome(client, job["id"]) if waiting else _EXIT_OK
 
 
 def _command_status(args: argparse.Namespace, client: Client) -> int:
@@ -6963,8 +7063,9 @@ _CLIENT_COMMANDS = {
     "jobs": _command_jobs,
     "show": _command_show,
     "follow": _command_follow,
-    "cancel": _command_cancel_or_retry,
-    "retry": _command_cancel_or_retry,
+    "cancel": _command_change,
+    "retry": _command_change,
+    "release": _command_change,
     "status": _command_status,
     "work": _command_work,
     "apply": _command_apply,

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+import lazyboss
 from support import ROOT, Client, ServerProcess, free_port
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'")
@@ -80,8 +81,9 @@ def row(page, card, text):
     return page.locator(f"#{card} tbody tr", has_text=text)
 
 
-def cell(page, card, text, column):
-    return row(page, card, text).locator("td").nth(column)
+def count_cell(page, job_type, status):
+    """The cell of the queue's table that counts a type's jobs in a status."""
+    return row(page, "queue", job_type).locator("td").nth(1 + lazyboss.JOB_STATUSES.index(status))
 
 
 def progress(*events):
@@ -131,13 +133,13 @@ def test_an_admin_sees_every_change_live_and_acts_from_the_page(server, open_pag
     page.evaluate("window.notReloaded = true")
 
     job = admin.request("POST", "/jobs", {"type": "thumbnail", "parameters": {"src": "a.png"}}).json
-    expect(cell(page, "queue", "thumbnail", 1)).to_have_text("1", timeout=A_SECOND)
+    expect(count_cell(page, "thumbnail", "pending")).to_have_text("1", timeout=A_SECOND)
 
     claimed = worker.request("POST", "/jobs/attempt?type=thumbnail").json
     in_flight = row(page, "in-flight", "thumbnail")
     expect(in_flight.locator("td").nth(2)).to_have_text("pi-1", timeout=A_SECOND)
     expect(in_flight.locator("td").nth(3)).to_have_text("1 of 3")
-    expect(cell(page, "queue", "thumbnail", 2)).to_have_text("1")
+    expect(count_cell(page, "thumbnail", "processing")).to_have_text("1")
     expect(row(page, "workers", "pi-1")).to_contain_text(job["id"])
 
     report(worker, claimed, "progress", progress((1, "percent", 30), (2, "log_chunk", "resizing a.png")))
@@ -152,7 +154,7 @@ def test_an_admin_sees_every_change_live_and_acts_from_the_page(server, open_pag
     expect(page.locator("#job-log")).to_have_text("resizing a.png\nwrote a.thumb.png", timeout=A_SECOND)
 
     report(worker, claimed, "result", {"thumb": "a.thumb.png"})
-    expect(cell(page, "queue", "thumbnail", 3)).to_have_text("1", timeout=A_SECOND)
+    expect(count_cell(page, "thumbnail", "done")).to_have_text("1", timeout=A_SECOND)
     expect(page.locator("#in-flight")).to_contain_text("Nothing is running.")
     expect(detail.locator("h2")).to_contain_text("done")
     expect(detail).to_contain_text('"thumb": "a.thumb.png"')
@@ -200,7 +202,7 @@ def test_an_admin_sees_every_change_live_and_acts_from_the_page(server, open_pag
     answers.append(True)
     row(page, "schedules", "hourly").get_by_role("button", name="Run now").click()
     expect(page.locator("#answer")).to_contain_text("Run schedule hourly now: 202: job ")
-    expect(cell(page, "queue", "report", 1)).to_have_text("1")
+    expect(count_cell(page, "report", "pending")).to_have_text("1")
 
     assert page.evaluate("window.notReloaded") is True  # every change came without a reload
     page.set_viewport_size(PHONE)
@@ -212,7 +214,7 @@ def test_a_client_sees_the_page_but_may_not_act(server, open_page, live_store):
     page = open_page(server.url + "/")
     log_in(page, server.secrets["app"])
     expect(page.locator("header")).to_contain_text("app (client)")
-    expect(cell(page, "queue", "thumbnail", 1)).to_have_text("1")
+    expect(count_cell(page, "thumbnail", "pending")).to_have_text("1")
     assert page.locator("button[data-url]").count() == 0
     # Even sent by hand with the page's CSRF token, the server says no.
     status = page.evaluate(
@@ -251,7 +253,7 @@ def test_without_javascript_the_page_is_a_table_that_reloads(server, open_page):
     job = server.admin.request("POST", "/jobs", {"type": "thumbnail", "parameters": {"src": "b.png"}}).json
     server.admin.request("POST", "/jobs", {"type": "thumbnail"})
     server.worker.request("POST", "/jobs/attempt")
-    expect(cell(page, "queue", "thumbnail", 1)).to_have_text("1", timeout=10_000)  # after the next reload
+    expect(count_cell(page, "thumbnail", "pending")).to_have_text("1", timeout=10_000)  # after the next reload
     expect(row(page, "in-flight", "thumbnail")).to_contain_text("pi-1")
     assert page.locator("button[data-url]").first.is_hidden()  # actions need the script
     row(page, "in-flight", "thumbnail").locator("a[data-nav=job]").click()  # a link to the job's page
@@ -269,7 +271,7 @@ def test_after_the_server_was_away_the_page_catches_up_from_its_last_event(tmp_p
         client.request("POST", "/jobs", {"type": "before"})
         page = open_page(server.url + "/")
         expect(page.locator("#live")).to_have_text("live")
-        expect(cell(page, "queue", "before", 1)).to_have_text("1")
+        expect(count_cell(page, "before", "pending")).to_have_text("1")
         seen = int(page.evaluate("document.body.dataset.lastEvent"))
         server.stop()
         expect(page.locator("#live")).not_to_have_text("live")
@@ -278,7 +280,7 @@ def test_after_the_server_was_away_the_page_catches_up_from_its_last_event(tmp_p
         offline.stop()
         server = ServerProcess(db, port=port)
         expect(page.locator("#live")).to_have_text("live", timeout=10_000)
-        expect(cell(page, "queue", "meanwhile", 1)).to_have_text("1", timeout=5_000)
+        expect(count_cell(page, "meanwhile", "pending")).to_have_text("1", timeout=5_000)
         # The stream resumed after the last event it had seen: the one written meanwhile came over it.
         expect(page.locator("body")).to_have_attribute("data-last-event", str(seen + 1))
     finally:
@@ -290,6 +292,7 @@ def test_a_realistic_queue_shows_as_the_api_counts_it(live, open_page):
     admin = Client(live.url)
     kinds = {"thumbnail": 180, "email": 64, "backup": 7, "report-pdf": 23, "feed-poll": 41}
     batch = [{"type": kind, "parameters": {"n": n}} for kind, count in kinds.items() for n in range(count)]
+    batch += [{"type": "report-pdf", "parameters": {"month": month}, "hold": True} for month in range(1, 4)]
     admin.request("POST", "/jobs", batch)
     workers = {name: Client(live.url, user=f"{name}:") for name in ("pi-kitchen", "pi-garage", "nas")}
     for worker in workers.values():
@@ -320,8 +323,8 @@ def test_a_realistic_queue_shows_as_the_api_counts_it(live, open_page):
     page = open_page(live.url + "/", viewport={"width": 1200, "height": 1000})
     expect(page.locator("#live")).to_have_text("live")
     totals = admin.request("GET", "/stats").json["jobs"]
-    footer = [page.locator("#queue tfoot td").nth(column).inner_text() for column in range(1, 6)]
-    assert footer == [f"{totals[status]:,}" for status in ("pending", "processing", "done", "failed", "cancelled")]
+    footer = [page.locator("#queue tfoot td").nth(column).inner_text() for column in range(1, 7)]
+    assert footer == [f"{totals[status]:,}" for status in lazyboss.JOB_STATUSES]
     assert page.locator("#in-flight tbody tr").count() == 5 and page.locator("#failures tbody tr").count() == 3
     expect(row(page, "failures", "email")).to_contain_text("550 5.1.1 <ops@example.org>: mailbox unavailable")
     expect(row(page, "failures", "report-pdf")).to_contain_text("exit 1: wkhtmltopdf: cannot connect to X server")

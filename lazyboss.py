@@ -483,6 +483,16 @@ def _allow_held_jobs(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA writable_schema = OFF")
 
 
+# A trigger's body that reserves a pending job with claims, from its `run_at`, for its claim window
+# (no end without one), and lists its claims' values in `job_claims`.
+_RESERVE = """
+    UPDATE jobs SET reserved_until = NEW.run_at + COALESCE(NEW.claim_window, 9e999) WHERE id = NEW.id;
+    DELETE FROM job_claims WHERE job_id = NEW.id;
+    INSERT INTO job_claims (job_id, key, value, priority, run_at)
+        SELECT NEW.id, claim.key, COALESCE(choice.value, claim.value), NEW.priority, NEW.run_at
+        FROM json_each(NEW.claims) AS claim
+        LEFT JOIN json_each(CASE claim.type WHEN 'array' THEN claim.value END) AS choice;"""
+
 # Each migration is SQL statements, or a function of the connection for what SQL alone cannot say well.
 _MIGRATIONS: list = [
     # 1: jobs, their attempts, the event log and per-type settings.
@@ -661,6 +671,41 @@ _MIGRATIONS: list = [
     ) WITHOUT ROWID;
     """,
     _allow_held_jobs,
+    # 10: claim windows: a job with claims is reserved, for a while, for workers whose labels match them.
+    f"""
+    ALTER TABLE types ADD COLUMN claim_window REAL;
+    ALTER TABLE jobs ADD COLUMN claims TEXT;
+    ALTER TABLE jobs ADD COLUMN claim_window REAL;
+    -- While a job with claims is pending: until when only workers matching them may take it (NULL: anyone
+    -- may). The reaper empties it once passed, so that the job moves to the open queue's indexes.
+    ALTER TABLE jobs ADD COLUMN reserved_until REAL;
+    -- One row per allowed value of each claim of a reserved job, in the queue's order: a worker finds the
+    -- jobs reserved for its labels through `job_claims_queue` without reading any other.
+    CREATE TABLE job_claims (
+        job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        run_at REAL NOT NULL,
+        PRIMARY KEY (job_id, key, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX job_claims_queue ON job_claims (key, value, priority DESC, run_at, job_id);
+    CREATE INDEX jobs_open_queue ON jobs (status, priority DESC, run_at, id)
+        WHERE status = 'pending' AND reserved_until IS NULL;
+    CREATE INDEX jobs_type_open_queue ON jobs (type, priority DESC, run_at, id)
+        WHERE status = 'pending' AND reserved_until IS NULL;
+    CREATE INDEX jobs_reserved ON jobs (status, reserved_until) WHERE status = 'pending' AND reserved_until IS NOT NULL;
+    DROP INDEX jobs_queue;
+    CREATE TRIGGER jobs_reserved_at_submit AFTER INSERT ON jobs
+        WHEN NEW.status = 'pending' AND NEW.claims IS NOT NULL BEGIN {_RESERVE} END;
+    CREATE TRIGGER jobs_reserved_again AFTER UPDATE OF status, run_at ON jobs
+        WHEN NEW.status = 'pending' AND NEW.claims IS NOT NULL BEGIN {_RESERVE} END;
+    CREATE TRIGGER jobs_reserved_no_more AFTER UPDATE OF status ON jobs
+        WHEN OLD.status = 'pending' AND NEW.status <> 'pending' AND OLD.reserved_until IS NOT NULL BEGIN
+        UPDATE jobs SET reserved_until = NULL WHERE id = NEW.id;
+        DELETE FROM job_claims WHERE job_id = NEW.id;
+    END;
+    """,
 ]
 
 
@@ -690,7 +735,8 @@ def _job_json(parameters: str, result: str, error: str) -> str:
     'priority', priority, 'run_at', {_sql_time("run_at")}, 'attempts', attempts,
     'max_attempts', max_attempts, 'timeout', timeout, 'created_at', {_sql_time("created_at")},
     'updated_at', {_sql_time("updated_at")}, 'finished_at', {_sql_time("finished_at")},
-    'assignee', assignee, 'attempt', CAST(attempt AS TEXT), 'progress', progress)"""
+    'assignee', assignee, 'attempt', CAST(attempt AS TEXT), 'progress', progress,
+    'claims', json(claims), 'claim_window', claim_window)"""
 
 
 _JOB_JSON = _job_json("json(parameters)", "json(result)", "json(error)")
@@ -723,35 +769,68 @@ _SCHEDULE_JSON = f"""json_object(
     'next_run_at', {_sql_time("next_run_at")}, 'last_run_at', {_sql_time("last_run_at")},
     'last_job', CAST(last_job_id AS TEXT), 'created_at', {_sql_time("created_at")})"""
 _QUEUE_ORDER = "ORDER BY priority DESC, run_at, id"
-_UNPAUSED = "type NOT IN (SELECT name FROM types WHERE paused)"
-_DUE = f"status = 'pending' AND run_at <= ? AND {_UNPAUSED}"
+_UNPAUSED = "jobs.type NOT IN (SELECT name FROM types WHERE paused)"
+_DUE = f"jobs.status = 'pending' AND jobs.run_at <= ? AND {_UNPAUSED}"
+# Which jobs a claim may take: open ones (no claims, or their window passed), and those reserved for the
+# worker's labels. Each piece is found through its own index; `_next_jobs` takes the best of them.
+_OPEN = "jobs.reserved_until IS NULL"  # the indexes jobs_open_queue and jobs_type_open_queue
+_LAPSED = "jobs.reserved_until <= ?"  # the window passed, but the reaper has not opened the job yet: jobs_reserved
+# Every claim of the job satisfied by the labels `?` (a JSON object): the label's value is the claim's,
+# or one of the claim's list.
+_LABELS_MATCH = """NOT EXISTS (SELECT 1 FROM json_each(jobs.claims) AS claim
+    WHERE json_extract(?, '$."' || claim.key || '"') IS NULL
+    OR json_extract(?, '$."' || claim.key || '"') NOT IN
+        (SELECT value FROM json_each(CASE claim.type WHEN 'array' THEN claim.value
+                                     ELSE json_array(claim.value) END)))"""
 
 
-def _next_jobs_query(types: list[str] | None) -> str:
-    """SQL for the ids of the most urgent due jobs (at most `?`), of any type or of the given ones.
+def _next_jobs(types: list[str] | None, labels: dict[str, str], now: float, limit: int) -> tuple[str, list]:
+    """SQL for the ids of the most urgent due jobs a worker may claim (at most `limit`), with its parameters.
 
-    With types, each type is looked up in its own index and the best of their
-    heads win: a backlog of other types is never scanned.
+    Of any type, or of the given ones: then each type is looked up in its
+    own index and the best of their heads win, so a backlog of other types
+    is never scanned. Reserved jobs are looked up by each of the worker's
+    labels in `job_claims`, so jobs reserved for others are never read.
     """
-    if not types:
-        return f"SELECT id FROM jobs WHERE {_DUE} {_QUEUE_ORDER} LIMIT ?"
-    head = f"SELECT * FROM (SELECT id, priority, run_at FROM jobs WHERE type = ? AND {_DUE} {_QUEUE_ORDER} LIMIT ?)"
-    return f"SELECT id FROM ({' UNION ALL '.join([head] * len(types))}) {_QUEUE_ORDER} LIMIT ?"
+
+    def head(where: str, order: str = _QUEUE_ORDER, source: str = "jobs") -> str:
+        return f"SELECT * FROM (SELECT jobs.id, jobs.priority, jobs.run_at FROM {source} WHERE {where} {order} LIMIT ?)"
+
+    heads, parameters = [], []
+    if types:
+        opened = " UNION ALL ".join([head(f"jobs.type = ? AND {_DUE} AND {_OPEN}")] * len(types))
+        heads.append(f"SELECT * FROM ({opened})")
+        parameters += [value for job_type in types for value in (job_type, now, limit)]
+        of_types = f"AND jobs.type IN ({', '.join('?' * len(types))})"
+    else:
+        heads.append(head(f"{_DUE} AND {_OPEN}"))
+        parameters += [now, limit]
+        of_types = ""
+    heads.append(head(f"{_DUE} AND {_LAPSED} {of_types}"))
+    parameters += [now, now, *(types or []), limit]
+    for key, value in labels.items():
+        heads.append(
+            head(
+                f"job_claims.key = ? AND job_claims.value = ? AND {_DUE} AND jobs.reserved_until > ? {of_types} "
+                f"AND {_LABELS_MATCH}",
+                "ORDER BY job_claims.priority DESC, job_claims.run_at, job_claims.job_id",
+                "job_claims CROSS JOIN jobs ON jobs.id = job_claims.job_id",  # CROSS: job_claims leads, in its order
+            )
+        )
+        parameters += [key, value, now, now, *(types or []), _encode(labels), _encode(labels), limit]
+    return f"SELECT id FROM ({' UNION '.join(heads)}) {_QUEUE_ORDER} LIMIT ?", [*parameters, limit]
 
 
-def _next_jobs_parameters(types: list[str] | None, now: float, limit: int) -> list:
-    """The parameters of `_next_jobs_query`."""
-    if not types:
-        return [now, limit]
-    return [value for job_type in types for value in (job_type, now, limit)] + [limit]
-
-
-def _claimable_query(types: list[str] | None) -> str:
-    """SQL for the ids of the jobs a claim takes: `_next_jobs_query`'s, then `?` the bytes their
-    parameters may fill before the last one is taken (the first always is), so that a batch of
-    large jobs stays about that size."""
-    return f"""SELECT id FROM (SELECT id, SUM(length(parameters)) OVER ({_QUEUE_ORDER}) - length(parameters) AS before
-        FROM jobs WHERE id IN ({_next_jobs_query(types)})) WHERE before < ?"""
+def _claimable(types: list[str] | None, labels: dict[str, str], now: float, limit: int) -> tuple[str, list]:
+    """SQL for the ids of the jobs a claim takes, with its parameters: `_next_jobs`'s, up to the one whose
+    parameters fill _WRITE_BUDGET bytes (the first is always taken), so that a batch of large jobs stays
+    about that size."""
+    query, parameters = _next_jobs(types, labels, now, limit)
+    return (
+        f"""SELECT id FROM (SELECT id, SUM(length(parameters)) OVER ({_QUEUE_ORDER}) - length(parameters) AS before
+        FROM jobs WHERE id IN ({query})) WHERE before < ?""",
+        [*parameters, _WRITE_BUDGET],
+    )
 
 
 # The jobs of a list of ids (a JSON array: one parameter however long), in the list's order.
@@ -863,9 +942,30 @@ class JobSpec:
     max_attempts: int | None = None
     timeout: float | None = None
     hold: bool = False  # stored `held`: never claimed until released
+    claims: dict | None = None  # key -> a value or a list of them, that a worker's labels must match
+    claim_window: float | None = None  # seconds from run_at that only matching workers may claim it
 
 
 _SUBMIT_FIELDS = {"type", "parameters", "priority", "run_at", "delay", "max_attempts", "timeout", "hold"}
+_SUBMIT_FIELDS |= {"claims", "claim_window"}
+_MAX_WINDOW = 366 * 86400.0
+
+
+def _check_claims(value: Any, name: str) -> dict | None:
+    """A job's claims: as labels, but a value may also be a list of values, any of which matches
+    (repeats dropped); None when there are none."""
+    if not isinstance(value, dict) or len(value) > _MAX_LABELS:
+        raise Invalid(f"{name!r} must be an object of at most {_MAX_LABELS} keys, each a string or a list of them")
+    claims: dict[str, Any] = {}
+    for key, choices in value.items():
+        listed = isinstance(choices, list)
+        values = choices if listed else [choices]
+        if not 0 < len(values) <= _MAX_LABELS:
+            raise Invalid(f"{name}.{key}: a string, or a list of 1 to {_MAX_LABELS} strings")
+        for item in values:
+            _check_labels({key: item}, name)
+        claims[key] = list(dict.fromkeys(values)) if listed else choices
+    return claims or None
 
 
 def parse_job_spec(body: Any, where: str = "") -> JobSpec:
@@ -898,6 +998,10 @@ def parse_job_spec(body: Any, where: str = "") -> JobSpec:
         if not isinstance(body["hold"], bool):
             raise Invalid(f"{where}'hold' must be true or false")
         spec.hold = body["hold"]
+    if body.get("claims") is not None:
+        spec.claims = _check_claims(body["claims"], f"{where}claims")
+    if "claim_window" in body:
+        spec.claim_window = _check_number(body["claim_window"], f"{where}claim_window", 0, _MAX_WINDOW)
     return spec
 
 
@@ -940,10 +1044,11 @@ _TYPE_COLUMNS = (
     "parameters_schema",
     "result_schema",
     "labels",
+    "claim_window",
 )
 # The fields of PUT /types/{type}.
 _TYPE_FIELDS = ("timeout", "max_attempts", "backoff", "paused", "retain")
-_TYPE_FIELDS += ("parameters_schema", "result_schema", "labels")
+_TYPE_FIELDS += ("parameters_schema", "result_schema", "labels", "claim_window")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_LABELS = 32
 _MAX_LABEL_VALUE = 200
@@ -1024,6 +1129,9 @@ def _parse_type_settings(body: Any, check_schemas: bool = True) -> dict:
     if "labels" in body:
         labels = body["labels"]
         settings["labels"] = None if not labels else _encode(_check_labels(labels, "labels"))
+    if "claim_window" in body:
+        window = body["claim_window"]
+        settings["claim_window"] = None if window is None else _check_number(window, "claim_window", 0, _MAX_WINDOW)
     return settings
 
 
@@ -1046,6 +1154,8 @@ def _own_settings(row: sqlite3.Row | None) -> dict:
     for field in ("parameters_schema", "result_schema", "labels"):
         if row[field] is not None:
             own[field] = json.loads(row[field])
+    if row["claim_window"] is not None:
+        own["claim_window"] = row["claim_window"]
     return own
 
 
@@ -1511,6 +1621,7 @@ def _type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> di
         "parameters_schema": own.get("parameters_schema"),
         "result_schema": own.get("result_schema"),
         "labels": own.get("labels", {}),
+        "claim_window": own.get("claim_window"),
         "configured": row is not None,
         "settings": own,
         "jobs": {status: counts.get(status, 0) for status in JOB_STATUSES},
@@ -2022,12 +2133,13 @@ class Store:
                     _resolve(kind, "backoff_base", _DEFAULT_BACKOFF_BASE),
                     _resolve(kind, "backoff_max", _DEFAULT_BACKOFF_MAX),
                     _resolve(kind, "parameters_schema", None),
+                    _resolve(kind, "claim_window", None),
                 )
             where = f"job {index}: " if len(specs) > 1 else ""
             self._schema_check(settings[spec.type][4], spec.parameters, f"{where}parameters", "invalid_parameters")
         rows = []
         for spec in specs:
-            max_attempts, timeout, backoff_base, backoff_max, _ = settings[spec.type]
+            max_attempts, timeout, backoff_base, backoff_max, _, claim_window = settings[spec.type]
             rows.append(
                 (
                     spec.type,
@@ -2043,13 +2155,15 @@ class Store:
                     now,
                     submission,
                     tick,
+                    None if spec.claims is None else _encode(spec.claims),
+                    spec.claim_window if spec.claim_window is not None else claim_window,
                 )
             )
         newest_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         db.executemany(
             """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
-                   backoff_base, backoff_max, created_at, updated_at, submission, schedule_tick)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   backoff_base, backoff_max, created_at, updated_at, submission, schedule_tick, claims, claim_window)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             rows,
         )
         # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
@@ -2159,24 +2273,28 @@ class Store:
 
     # -- claiming
 
-    def claim_jobs(self, worker: str, types: list[str] | None = None, limit: int = 1) -> list[_Claim]:
+    def claim_jobs(
+        self, worker: str, types: list[str] | None = None, limit: int = 1, labels: dict[str, str] | None = None
+    ) -> list[_Claim]:
         """Hand up to `limit` of the most urgent due jobs to `worker`, each as a new attempt, atomically.
 
-        A batch stops early once the jobs' parameters fill about _WRITE_BUDGET
-        bytes (one job goes alone, however large): an answer is never held whole
-        beyond that.
+        A job still reserved by its claims goes only to a worker whose `labels`
+        match every claim. A batch stops early once the jobs' parameters fill
+        about _WRITE_BUDGET bytes (one job goes alone, however large): an answer
+        is never held whole beyond that.
         """
         if self.stopping.is_set():
             return []
         with self.transaction() as db:
             now = self.clock()
+            claimable, parameters = _claimable(types, labels or {}, now, limit)
             rows = db.execute(
                 f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
                        attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
                        updated_at = ?, progress = NULL
-                   WHERE id IN ({_claimable_query(types)})
+                   WHERE id IN ({claimable})
                    RETURNING id, attempt, priority, run_at""",
-                (worker, now, now, *_next_jobs_parameters(types, now, limit), _WRITE_BUDGET),
+                (worker, now, now, *parameters),
             ).fetchall()
             if not rows:
                 return []
@@ -2198,14 +2316,24 @@ class Store:
         claims = self.claim_jobs(worker, types)
         return json.loads(claims[0].view) if claims else None
 
-    def seconds_until_due(self, types: list[str] | None) -> float:
-        """Seconds until a job of these types can be claimed (0: one can now); a paused type's never can."""
+    def seconds_until_due(self, types: list[str] | None, labels: dict[str, str] | None = None) -> float:
+        """Seconds until a job of these types can be claimed by a worker with these labels (0: one can
+        now); a paused type's never can. A reserved job counts from when its window ends, and also (it
+        may be the worker's) from when it falls due."""
         now = self.clock()
-        if self.db.execute(_next_jobs_query(types), _next_jobs_parameters(types, now, 1)).fetchone():
+        query, parameters = _next_jobs(types, labels or {}, now, 1)
+        if self.db.execute(query, parameters).fetchone():
             return 0.0  # the claim's own query: found through the queue's indexes
-        type_clause = f"AND type IN ({', '.join('?' * len(types))})" if types else ""
+        waiting = f"jobs.status = 'pending' AND {_UNPAUSED}"
+        if types:
+            waiting += f" AND jobs.type IN ({', '.join('?' * len(types))})"
         row = self.db.execute(
-            f"SELECT MIN(run_at) FROM jobs WHERE status = 'pending' AND {_UNPAUSED} {type_clause}", tuple(types or ())
+            f"""SELECT MIN(next) FROM (
+                SELECT MIN(run_at) AS next FROM jobs WHERE {waiting} AND {_OPEN}
+                UNION ALL SELECT MIN(reserved_until) FROM jobs WHERE {waiting} AND jobs.reserved_until IS NOT NULL
+                UNION ALL SELECT MIN(run_at) FROM jobs
+                    WHERE {waiting} AND jobs.reserved_until IS NOT NULL AND run_at > ?)""",
+            (*(types or ()), *(types or ()), *(types or ()), now),
         ).fetchone()
         return float("inf") if row[0] is None else max(0.0, row[0] - now)
 
@@ -2216,6 +2344,7 @@ class Store:
         wait: float,
         gone: Callable[[], bool] = lambda: False,
         limit: int = 1,
+        labels: dict[str, str] | None = None,
     ) -> list[_Claim]:
         """Claim up to `limit` jobs, waiting up to `wait` seconds for the first to be submitted or fall due:
         then it takes what is due, up to `limit`, and waits no more.
@@ -2227,9 +2356,9 @@ class Store:
         deadline = time.monotonic() + wait
         while not self.stopping.is_set() and not gone():
             seen = self.queue_changed.generation
-            due_in = self.seconds_until_due(types)
+            due_in = self.seconds_until_due(types, labels)
             if due_in == 0:
-                claims = self.claim_jobs(worker, types, limit)
+                claims = self.claim_jobs(worker, types, limit, labels)
                 if claims:
                     return claims
             remaining = deadline - time.monotonic()
@@ -2237,6 +2366,24 @@ class Store:
                 break
             self.queue_changed.wait(seen, min(remaining, due_in, _FOREIGN_WRITE_POLL))
         return []
+
+    def open_lapsed_reservations(self, limit: int = 500) -> int:
+        """Move jobs whose claim window passed to the open queue (the claim finds them either way, but
+        the open queue's indexes are the cheaper way); return how many."""
+        with self.transaction() as db:
+            lapsed = _encode(
+                [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT id FROM jobs WHERE status = 'pending' AND reserved_until <= ? LIMIT ?",
+                        (self.clock(), limit),
+                    )
+                ]
+            )
+            db.execute("DELETE FROM job_claims WHERE job_id IN (SELECT value FROM json_each(?))", (lapsed,))
+            return db.execute(
+                "UPDATE jobs SET reserved_until = NULL WHERE id IN (SELECT value FROM json_each(?))", (lapsed,)
+            ).rowcount
 
     def release_claims(self, claims: list[_Claim]) -> None:
         """Put jobs back at once when the answer to their claim never left: the worker was gone before it knew.
@@ -3204,6 +3351,8 @@ class Reaper(threading.Thread):
             try:
                 self.store.recover()
                 while self.store.expire_stale_attempts() and not self._halt.is_set():
+                    pass
+                while self.store.open_lapsed_reservations() and not self._halt.is_set():
                     pass
                 self.store.fire_due_schedules()
                 self.store.save_worker_contacts()
@@ -4465,11 +4614,15 @@ class _Api:
         body = self.read_json(allow_empty=True)
         if body is None:
             body = {}
-        if not isinstance(body, dict) or set(body) - {"wait", "types", "max"}:
+        if not isinstance(body, dict) or set(body) - {"wait", "types", "max", "labels"}:
             raise Invalid(
-                "the claim body is an object with optional 'wait' (seconds), 'types' (list of strings) "
-                "and 'max' (jobs at most)"
+                "the claim body is an object with optional 'wait' (seconds), 'types' (list of strings), "
+                "'max' (jobs at most) and 'labels' (the worker's, an object of strings)"
             )
+        labels = _parse_label_filter(self.query_list("label"))
+        for key, value in _check_labels(body.get("labels", {}), "labels").items():
+            if labels.setdefault(key, value) != value:
+                raise Invalid(f"label {key!r} is given twice, as {labels[key]!r} and {value!r}")
         types = self.query_list("type")
         if "types" in body:
             if not isinstance(body["types"], list) or not all(isinstance(t, str) for t in body["types"]):
@@ -4486,9 +4639,9 @@ class _Api:
         if wait > 0:
             gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
             with self.slots.hold("long_polls"):
-                claims = self.store.wait_for_jobs(worker, types, wait, gone, limit)
+                claims = self.store.wait_for_jobs(worker, types, wait, gone, limit, labels)
         else:
-            claims = self.store.claim_jobs(worker, types, limit)
+            claims = self.store.claim_jobs(worker, types, limit, labels)
         if not claims:
             bottle.response.status = 204
             return ""
@@ -5903,9 +6056,11 @@ class _Engine:
         concurrency: int = 1,
         grace: float = 30.0,
         timeout: float | None = None,
+        labels: dict[str, str] | None = None,
     ):
         self.client = client
         self.types = types
+        self.labels = labels or {}  # what jobs' claims are matched with
         self.runner = runner
         self.concurrency = concurrency
         self.grace = grace
@@ -6012,7 +6167,7 @@ class _Engine:
         if self.poll is None or self.poll.sock is None:
             self.poll = self.client._connect(self.LONG_POLL + 30)
         connection = self.poll
-        body = _encode({"types": self.types, "wait": self.LONG_POLL}).encode()
+        body = _encode({"types": self.types, "wait": self.LONG_POLL, "labels": self.labels}).encode()
         headers = {**self.client._headers, "Content-Type": "application/json"}
         try:
             if self.stopping.is_set():
@@ -6453,6 +6608,7 @@ class Worker:
     or SIGINT no more claims, `grace` seconds for running functions, exit.
     `timeout` (seconds) sets a wall-clock limit per job after which
     `job.cancelled` is true; without it a function runs as long as it takes.
+    `labels` (key: value) also win it the jobs whose claims they match.
     `lazyboss work --python module:worker` runs one from the command line.
     """
 
@@ -6463,11 +6619,13 @@ class Worker:
         concurrency: int = 1,
         grace: float = 30.0,
         timeout: float | None = None,
+        labels: dict[str, str] | None = None,
     ):
         self.client = client
         self.concurrency = concurrency
         self.grace = grace
         self.timeout = timeout
+        self.labels = labels or {}
         self.tasks: dict[str, Callable[[Any, Job], Any]] = {}
         self._engine: _Engine | None = None
 
@@ -6497,6 +6655,7 @@ class Worker:
             concurrency or self.concurrency,
             self.grace,
             self.timeout,
+            self.labels,
         )
         self._engine = engine
         return engine.run()
@@ -6683,6 +6842,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     work.add_argument("--json-result", action="store_true", help="the result is stdout parsed as JSON")
     work.add_argument("--name", help="the worker's name in open mode (default: the host name)")
+    work.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        dest="label_pairs",
+        metavar="KEY=VALUE",
+        help="a label of this worker (repeat): it also takes jobs whose claims reserve them for such labels"
+        " (default none)",
+    )
     work.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]", help="the command to run")
     return parser
 
@@ -6831,6 +6999,15 @@ def _command_work(args: argparse.Namespace, client: Client) -> int:
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if args.concurrency is not None and args.concurrency < 1:
         args.command_parser.error("-c needs at least 1")
+    args.labels = {}
+    for pair in args.label_pairs:
+        key, equals, value = pair.partition("=")
+        if not equals:
+            args.command_parser.error(f"--label {pair!r}: give KEY=VALUE, such as --label host=pi-3")
+        try:
+            args.labels.update(_check_labels({key: value}, "--label"))
+        except Invalid as error:
+            args.command_parser.error(error.detail)
     if args.python:
         if command or args.json_result:
             args.command_parser.error("--python runs functions: give no command and no --json-result")
@@ -6845,7 +7022,7 @@ def _command_work(args: argparse.Namespace, client: Client) -> int:
     secrets = (args.token or "", (args.user or "").partition(":")[2])
     runner = _CommandRunner(command, args.json_result, tuple(secret for secret in secrets if len(secret) >= 8))
     grace = 30.0 if args.grace is None else args.grace
-    return _Engine(client, args.types, runner, args.concurrency or 1, grace, args.timeout).run()
+    return _Engine(client, args.types, runner, args.concurrency or 1, grace, args.timeout, args.labels).run()
 
 
 def _work_in_python(args: argparse.Namespace, client: Client) -> int:
@@ -6861,6 +7038,7 @@ def _work_in_python(args: argparse.Namespace, client: Client) -> int:
     worker.client = client
     worker.grace = worker.grace if args.grace is None else args.grace
     worker.timeout = args.timeout or worker.timeout
+    worker.labels = {**worker.labels, **args.labels}
     try:
         return worker.run(args.concurrency, types=args.types)
     except ValueError as error:

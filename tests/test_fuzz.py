@@ -69,6 +69,11 @@ job_object = st.fixed_dictionaries(
         "parameters_schema": st.one_of(json_values, st.just({"type": "object", "required": ["a"]})),
         "result_schema": st.one_of(json_values, st.just({"$schema": "http://json-schema.org/draft-07/schema#"})),
         "labels": st.one_of(json_values, st.dictionaries(odd_text, odd_text, max_size=3)),
+        "claims": st.one_of(
+            json_values, st.fixed_dictionaries({"host": st.one_of(odd_text, st.lists(odd_text, max_size=3))})
+        ),
+        "claim_window": odd_number,
+        "max": odd_number,
     },
 )
 RAW_BODIES = [b"NaN", b"[NaN]", b'{"type": "a", "parameters": Infinity}', b"-Infinity", b"[" * 5000, b"1e999"]

@@ -400,8 +400,13 @@ def test_counts_follow_every_change_a_job_goes_through(store, clock):
 def test_a_file_from_before_the_counts_gets_them_counted(db_path, clock):
     store = lazyboss.Store(db_path, clock=clock)
     submit(store, "old")
-    store.db.executescript(  # back to schema 4: undo migrations 5 to 8
-        """DROP TABLE type_versions; ALTER TABLE types DROP COLUMN parameters_schema;
+    store.db.executescript(  # back to schema 4: undo migrations 5 to 10 (9, held jobs, runs again unchanged)
+        """DROP TRIGGER jobs_reserved_at_submit; DROP TRIGGER jobs_reserved_again; DROP TRIGGER jobs_reserved_no_more;
+           DROP TABLE job_claims; DROP INDEX jobs_open_queue; DROP INDEX jobs_type_open_queue; DROP INDEX jobs_reserved;
+           ALTER TABLE jobs DROP COLUMN claims; ALTER TABLE jobs DROP COLUMN claim_window;
+           ALTER TABLE jobs DROP COLUMN reserved_until; ALTER TABLE types DROP COLUMN claim_window;
+           CREATE INDEX jobs_queue ON jobs (status, priority DESC, run_at, id) WHERE status = 'pending';
+           DROP TABLE type_versions; ALTER TABLE types DROP COLUMN parameters_schema;
            ALTER TABLE types DROP COLUMN result_schema; ALTER TABLE types DROP COLUMN labels;
            DROP TRIGGER jobs_counted_in; DROP TRIGGER jobs_counted_on; DROP TRIGGER jobs_counted_out;
            DROP TABLE job_counts; DROP TABLE sessions;

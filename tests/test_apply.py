@@ -134,7 +134,7 @@ def test_apply_without_a_server_exits_3(tmp_path):
 def configure_everything(server):
     admin = server.client()
     admin.request("PUT", "/types/transcode", {**TRANSCODE, "result_schema": {"required": ["url"]}})
-    admin.request("PUT", "/types/mail.send", {"paused": True, "backoff": {"base": 1.5, "max": 60}})
+    admin.request("PUT", "/types/mail.send", {"paused": True, "backoff": {"base": 1.5, "max": 60}, "claim_window": 30})
     admin.request("PUT", "/types/plain", {})
     admin.request("POST", "/jobs", {"type": "unconfigured"})
 

@@ -140,6 +140,8 @@ _DEFAULT_BACKOFF_MAX = 600.0
 # this process: another lazyboss process on the same file cannot wake it.
 _FOREIGN_WRITE_POLL = 1.0
 
+_PURGE_BATCH = 500  # jobs a purge deletes per transaction
+
 _WAL_SIZE_LIMIT = 8 << 20
 
 # Bytes of jobs or events a listing or a stream reads and sends at a time (one
@@ -3108,13 +3110,15 @@ class Store:
         return workers, len(seen)
 
     def page_version(self) -> tuple:
-        """What the status page shows changes when this does (but for the clock); cheap enough to ask often."""
+        """What the status page shows changes when this does (but for the clock); cheap enough to ask often.
+        Deleted jobs leave no event: the sum of the counts tells them."""
         with self._counters_lock:
             newest_contact = max(self._contacts.values(), default=None)
         settings = self.db.execute(
             """SELECT (SELECT MAX(updated_at) FROM types), (SELECT COUNT(*) FROM schedules),
                    (SELECT MAX(updated_at) FROM schedules), (SELECT MIN(next_run_at) FROM schedules),
-                   (SELECT MAX(last_run_at) FROM schedules), (SELECT MAX(last_seen_at) FROM workers)"""
+                   (SELECT MAX(last_run_at) FROM schedules), (SELECT MAX(last_seen_at) FROM workers),
+                   (SELECT SUM(number) FROM job_counts)"""
         ).fetchone()
         return (self.last_event_id(), *settings, newest_contact)
 
@@ -3135,15 +3139,56 @@ class Store:
                    ORDER BY jobs.finished_at LIMIT ?""",
                 (now - min(retain, shortest if shortest is not None else retain), now, retain, batch),
             ).fetchall()
-            for job_id, _ in old:
-                db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
-                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            # An idempotency key is forgotten with the last job of its submission.
-            db.executemany(
-                "DELETE FROM submissions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM jobs WHERE submission = ?)",
-                [(submission, submission) for submission in {row[1] for row in old if row[1] is not None}],
-            )
+            self._delete_jobs(db, [row[0] for row in old])
         return len(old)
+
+    def purge_jobs(self, types: list[str], statuses: list[str], older_than: float | None = None) -> int:
+        """Delete the jobs of these types in these statuses (never running ones) with their attempts, logs and
+        events; return how many. Finished jobs count their age from when they finished, the others from when
+        they were submitted.
+
+        A batch is a transaction of its own, so other writes wait for one batch at most, and only jobs that
+        were there when the purge began are deleted: a queue that keeps filling cannot make it go on forever.
+        """
+        if "processing" in statuses:
+            raise Invalid("running jobs are never purged: cancel them, then purge status=cancelled")
+        newest = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
+        deleted = 0
+        while True:
+            with self.transaction() as db:
+                now = self.clock()
+                ids = [
+                    row[0]
+                    for row in db.execute(
+                        """SELECT id FROM jobs WHERE status IN (SELECT value FROM json_each(?))
+                               AND type IN (SELECT value FROM json_each(?)) AND id <= ?
+                               AND COALESCE(finished_at, created_at) <= ? LIMIT ?""",
+                        (_encode(statuses), _encode(types), newest, now - (older_than or 0), _PURGE_BATCH),
+                    )
+                ]
+                self._delete_jobs(db, ids)
+            deleted += len(ids)
+            if len(ids) < _PURGE_BATCH:
+                break
+        _log.info("purged %d jobs: type=%s status=%s", deleted, ",".join(types), ",".join(statuses))
+        return deleted
+
+    @staticmethod
+    def _delete_jobs(db: sqlite3.Connection, ids: list[int]) -> None:
+        """Delete these jobs, their attempts and progress (by cascade) and their events, in the running
+        transaction; an idempotency key is forgotten with the last job of its submission."""
+        listed = _encode(ids)
+        submissions = db.execute(
+            """SELECT DISTINCT submission FROM jobs
+               WHERE id IN (SELECT value FROM json_each(?)) AND submission IS NOT NULL""",
+            (listed,),
+        ).fetchall()
+        db.execute("DELETE FROM events WHERE job_id IN (SELECT value FROM json_each(?))", (listed,))
+        db.execute("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (listed,))
+        db.executemany(
+            "DELETE FROM submissions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM jobs WHERE submission = ?)",
+            [(submission, submission) for (submission,) in submissions],
+        )
 
     def count_jobs(self) -> dict[str, dict[str, int]]:
         """Job counts by type and status (kept by triggers: nothing is counted here)."""
@@ -4464,6 +4509,13 @@ class _Api:
             raise Invalid(f"Last-Event-ID {text!r} is not an event id this server gave")
         return number
 
+    @staticmethod
+    def check_statuses(statuses: list[str]) -> None:
+        """422 for a status that is not a job's."""
+        for status in statuses:
+            if status not in JOB_STATUSES:
+                raise Invalid(f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}")
+
     def query_list(self, name: str) -> list[str]:
         """A repeatable query parameter, also accepting comma-separated values."""
         values = []
@@ -4492,9 +4544,7 @@ class _Api:
     def list_jobs(self) -> Iterator[str]:
         """GET /jobs: newest first, filtered by status and type, paged by cursor."""
         statuses = self.query_list("status")
-        for status in statuses:
-            if status not in JOB_STATUSES:
-                raise Invalid(f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}")
+        self.check_statuses(statuses)
         limit = int(self.query_number("limit", 50, 1, 1000))
         cursor = bottle.request.query.get("cursor") or None
         before = None
@@ -4521,6 +4571,20 @@ class _Api:
             yield f'],"next":{_encode(following)}}}'
 
         return generate()
+
+    def purge(self) -> str:
+        """DELETE /jobs?type=T&status=S[&older_than=7d]: delete those jobs (never running ones); how many."""
+        types, statuses = self.query_list("type"), self.query_list("status")
+        if not types or not statuses:
+            raise Invalid("name the jobs to delete by type= and status= (both; each may repeat)")
+        self.check_statuses(statuses)
+        older_than = bottle.request.query.get("older_than")
+        if older_than is not None:
+            try:
+                older_than = parse_duration(older_than)
+            except ValueError as error:
+                raise Invalid(f"older_than: {error}") from None
+        return _encode({"deleted": self.store.purge_jobs(types, statuses, older_than)})
 
     def get_job(self, job_id: str) -> Any:
         """GET /jobs/{id}: the job, or with Accept: text/event-stream its changes as they happen."""
@@ -5050,6 +5114,7 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
     routes = [  # method, path, handler, the least role that may call it (None: anyone)
         ("POST", "/jobs", api.submit, "client"),
         ("GET", "/jobs", api.list_jobs, "client"),
+        ("DELETE", "/jobs", api.purge, "admin"),
         ("POST", "/jobs/attempt", api.claim, "worker"),
         ("GET", "/jobs/<job_id>", api.get_job, "client"),
         ("POST", "/jobs/<job_id>/cancel", api.cancel, "admin"),
@@ -5685,6 +5750,13 @@ class Client:
     def release(self, job_id: str) -> dict:
         """Make a held job pending, due now (admin)."""
         return self.request("POST", f"/jobs/{_quote(job_id)}/release")[1]
+
+    def purge(self, types: str | list[str], statuses: str | list[str], older_than: str | None = None) -> int:
+        """Delete the jobs of these types and statuses (never running ones), and older than a duration
+        such as "7d" if given; return how many (admin)."""
+        query = [("type", t) for t in _as_list(types)] + [("status", s) for s in _as_list(statuses)]
+        query += [("older_than", older_than)] if older_than is not None else []
+        return self.request("DELETE", "/jobs?" + urllib.parse.urlencode(query))[1]["deleted"]
 
     def follow(self, job_id: str) -> Iterator[dict]:
         """The job now, then the job at every change, until it is done, failed or cancelled."""
@@ -6811,6 +6883,20 @@ def _build_parser() -> argparse.ArgumentParser:
     release.add_argument(
         "--wait", action="store_true", help="wait for the job: print its result alone; exit 1 if it failed"
     )
+    purge = command("purge", "delete the jobs of types in statuses (never running ones), with their logs")
+    purge.add_argument("--type", action="append", required=True, dest="types", help="a job type (repeat)")
+    purge.add_argument(
+        "--status",
+        action="append",
+        required=True,
+        dest="statuses",
+        choices=[status for status in JOB_STATUSES if status != "processing"],
+        help="a status (repeat)",
+    )
+    purge.add_argument(
+        "--older-than", help="only jobs finished (or, if not, submitted) longer ago, e.g. 7d (default: of any age)"
+    )
+    purge.add_argument("--yes", action="store_true", help="do not ask first")
     command("status", "queue depth by type and status, and the workers")
     apply = command("apply", "make the server's job types what FILE declares; print the difference")
     apply.add_argument("file", metavar="FILE", help='{"types": {NAME: settings}} as JSON, or TOML (.toml); - for stdin')
@@ -6973,6 +7059,27 @@ def _command_change(args: argparse.Namespace, client: Client) -> int:
     waiting = getattr(args, "wait", False)
     print(f"job {job['id']}: {job['status']}", file=sys.stderr if waiting else sys.stdout)
     return _print_outcome(client, job["id"]) if waiting else _EXIT_OK
+
+
+def _command_purge(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss purge --type T --status S [--older-than 7d] [--yes]: asks first (a line on stdin) unless --yes."""
+    if args.older_than is not None:
+        try:
+            parse_duration(args.older_than)
+        except ValueError as error:
+            args.command_parser.error(f"--older-than: {error}")
+    if not args.yes:
+        counts = client.stats()["jobs_by_type"]
+        now = sum(counts.get(job_type, {}).get(status, 0) for job_type in args.types for status in args.statuses)
+        which = f"{' or '.join(args.statuses)} jobs of type {' or '.join(args.types)}"
+        older = f" older than {args.older_than}" if args.older_than else ""
+        print(f"Delete the {which}{older} (of {now:,} now)? [y/N] ", end="", file=sys.stderr, flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            print("lazyboss: nothing deleted", file=sys.stderr)
+            return _EXIT_JOB_FAILED
+    deleted = client.purge(args.types, args.statuses, args.older_than)
+    print(f"deleted {deleted:,} jobs")
+    return _EXIT_OK
 
 
 def _command_status(args: argparse.Namespace, client: Client) -> int:
@@ -7245,6 +7352,7 @@ _CLIENT_COMMANDS = {
     "retry": _command_change,
     "release": _command_change,
     "status": _command_status,
+    "purge": _command_purge,
     "work": _command_work,
     "apply": _command_apply,
     "export": _command_export,

@@ -328,7 +328,7 @@ def test_body_over_the_limit_is_413(app, db_path, config):
 
 def test_unknown_route_and_wrong_method_are_json(app):
     assert app.get("/nowhere", status=404).json["error"] == "not_found"
-    response = app.delete("/jobs", status=405)
+    response = app.patch("/jobs", status=405)
     assert response.json["error"] == "method_not_allowed" and "GET" in response.headers["Allow"]
 
 

@@ -1694,6 +1694,33 @@ def _file_system_type(path: str, mount_table: str = "/proc/self/mounts") -> str 
     return kind
 
 
+# The most writes one group commit takes: the first of them waits for no more than these.
+_GROUP_LIMIT = 64
+
+
+class _Group:
+    """Writes that share one SQLite transaction, and so one commit: each is answered once it ended."""
+
+    def __init__(self) -> None:
+        self.size = 0  # writes done in it so far
+        self._ended = threading.Event()
+        self._failure: BaseException | None = None
+
+    def end(self, failure: BaseException | None) -> None:
+        """Committed (no failure), or rolled back because of `failure`: release the writers."""
+        self._failure = failure
+        self._ended.set()
+
+    def wait(self) -> None:
+        """Wait until the group ended; raise why it was rolled back, if it was (a StorageError afresh for each)."""
+        self._ended.wait()
+        failure = self._failure
+        if isinstance(failure, LazybossError):
+            raise type(failure)(failure.detail, failure.code)
+        if failure is not None:
+            raise failure
+
+
 @dataclass
 class _Claim:
     """A job handed to a worker: its id, its new attempt's id, and the job as the worker gets it (JSON text)."""
@@ -1711,9 +1738,11 @@ class _Claim:
 class Store:
     """The jobs database: one SQLite file in WAL mode, shared by threads and processes.
 
-    Every write is one IMMEDIATE transaction. Threads of this process queue on
-    a lock before it (cheaper than SQLite's busy back-off); other processes on
-    the same file wait in SQLite's busy timeout. A write reads the clock and
+    Every write goes through one connection, in an IMMEDIATE transaction that
+    writes arriving together share (group commit, see `transaction`). Threads
+    of this process queue on a lock for their turn (cheaper than SQLite's busy
+    back-off); other processes on the same file wait in SQLite's busy
+    timeout. Reads use a connection per thread. A write reads the clock and
     everything it decides on inside its transaction, once it holds the lock:
     time spent waiting must not age a lease, and nothing read before may have
     changed. Reads that make one answer are one statement or one `snapshot`.
@@ -1730,7 +1759,11 @@ class Store:
         self.feed = _EventFeed(self)  # the newest events, read once for every stream
         self.stopping = threading.Event()  # the server shuts down: no claims, no waiting
         self._local = threading.local()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # held by one writer at a time: its turn on the writer connection
+        self._writer: sqlite3.Connection | None = None  # every write goes through this connection
+        self._group: _Group | None = None  # the writes of the open transaction, not committed yet
+        self._queued = 0  # writers waiting for the write lock: the open group waits for them
+        self._queued_lock = threading.Lock()
         self.counters: Counter = Counter()  # (counter, job type) -> occurrences since start
         self._contacts: dict[str, float] = {}  # worker -> last contact, not yet written
         self._counters_lock = threading.Lock()
@@ -1751,7 +1784,10 @@ class Store:
         try:
             with self.sqlite_errors():
                 self.migrate()
-            self._files = self._file_identity()
+                self._files = self._file_identity()
+                # Open until `close`, unused: while it is, SQLite never deletes the WAL and shared
+                # memory, even when the writer's connection is closed after a failed ROLLBACK.
+                self._keeper = self._connect()
         except StorageError as error:
             self._close_connections()
             # An I/O error too: Python before 3.11 does not say that it was no room for the shared memory.
@@ -1759,20 +1795,12 @@ class Store:
             if reason is not None:
                 raise StorageError(reason, error.code) from None
             raise
-        # The connection that opened the file stays open, unused by requests, until `close`: while it
-        # does, SQLite never deletes the WAL and shared memory, even when a thread's connection closes.
-        self._keeper = self._local.conn
-        self._local = threading.local()
         self._orphan_saved = False
 
     # -- connections and transactions
 
-    @property
-    def db(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+    def _connect(self) -> sqlite3.Connection:
+        """A new connection to the database, set up as all of the store's are."""
         if self._files is None:  # opening the store: this may create the file
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
         else:  # later: the file that is there, never a new one in place of a deleted database
@@ -1790,14 +1818,43 @@ class Store:
         except sqlite3.Error:
             conn.close()
             raise
-        self._local.conn = conn
         with self._connections_lock:
             self._connections.append(conn)
         return conn
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection for reads, opened on first use; inside a transaction, the writer."""
+        if getattr(self._local, "writing", False):
+            return self.writer
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @property
+    def writer(self) -> sqlite3.Connection:
+        """The connection every write goes through, one transaction's turn at a time; opened on first use."""
+        if self._writer is None:
+            conn = self._connect()
+            conn.execute("PRAGMA temp_store = MEMORY")  # savepoints keep what they may undo in memory, not a file
+            self._writer = conn
+        return self._writer
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE write transaction, committed on success, rolled back on error.
+        """A write transaction: its changes are committed, or none of them on error. Inside, it is
+        the only writer of this process (its reads see what it and the writes before it changed).
+
+        Writes that arrive together share one SQLite transaction and one
+        commit, so one fsync (group commit): each runs in a SAVEPOINT of the
+        open IMMEDIATE transaction, and one that fails is rolled back to its
+        savepoint alone. The group is committed when the last of them ends
+        and no other writer waits for its turn (or it holds _GROUP_LIMIT);
+        only then does `transaction` return, so nothing is acknowledged before
+        it is on disk. If the commit fails (a full disk) every write of the
+        group gets the error, and so do those before a failure after which
+        SQLite rolled the whole transaction back.
 
         What `_count` tallies inside it reaches `counters` only once committed.
         SQLite's complaints about the file come out as StorageError (see
@@ -1806,37 +1863,93 @@ class Store:
         """
         if getattr(self._local, "writing", False):
             raise RuntimeError("Store.transaction inside another on the same thread would wait for itself forever")
-        with self._write_lock, self.sqlite_errors():
-            self._local.writing = True
-            try:
-                conn = self.db
+        with self._queued_lock:
+            self._queued += 1
+        self._write_lock.acquire()
+        with self._queued_lock:
+            self._queued -= 1
+        self._local.writing = True
+        try:
+            with self.sqlite_errors():
+                conn = self.writer
+                joined = self._group is not None  # the first write of a group needs no savepoint: it is alone
+                if joined:
+                    conn.execute("SAVEPOINT write")
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    self._group = _Group()
+                group = self._group
                 self._local.tally = tally = Counter()
-                conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
-                    self.check_file()  # acknowledge nothing written to a file that is no longer the database
-                    conn.execute("COMMIT")
-                except BaseException:
-                    self._roll_back(conn)
+                    if joined:
+                        conn.execute("RELEASE write")
+                except BaseException as error:
+                    self._undo_write(conn, joined, error)
                     raise
+                group.size += 1
+        finally:
+            self._local.writing = False
+            try:
+                if self._group is not None and (self._queued == 0 or self._group.size >= _GROUP_LIMIT):
+                    self._commit_group()
             finally:
-                self._local.writing = False
+                self._write_lock.release()
+        group.wait()
         if tally:
             with self._counters_lock:
                 self.counters.update(tally)
 
+    def _undo_write(self, conn: sqlite3.Connection, joined: bool, error: BaseException) -> None:
+        """Roll a failed write back to its savepoint, leaving the group's other writes as they are
+        (the group's first write rolls the transaction back: it holds nothing else yet).
+
+        When SQLite has already rolled the whole transaction back (after a full
+        disk or an I/O error), or the savepoint cannot be undone, the group
+        fails: its writes before this one are lost, and each gets the error.
+        """
+        if joined and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK TO write")
+                conn.execute("RELEASE write")
+                return
+            except sqlite3.Error as undo_error:
+                error = undo_error
+        failure = _storage_error(error) if isinstance(error, sqlite3.Error) else None
+        self._end_group(failure or error, conn)
+
+    def _commit_group(self) -> None:
+        """Commit the open group, or roll it back if that fails; then release its writers."""
+        conn = self.writer
+        try:
+            with self.sqlite_errors():
+                self.check_file()  # acknowledge nothing written to a file that is no longer the database
+                conn.execute("COMMIT")
+        except BaseException as error:
+            self._end_group(error, conn)
+            return
+        self._end_group(None, conn)
+
+    def _end_group(self, failure: BaseException | None, conn: sqlite3.Connection) -> None:
+        """Close the open group: committed (no failure), else rolled back and each writer told why."""
+        group, self._group = self._group, None
+        if failure is not None:
+            self._roll_back(conn)
+        if group is not None:
+            group.end(failure)
+
     def _roll_back(self, conn: sqlite3.Connection) -> None:
-        """End a failed transaction. If even ROLLBACK fails, close the connection (that ends it too):
-        the caller raises the first error, and no write lock stays held."""
+        """End a failed transaction. If even ROLLBACK fails, close the writer's connection (that ends
+        it too): the writers get the first error, and no write lock stays held."""
         if not conn.in_transaction:
             return  # SQLite ended it itself, as after a full disk
         try:
             conn.execute("ROLLBACK")
         except sqlite3.Error as error:
-            _log.warning("ROLLBACK failed (%s): closing this thread's connection", error)
+            _log.warning("ROLLBACK failed (%s): closing the writer's connection", error)
             with self._connections_lock:
                 self._connections.remove(conn)
-            self._local.conn = None
+            self._writer = None
             with suppress(sqlite3.Error):
                 conn.close()
 
@@ -1859,9 +1972,9 @@ class Store:
 
     def migrate(self) -> None:
         """Bring the file's schema up to this release (PRAGMA user_version)."""
-        if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
-            # Only possible before the first table: lets the reaper give freed pages back.
-            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        if self.writer.execute("PRAGMA user_version").fetchone()[0] == 0:
+            # Only possible before the first table (which the writer makes): lets the reaper give freed pages back.
+            self.writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(_MIGRATIONS):
@@ -1897,6 +2010,7 @@ class Store:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
+        self._writer = None
 
     # -- the file's health
 

@@ -7,7 +7,7 @@ import pytest
 import webtest
 
 import lazyboss
-from support import Client, ServerProcess, WorkerProcess
+from support import Client, ServerProcess, SmallDisk, WorkerProcess
 
 TEST_TIME_LIMIT = 60
 
@@ -135,3 +135,18 @@ def start_worker(server):
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Mount small tmpfs disks for the test (skipped where that is impossible): small_disk("4m")."""
+    disks = []
+
+    def mount(size="4m"):
+        disk = SmallDisk(tmp_path / f"disk{len(disks)}", size)
+        disks.append(disk)
+        return disk
+
+    yield mount
+    for disk in disks:
+        disk.unmount()

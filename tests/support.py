@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -189,6 +191,47 @@ def open_long_poll(live, query="wait=30", lose_it_on_claim=None):
     return sock
 
 
+class SmallDisk:
+    """A tmpfs of a few MiB mounted for one test, which a filler file can make full."""
+
+    def __init__(self, folder, size):
+        folder.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs to fill needs root (CI and the dev container run as root)")
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        self.folder = folder
+        self.filler = folder / "filler"
+
+    def free_bytes(self):
+        stats = os.statvfs(self.folder)
+        return stats.f_bavail * stats.f_frsize
+
+    def fill(self, leave=0):
+        """Take all space but `leave` bytes (a full disk with leave=0)."""
+        with open(self.filler, "ab") as filler:
+            size = max(0, self.free_bytes() - leave)
+            try:
+                filler.write(b"\0" * size)
+                filler.flush()
+            except OSError:
+                pass  # as full as it gets
+
+    def make_room(self):
+        self.filler.unlink()
+
+    def remount(self, options):
+        subprocess.run(["mount", "-o", f"remount,{options}", str(self.folder)], check=True)
+
+    def unmount(self):
+        subprocess.run(["umount", "--lazy", str(self.folder)], check=False)
+
+
 class WorkerProcess:
     """`python lazyboss.py work` in a subprocess, its log lines collected."""
 
@@ -223,6 +266,26 @@ class WorkerProcess:
 
 
 @contextmanager
+def statements_of_this_thread(store, callback):
+    """Call `callback(sql)` before each SQL statement this thread runs through the store: its reads on
+    its own connection, and its writes on the writer's connection, which other threads share."""
+    me = threading.get_ident()
+
+    def traced(sql):
+        if threading.get_ident() == me:
+            callback(sql)
+
+    connections = (store.db, store.writer)
+    for conn in connections:
+        conn.set_trace_callback(traced)
+    try:
+        yield
+    finally:
+        for conn in connections:
+            conn.set_trace_callback(None)
+
+
+@contextmanager
 def interleave(store, statement, action, nth=1):
     """Run `action` on another thread right before this thread's `nth` SQL statement containing `statement`.
 
@@ -235,7 +298,6 @@ def interleave(store, statement, action, nth=1):
     lock: there `action` must write through a second Store, as another
     process on the file would.
     """
-    conn = store.db
     seen = {"matches": 0, "writing": False}
     runner = {}
 
@@ -250,14 +312,11 @@ def interleave(store, statement, action, nth=1):
         words = sql.lstrip().upper()
         if words.startswith("BEGIN IMMEDIATE"):
             seen["writing"] = True
-        elif words.startswith(("COMMIT", "ROLLBACK")):
+        elif words.startswith(("COMMIT", "ROLLBACK")) and not words.startswith("ROLLBACK TO"):
             seen["writing"] = False
 
-    conn.set_trace_callback(traced)
-    try:
+    with statements_of_this_thread(store, traced):
         yield runner
-    finally:
-        conn.set_trace_callback(None)
     if "thread" not in runner:
         runner["result"] = action()
     else:
@@ -281,13 +340,14 @@ def start_blocked_on_the_write_lock(store, call):
     future, waiting = Future(), threading.Event()
 
     def run():
-        store.db.set_trace_callback(lambda sql: waiting.set() if sql.lstrip().upper().startswith("BEGIN") else None)
         try:
-            future.set_result(call())
+            with statements_of_this_thread(
+                store, lambda sql: sql.lstrip().upper().startswith("BEGIN") and waiting.set()
+            ):
+                future.set_result(call())
         except BaseException as error:  # handed to the test through the future
             future.set_exception(error)
         finally:
-            store.db.set_trace_callback(None)
             waiting.set()
 
     threading.Thread(target=run, daemon=True).start()

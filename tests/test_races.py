@@ -8,7 +8,14 @@ import pytest
 import webtest
 
 import lazyboss
-from support import interleave, open_long_poll, start_blocked_on_the_write_lock, wait_until, write_lock_held
+from support import (
+    interleave,
+    open_long_poll,
+    start_blocked_on_the_write_lock,
+    statements_of_this_thread,
+    wait_until,
+    write_lock_held,
+)
 
 LOCK_WAIT = 60.0  # seconds the (test) clock moves on while a call waits for the write lock
 
@@ -368,10 +375,7 @@ def test_waiting_workers_only_read_while_a_paused_type_holds_the_due_jobs(store,
     store.put_type("slow", {"paused": 1})
     submit(store, type="slow")
     statements = []
-    store.db.set_trace_callback(statements.append)
-    try:
+    with statements_of_this_thread(store, statements.append):
         assert store.wait_for_jobs("w1", types, 0.5) == []
-    finally:
-        store.db.set_trace_callback(None)
     assert not any(sql.lstrip().upper().startswith("BEGIN") for sql in statements)
     assert len(statements) <= 6  # a look when it starts and at its deadline

@@ -15,63 +15,6 @@ import webtest
 import lazyboss
 from support import ROOT, ServerProcess, wait_until
 
-# -- a small disk of our own
-
-
-class SmallDisk:
-    """A tmpfs of a few MiB mounted for one test, which a filler file can make full."""
-
-    def __init__(self, folder, size):
-        folder.mkdir()
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs to fill needs root (CI and the dev container run as root)")
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        if mounted.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-        self.folder = folder
-        self.filler = folder / "filler"
-
-    def free_bytes(self):
-        stats = os.statvfs(self.folder)
-        return stats.f_bavail * stats.f_frsize
-
-    def fill(self, leave=0):
-        """Take all space but `leave` bytes (a full disk with leave=0)."""
-        with open(self.filler, "ab") as filler:
-            size = max(0, self.free_bytes() - leave)
-            try:
-                filler.write(b"\0" * size)
-                filler.flush()
-            except OSError:
-                pass  # as full as it gets
-
-    def make_room(self):
-        self.filler.unlink()
-
-    def remount(self, options):
-        subprocess.run(["mount", "-o", f"remount,{options}", str(self.folder)], check=True)
-
-    def unmount(self):
-        subprocess.run(["umount", "--lazy", str(self.folder)], check=False)
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    disks = []
-
-    def mount(size="4m"):
-        disk = SmallDisk(tmp_path / f"disk{len(disks)}", size)
-        disks.append(disk)
-        return disk
-
-    yield mount
-    for disk in disks:
-        disk.unmount()
-
 
 def integrity_and_ids(path, job_type):
     with sqlite3.connect(path) as db:
@@ -226,13 +169,13 @@ def test_a_read_only_file_system_refuses_to_start_in_one_line(small_disk):
 
 def test_read_only_at_run_time_refuses_writes_with_503_and_health_503_but_serves_reads(app, store):
     job = app.post_json("/jobs", {"type": "a"}, status=202).json
-    store.db.execute("PRAGMA query_only = ON")  # SQLite now answers writes as on a read-only file
+    store.writer.execute("PRAGMA query_only = ON")  # SQLite now answers writes as on a read-only file
     refused = app.post_json("/jobs", {"type": "a"}, status=503).json
     assert refused["error"] == "read_only" and "read-only" in refused["detail"]
     assert app.post(f"/jobs/{job['id']}/cancel", status=503).json["error"] == "read_only"
     assert app.get(f"/jobs/{job['id']}").json["status"] == "pending"
     assert app.get("/health", status=503).json["database"] == "read_only"
-    store.db.execute("PRAGMA query_only = OFF")
+    store.writer.execute("PRAGMA query_only = OFF")
     lazyboss.Reaper(store).run_once()
     assert app.get("/health").json["status"] == "ok"
     app.post_json("/jobs", {"type": "a"}, status=202)
@@ -353,7 +296,7 @@ def test_a_new_connection_never_creates_a_fresh_file_where_the_database_was(stor
     assert not os.path.exists(db_path)
     with pytest.raises(lazyboss.StorageError, match="deleted or replaced"):
         store.submit_jobs([lazyboss.JobSpec("b")])
-    assert store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1  # rolled back, not acknowledged
+    assert store.writer.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1  # rolled back, not acknowledged
 
 
 # -- transactions that fail
@@ -364,7 +307,7 @@ def test_a_commit_that_fails_rolls_back_and_other_writers_do_not_wait(store, db_
         with store.transaction() as db:
             db.execute("PRAGMA defer_foreign_keys = ON")  # the violation shows at COMMIT, which then fails
             db.execute("INSERT INTO progress (job_id, attempt_id, id, event, data, at) VALUES (9, 1, 1, 'x', '', 0)")
-    assert not store.db.in_transaction
+    assert not store.writer.in_transaction
     other_process = sqlite3.connect(db_path, timeout=0)
     other_process.execute("BEGIN IMMEDIATE")  # "database is locked" if the failed transaction were still open
     other_process.execute("ROLLBACK")
@@ -388,12 +331,12 @@ def deny_rollback(conn):
 
 
 def test_a_failing_rollback_does_not_hide_the_first_error_nor_keep_the_lock(store, db_path):
-    deny_rollback(store.db)
+    deny_rollback(store.writer)
     with pytest.raises(Refusal):
         with store.transaction() as db:
             db.execute("INSERT INTO types (name, updated_at) VALUES ('half', 0)")
             raise Refusal("the first error")
-    deny_rollback(store.db)
+    deny_rollback(store.writer)
     with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):  # the failed COMMIT's error, not ROLLBACK's
         with store.transaction() as db:
             db.execute("PRAGMA defer_foreign_keys = ON")

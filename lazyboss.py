@@ -6264,6 +6264,9 @@ class _Engine:
 
         self.claimed: queue.SimpleQueue = queue.SimpleQueue()
         self.poll: http.client.HTTPConnection | None = None
+        self.reports: list[_PendingReport] = []  # waiting for the request on its way to end
+        self.reporting = False  # a slot is sending reports
+        self.reports_changed = threading.Condition()
 
     def run(self) -> int:
         """Work until SIGTERM or SIGINT; return the exit status (0, or 130 after SIGINT)."""
@@ -6345,27 +6348,23 @@ class _Engine:
             self.claimed.put(None)
 
     def claim(self, limit: int) -> list[dict]:
-        """One long poll for up to `limit` jobs, the free slots.
-
-        One per request until the server hands out batches: then this asks
-        for `limit` at once, and the claim loop already deals the jobs out.
-        """
+        """One long poll for up to `limit` jobs, the free slots: one request however many are free."""
         if self.poll is None or self.poll.sock is None:
             self.poll = self.client._connect(self.LONG_POLL + 30)
         connection = self.poll
-        body = _encode({"types": self.types, "wait": self.LONG_POLL, "labels": self.labels}).encode()
+        body = _encode({"types": self.types, "wait": self.LONG_POLL, "labels": self.labels, "max": limit}).encode()
         headers = {**self.client._headers, "Content-Type": "application/json"}
         try:
             if self.stopping.is_set():
                 return []
-            status, job = self.client._exchange(connection, "POST", "/jobs/attempt", body, headers)
+            status, answer = self.client._exchange(connection, "POST", "/jobs/attempt", body, headers)
         except (OSError, http.client.HTTPException) as error:
             connection.close()
             self.poll = None
             if self.stopping.is_set():
                 return []
             raise Unreachable(f"lost the connection to {self.client.url}: {error}") from None
-        return [job] if status == 201 else []
+        return answer["jobs"] if status == 201 else []
 
     def slot(self) -> None:
         """One slot: run the jobs the claim loop hands over, until it says to end."""
@@ -6399,7 +6398,79 @@ class _Engine:
             self.report(attempt, outcome)
 
     def report(self, attempt: _Attempt, outcome: _Outcome) -> None:
-        """Deliver a result or error: again after a back-off while the server is away, smaller after a 413."""
+        """Deliver a result or error, and return once it is delivered (or dropped, or given up at exit).
+
+        Reports of jobs that end close together go in one request: the slot
+        that finds no request on its way sends every report waiting, its own
+        and those that came while the last request was out; the others wait
+        for the request that carries theirs. A lone report goes at once.
+        """
+        pending = _PendingReport(attempt, outcome)
+        with self.reports_changed:
+            self.reports.append(pending)
+            while not pending.settled:
+                if not self.reporting:
+                    self.reporting, batch, self.reports = True, self.reports, []
+                    break
+                self.reports_changed.wait()
+            else:
+                return
+        try:
+            self.send_reports(batch)
+        finally:
+            with self.reports_changed:
+                self.reporting = False
+                for sent in batch:
+                    sent.settled = True
+                self.reports_changed.notify_all()
+
+    def send_reports(self, batch: list[_PendingReport]) -> None:
+        """Send reports in one request (`POST /jobs/reports`), again after a back-off while the server is
+        away; each alone (`PUT`, smaller after a 413) when there is one, or the batch was too large."""
+        if len(batch) == 1:
+            self.send_report(batch[0].attempt, batch[0].outcome)
+            return
+        body = [
+            {
+                "job": sent.attempt.job["id"],
+                "attempt": sent.attempt.job["attempt"],
+                sent.outcome.kind: sent.outcome.body,
+            }
+            for sent in batch
+        ]
+        backoff = _Backoff(f"{len(batch)} reports not delivered", self.abandon)
+        while True:
+            try:
+                answers = self.client.request("POST", "/jobs/reports", body)[1]["reports"]
+                break
+            except LazybossError as error:
+                if error.status == 413:
+                    for sent in batch:
+                        self.send_report(sent.attempt, sent.outcome)
+                    return
+                if _transient(error) and backoff.wait(error):
+                    continue
+                for sent in batch:
+                    job_id, kind = sent.attempt.job["id"], sent.outcome.kind
+                    _log.error(
+                        "job %s: %s not delivered (%s); the job is handed out again after its lease",
+                        job_id,
+                        kind,
+                        error,
+                    )
+                return
+        for sent, answer in zip(batch, answers):
+            if answer["status"] != 201:
+                _log.warning(
+                    "job %s: %s dropped: %s %s",
+                    sent.attempt.job["id"],
+                    sent.outcome.kind,
+                    answer["error"],
+                    answer["detail"],
+                )
+
+    def send_report(self, attempt: _Attempt, outcome: _Outcome) -> None:
+        """Deliver one result or error: again after a back-off while the server is away, smaller after a 413."""
         job_id = attempt.job["id"]
         backoff = _Backoff(f"job {job_id}: {outcome.kind} not delivered", self.abandon)
         while True:
@@ -6421,6 +6492,15 @@ class _Engine:
                         "job %s: %s lost at exit; the job is handed out again after its lease", job_id, outcome.kind
                     )
                     return
+
+
+@dataclass
+class _PendingReport:
+    """A result or error a slot waits to see delivered."""
+
+    attempt: _Attempt
+    outcome: _Outcome
+    settled: bool = False  # delivered, dropped, or given up
 
 
 # -- running a command per job
@@ -6974,6 +7054,12 @@ def _build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--key", help="an Idempotency-Key: the same key never makes a second job (default none)")
     submit.add_argument("--hold", action="store_true", help="store it held: it waits for `lazyboss release ID`")
     submit.add_argument(
+        "--batch",
+        action="store_true",
+        help="read one job's parameters per line of stdin (NDJSON) and submit them all as one batch, all or none; "
+        "print their ids one per line",
+    )
+    submit.add_argument(
         "--wait",
         action="store_true",
         help="wait for the job: print its result alone, its id on stderr; exit 1 if it failed",
@@ -7106,7 +7192,10 @@ def _command_types(args: argparse.Namespace, client: Client) -> int:
 
 
 def _command_submit(args: argparse.Namespace, client: Client) -> int:
-    """lazyboss submit TYPE [JSON|-]: print the job id; with --wait, the result alone (the id on stderr)."""
+    """lazyboss submit TYPE [JSON|-]: print the job id; with --wait, the result alone (the id on stderr).
+    With --batch, the parameters of many jobs, a line each, from stdin: one request, their ids."""
+    if args.batch:
+        return _submit_batch(args, client)
     text = sys.stdin.read() if args.parameters == "-" else args.parameters
     try:
         parameters = json.loads(text) if text is not None else {}
@@ -7115,6 +7204,31 @@ def _command_submit(args: argparse.Namespace, client: Client) -> int:
     job = client.submit(args.type, parameters, priority=args.priority, delay=args.delay, key=args.key, hold=args.hold)
     print(job["id"], file=sys.stderr if args.wait else sys.stdout)
     return _print_outcome(client, job["id"]) if args.wait else _EXIT_OK
+
+
+def _submit_batch(args: argparse.Namespace, client: Client) -> int:
+    """lazyboss submit TYPE --batch < NDJSON: one job per line, submitted together, all or none."""
+    if args.parameters is not None:
+        args.command_parser.error("--batch reads the parameters from stdin, one job per line: give no JSON argument")
+    options = {"priority": args.priority, "delay": args.delay, "hold": args.hold or None}
+    options = {name: value for name, value in options.items() if value is not None}
+    jobs = []
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            jobs.append({"type": args.type, "parameters": json.loads(line), **options})
+        except ValueError as error:
+            args.command_parser.error(f"line {number} of stdin is not JSON: {error}")
+    if not jobs:
+        args.command_parser.error("--batch found no job on stdin (one line of JSON parameters per job)")
+    submitted = client.submit_many(jobs, key=args.key)
+    for job in submitted:
+        print(job["id"], file=sys.stderr if args.wait else sys.stdout)
+    if not args.wait:
+        return _EXIT_OK
+    statuses = [_print_outcome(client, job["id"]) for job in submitted]
+    return max(statuses)
 
 
 def _print_outcome(client: Client, job_id: str) -> int:

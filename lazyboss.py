@@ -708,6 +708,13 @@ _MIGRATIONS: list = [
         DELETE FROM job_claims WHERE job_id = NEW.id;
     END;
     """,
+    # 11: a job remembers the schedule that made it (a tick or a run on demand), so that deleting the
+    # schedule finds its pending jobs. Older jobs are known by their tick; older runs on demand are not known.
+    """
+    ALTER TABLE jobs ADD COLUMN schedule TEXT;
+    UPDATE jobs SET schedule = substr(schedule_tick, 1, instr(schedule_tick, ':') - 1) WHERE schedule_tick IS NOT NULL;
+    CREATE INDEX jobs_schedule_pending ON jobs (schedule) WHERE schedule IS NOT NULL AND status = 'pending';
+    """,
 ]
 
 
@@ -2235,9 +2242,15 @@ class Store:
         return views
 
     def _insert_jobs(
-        self, db: sqlite3.Connection, specs: list[JobSpec], submission: int | None = None, tick: str | None = None
+        self,
+        db: sqlite3.Connection,
+        specs: list[JobSpec],
+        submission: int | None = None,
+        schedule: str | None = None,
+        tick: str | None = None,
     ) -> list[int]:
-        """Insert pending (or held) jobs and their `submitted` events in the running transaction; return their ids."""
+        """Insert pending (or held) jobs and their `submitted` events in the running transaction; return their ids.
+        A schedule's job names it, and its tick if it fired by itself."""
         now = self.clock()
         settings: dict[str, tuple] = {}
         for index, spec in enumerate(specs):
@@ -2270,6 +2283,7 @@ class Store:
                     now,
                     now,
                     submission,
+                    schedule,
                     tick,
                     None if spec.claims is None else _encode(spec.claims),
                     spec.claim_window if spec.claim_window is not None else claim_window,
@@ -2278,8 +2292,9 @@ class Store:
         newest_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         db.executemany(
             """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
-                   backoff_base, backoff_max, created_at, updated_at, submission, schedule_tick, claims, claim_window)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   backoff_base, backoff_max, created_at, updated_at, submission, schedule, schedule_tick, claims,
+                   claim_window)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             rows,
         )
         # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
@@ -2786,19 +2801,26 @@ class Store:
         with self.transaction() as db:
             now = self.clock()
             job = self._job_in(db, job_id, ("held", "pending", "processing"), "cancelled")
-            if job["status"] == "processing":
-                db.execute(
-                    "UPDATE attempts SET status = 'cancelled', finished_at = ? WHERE job_id = ? AND id = ?",
-                    (now, job["id"], job["attempt"]),
-                )
-            db.execute(
-                """UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?,
-                       lease_expires_at = NULL WHERE id = ?""",
-                (now, now, job["id"]),
-            )
-            view = self._record(db, "cancelled", job["id"])
+            self._cancel(db, [job["id"]], now)
+            view = json.loads(self._views(db, [job["id"]])[job["id"]])
         self._committed(queue_changed=False)
         return view
+
+    def _cancel(self, db: sqlite3.Connection, ids: list[int], now: float, detail: Any = None, **context: Any) -> None:
+        """Cancel these jobs (held, pending or processing: the caller checked) and their running attempts, each
+        with a `cancelled` event, in the running transaction."""
+        listed = _encode(ids)
+        db.execute(
+            """UPDATE attempts SET status = 'cancelled', finished_at = ? WHERE (job_id, id) IN (SELECT id, attempt
+                   FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = 'processing')""",
+            (now, listed),
+        )
+        db.execute(
+            """UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_expires_at = NULL
+               WHERE id IN (SELECT value FROM json_each(?))""",
+            (now, now, listed),
+        )
+        self._record_all(db, [(job_id, "cancelled") for job_id in ids], detail, **context)
 
     def retry_job(self, job_id: str) -> dict:
         """Send a failed or cancelled job back to pending with a fresh attempt budget."""
@@ -3135,12 +3157,27 @@ class Store:
         rows = self.db.execute(f"SELECT {_SCHEDULE_JSON} FROM schedules ORDER BY name LIMIT ?", (limit,))
         return [json.loads(row[0]) for row in rows]
 
-    def delete_schedule(self, name: str) -> None:
-        """Stop a schedule; jobs it made are kept."""
+    def delete_schedule(self, name: str, keep_pending: bool = False) -> int:
+        """Stop a schedule and cancel the jobs it made that are still pending (unless `keep_pending`); running
+        and finished ones are kept as they are. Return how many were cancelled."""
         with self.transaction() as db:
+            now = self.clock()
             if not db.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount:
                 raise NotFound(f"no schedule named {name!r}")
-        _log.info("schedule %s deleted", name)
+            pending = (
+                []
+                if keep_pending
+                else [
+                    row[0]
+                    for row in db.execute("SELECT id FROM jobs WHERE schedule = ? AND status = 'pending'", (name,))
+                ]
+            )
+            if pending:
+                self._cancel(db, pending, now, {"reason": f"schedule {name} was deleted"}, schedule=name)
+        _log.info("schedule %s deleted, %d pending jobs of it cancelled", name, len(pending))
+        if pending:
+            self._committed(queue_changed=False)
+        return len(pending)
 
     def run_schedule(self, name: str) -> dict:
         """Submit a schedule's job now, on demand, besides its ticks."""
@@ -3155,7 +3192,7 @@ class Store:
         if row is None:
             raise NotFound(f"no schedule named {name!r}")
         spec = JobSpec(type=row["type"], parameters=json.loads(row["parameters"]))
-        (job_id,) = self._insert_jobs(db, [spec], tick=None if tick is None else f"{name}:{tick:.3f}")
+        (job_id,) = self._insert_jobs(db, [spec], schedule=name, tick=None if tick is None else f"{name}:{tick:.3f}")
         db.execute("UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE name = ?", (self.clock(), job_id, name))
         return json.loads(db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
 
@@ -5012,10 +5049,11 @@ class _Api:
         return _encode(self.store.get_schedule(name))
 
     def delete_schedule(self, name: str) -> str:
-        """DELETE /schedules/{name}: no more ticks."""
-        self.store.delete_schedule(name)
-        bottle.response.status = 204
-        return ""
+        """DELETE /schedules/{name}[?keep_pending=true]: no more ticks, and its pending jobs cancelled (or kept)."""
+        keep = bottle.request.query.get("keep_pending", "false")
+        if keep not in ("true", "false"):
+            raise Invalid(f"keep_pending must be true or false, not {keep!r}")
+        return _encode({"name": name, "cancelled": self.store.delete_schedule(name, keep_pending=keep == "true")})
 
     def run_schedule(self, name: str) -> str:
         """POST /schedules/{name}/run: one job now, besides the ticks."""
@@ -5943,9 +5981,10 @@ class Client:
             "PUT", f"/schedules/{_quote(name)}", {**body, **({"timezone": timezone} if timezone else {})}
         )[1]
 
-    def delete_schedule(self, name: str) -> None:
-        """Stop a schedule (admin)."""
-        self.request("DELETE", f"/schedules/{_quote(name)}")
+    def delete_schedule(self, name: str, *, keep_pending: bool = False) -> int:
+        """Stop a schedule and cancel its pending jobs (unless `keep_pending`); return how many it cancelled (admin)."""
+        query = "?keep_pending=true" if keep_pending else ""
+        return self.request("DELETE", f"/schedules/{_quote(name)}{query}")[1]["cancelled"]
 
     def run_schedule(self, name: str) -> dict:
         """Submit a schedule's job now, besides its ticks; return the job (admin)."""

@@ -6,6 +6,7 @@ The browser itself (live updates, clicks, the phone layout) is in test_status_br
 import base64
 import hashlib
 import re
+import sqlite3
 
 import pytest
 import webtest
@@ -398,28 +399,16 @@ def test_counts_follow_every_change_a_job_goes_through(store, clock):
 
 
 def test_a_file_from_before_the_counts_gets_them_counted(db_path, clock):
-    store = lazyboss.Store(db_path, clock=clock)
-    submit(store, "old")
-    store.db.executescript(  # back to schema 4: undo migrations 5 to 10 (9, held jobs, runs again unchanged)
-        """DROP TRIGGER jobs_reserved_at_submit; DROP TRIGGER jobs_reserved_again; DROP TRIGGER jobs_reserved_no_more;
-           DROP TABLE job_claims; DROP INDEX jobs_open_queue; DROP INDEX jobs_type_open_queue; DROP INDEX jobs_reserved;
-           ALTER TABLE jobs DROP COLUMN claims; ALTER TABLE jobs DROP COLUMN claim_window;
-           ALTER TABLE jobs DROP COLUMN reserved_until; ALTER TABLE types DROP COLUMN claim_window;
-           CREATE INDEX jobs_queue ON jobs (status, priority DESC, run_at, id) WHERE status = 'pending';
-           DROP TABLE type_versions; ALTER TABLE types DROP COLUMN parameters_schema;
-           ALTER TABLE types DROP COLUMN result_schema; ALTER TABLE types DROP COLUMN labels;
-           DROP TRIGGER jobs_counted_in; DROP TRIGGER jobs_counted_on; DROP TRIGGER jobs_counted_out;
-           DROP TABLE job_counts; DROP TABLE sessions;
-           DROP INDEX events_results; DROP INDEX events_errors;
-           ALTER TABLE events DROP COLUMN result; ALTER TABLE events DROP COLUMN error;
-           PRAGMA user_version = 4;"""
-    )
-    store.db.execute(  # written by a lazyboss that did not count
-        """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
-               backoff_base, backoff_max, created_at, updated_at)
-           VALUES ('old', 'pending', '{}', 0, 0, 3, 300, 1, 600, 0, 0)"""
-    )
-    store.close()
+    with sqlite3.connect(db_path) as db:  # a file of schema 4, by a lazyboss that did not count
+        for migration in lazyboss._MIGRATIONS[:4]:
+            migration(db) if callable(migration) else db.executescript(migration)
+        db.execute("PRAGMA user_version = 4")
+        db.executemany(
+            """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
+                   backoff_base, backoff_max, created_at, updated_at)
+               VALUES ('old', 'pending', '{}', 0, 0, 3, 300, 1, 600, 0, 0)""",
+            [()] * 2,
+        )
     upgraded = lazyboss.Store(db_path, clock=clock)
     assert upgraded.count_jobs() == {"old": {"pending": 2}}
     submit(upgraded, "old")

@@ -22,7 +22,8 @@ The module reads top to bottom, each section using only those above it:
 - Status page: `GET /` for browsers, one page whose style sheet and script are
   the constants `_PAGE_STYLE` and `_PAGE_SCRIPT`, and the rendering of its tables.
 - HTTP API: the handlers, authentication (tokens, and the page's session
-  cookies with their CSRF checks), streams, and `make_app`.
+  cookies with their CSRF checks), streams, the route table `_ROUTES` with
+  each route's OpenAPI description (GET /openapi.json), and `make_app`.
 - Serving: waitress on a port, the orderly stop, `serve`.
 - Client: the HTTP API from Python: `Client`, the back-off every caller uses.
 - Worker engine: claiming, leases, progress and reports for any runner; the
@@ -66,6 +67,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta, timezone
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -853,7 +855,9 @@ _LISTED_ORDER = "ORDER BY listed_rank"
 
 
 def _check_int(value: Any, name: str, low: int, high: int) -> int:
-    """An integer within [low, high], or Invalid naming the field."""
+    """An integer within [low, high] (5.0 too: JSON, like JSON Schema, has no other 5), or Invalid naming the field."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise Invalid(f"{name!r} must be an integer from {low} to {high}")
     return value
@@ -1110,7 +1114,7 @@ def _parse_type_settings(body: Any, check_schemas: bool = True) -> dict:
         value = body["max_attempts"]
         settings["max_attempts"] = None if value is None else _check_int(value, "max_attempts", 1, 1000)
     if "backoff" in body:
-        backoff = body["backoff"] or {"base": None, "max": None}
+        backoff = {"base": None, "max": None} if body["backoff"] is None else body["backoff"]
         if not isinstance(backoff, dict) or set(backoff) - {"base", "max"}:
             raise Invalid('\'backoff\' is an object {"base": seconds, "max": seconds}')
         for key in ("base", "max"):
@@ -1125,10 +1129,13 @@ def _parse_type_settings(body: Any, check_schemas: bool = True) -> dict:
         settings["paused"] = int(body["paused"])
     if "retain" in body:
         value = body["retain"]
-        try:
-            settings["retain"] = None if value is None else parse_duration(value)
-        except ValueError as error:
-            raise Invalid(f"retain: {error}") from None
+        if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+            settings["retain"] = None if value is None else _check_number(value, "retain", 0, _LONGEST_DURATION)
+        else:
+            try:
+                settings["retain"] = parse_duration(value)
+            except ValueError as error:
+                raise Invalid(f"retain: {error}") from None
     for field in ("parameters_schema", "result_schema"):
         if field in body:
             schema = body[field]
@@ -1137,7 +1144,7 @@ def _parse_type_settings(body: Any, check_schemas: bool = True) -> dict:
             settings[field] = None if schema is None else _encode(schema)
     if "labels" in body:
         labels = body["labels"]
-        settings["labels"] = None if not labels else _encode(_check_labels(labels, "labels"))
+        settings["labels"] = None if labels is None or labels == {} else _encode(_check_labels(labels, "labels"))
     if "claim_window" in body:
         window = body["claim_window"]
         settings["claim_window"] = None if window is None else _check_number(window, "claim_window", 0, _MAX_WINDOW)
@@ -4517,10 +4524,11 @@ class _Api:
 
     JSON_TYPES = ("application/json", "application/x-ndjson", "")
 
-    def __init__(self, store: Store, config: Config, reaper: Reaper | None):
+    def __init__(self, store: Store, config: Config, reaper: Reaper | None, description: str):
         self.store = store
         self.config = config
         self.reaper = reaper
+        self.description = description  # GET /openapi.json
         self.up_since = time.time()
         self.open_mode_allowed = _is_loopback(config.host)
         self.session_lifetime = parse_duration(config.session_ttl)
@@ -4647,7 +4655,7 @@ class _Api:
             return None
         number = _as_id(text)
         if number is None or not 1 <= number <= high:
-            raise Invalid(f"query parameter {name!r} must be a whole number from 1 to {high}, not {text!r}")
+            raise Invalid(f"{name!r} must be a whole number from 1 to {high}, not {text!r}")
         return number
 
     def last_event_id(self) -> int | None:
@@ -4696,7 +4704,7 @@ class _Api:
         """GET /jobs: newest first, filtered by status and type, paged by cursor."""
         statuses = self.query_list("status")
         self.check_statuses(statuses)
-        limit = int(self.query_number("limit", 50, 1, 1000))
+        limit = self.query_count("limit", 1000) or 50
         cursor = bottle.request.query.get("cursor") or None
         before = None
         if cursor:
@@ -4847,7 +4855,9 @@ class _Api:
         if "wait" in body:
             wait = _check_number(body["wait"], "wait", 0, float("inf"))
         wait = min(wait, self.config.max_wait)
-        most = _check_int(body["max"], "max", 1, _MAX_CLAIM) if "max" in body else self.query_count("max", _MAX_CLAIM)
+        most = self.query_count("max", _MAX_CLAIM)  # checked even when the body's wins, as `wait` is
+        if "max" in body:
+            most = _check_int(body["max"], "max", 1, _MAX_CLAIM)
         limit = most or 1
         worker = self.caller().name
         self.store.saw_worker(worker)
@@ -5169,6 +5179,10 @@ class _Api:
             "reaper_last_run": rfc3339(self.reaper.last_run if self.reaper else None),
         }
 
+    def openapi(self) -> str:
+        """GET /openapi.json: this API described in OpenAPI 3.1."""
+        return self.description
+
     def stats(self) -> str:
         """GET /stats: what the server holds and does now, as JSON."""
         return _encode(self.snapshot())
@@ -5256,57 +5270,1285 @@ class _ApiPlugin:
         return wrapper
 
 
+# -- the route table and its OpenAPI description (GET /openapi.json)
+#
+# Each route is one `_Route` in `_ROUTES` below: its method, path, handler and least role, and its OpenAPI
+# operation. `make_app` serves exactly these routes and `_openapi_document` describes exactly these, so a
+# route cannot be served without being described. What a route's role, method and body imply (401/403,
+# the origin check, 413/415, the refusal codes) is added by `_openapi_document`; an entry gives the rest.
+
+
+def _schema(name: str) -> dict:
+    """A reference to one of the document's schemas."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(name: str) -> dict:
+    return {"type": "array", "items": _schema(name)}
+
+
+def _nullable(schema: dict) -> dict:
+    """The schema, or null."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _headers(meanings: dict[str, str]) -> dict:
+    """Response headers, by name: what each says."""
+    return {name: {"description": text, "schema": {"type": "string"}} for name, text in meanings.items()}
+
+
+def _answer(
+    description: str,
+    schema: dict | None = None,
+    media: str = "application/json",
+    headers: dict[str, str] | None = None,
+    links: dict | None = None,
+) -> dict:
+    """A successful response: what it means, its body's schema in `media`, its headers, and its links
+    (the operations its body gives parameters to, from `_links`)."""
+    response: dict[str, Any] = {"description": description}
+    if schema is not None:
+        response["content"] = {media: {"schema": schema}}
+    if headers:
+        response["headers"] = _headers(headers)
+    if links:
+        response["links"] = links
+    return response
+
+
+def _links(*operations: str, **parameters: str) -> dict:
+    """Links to these operations (by id: their handlers' names), whose parameters come from the answer's
+    body at these JSON pointers."""
+    values = {name: f"$response.body#{pointer}" for name, pointer in parameters.items()}
+    return {operation: {"operationId": operation, "parameters": values} for operation in operations}
+
+
+def _parameter(place: str, name: str, description: str, schema: dict, **more: Any) -> dict:
+    """A parameter in the query, a header or the path."""
+    return {"name": name, "in": place, "description": description, "schema": schema, **more}
+
+
+def _repeated(name: str, description: str, items: dict | None = None) -> dict:
+    """A query parameter that may come again (`?type=a&type=b`), each also a comma-separated list."""
+    schema = {"type": "array", "items": items or {"type": "string"}}
+    more = f" At most {_MAX_FILTER_VALUES} different values."
+    return _parameter("query", name, description + more, schema, style="form", explode=True)
+
+
+def _json_body(schema: dict, description: str, required: bool = True) -> dict:
+    return {"description": description, "required": required, "content": {"application/json": {"schema": schema}}}
+
+
+_TIME = {"type": "string", "format": "date-time", "description": "RFC 3339 UTC with milliseconds"}
+_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+_ANY_JSON = {"description": "any JSON value"}
+_SECONDS = {"type": "number", "minimum": 0, "maximum": 366 * 86400}
+_LEASE = {"type": "number", "minimum": 0.001, "maximum": 366 * 86400}
+_ATTEMPT_BUDGET = {"type": "integer", "minimum": 1, "maximum": 1000}
+_TYPE_NAME_SCHEMA = {"type": "string", "pattern": f"^{_TYPE_NAME.pattern}$"}
+_NAME_SCHEMA = {"type": "string", "pattern": f"^{_TOKEN_NAME.pattern}$"}
+_REPORTED_ID = {"type": "string", "description": "as the claim gave it; another gets its own 404"}
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+_LABEL_VALUE = {"type": "string", "maxLength": _MAX_LABEL_VALUE}
+_LABELS = {
+    "type": "object",
+    "maxProperties": _MAX_LABELS,
+    "propertyNames": {"pattern": f"^{_LABEL_KEY.pattern}$"},
+    "additionalProperties": _LABEL_VALUE,
+}
+_CLAIMS = {
+    "type": "object",
+    "maxProperties": _MAX_LABELS,
+    "propertyNames": {"pattern": f"^{_LABEL_KEY.pattern}$"},
+    "additionalProperties": {
+        "oneOf": [_LABEL_VALUE, {"type": "array", "items": _LABEL_VALUE, "minItems": 1, "maxItems": _MAX_LABELS}]
+    },
+}
+_WINDOW = {"type": "number", "minimum": 0, "maximum": _MAX_WINDOW}
+_JSON_SCHEMA = {
+    "type": ["object", "boolean", "null"],
+    "description": "a JSON Schema (draft 4 to 2020-12, by its $schema; only '#' references); null: none",
+}
+
+
+def _object(description: str, optional: dict | None = None, **required: dict) -> dict:
+    """A JSON object with exactly these members: `required` always, `optional` sometimes."""
+    schema = {"type": "object", "description": description, "properties": {**required, **(optional or {})}}
+    return {**schema, **({"required": list(required)} if required else {}), "additionalProperties": False}
+
+
+_JOB_MEMBERS = {
+    "id": _ID,
+    "type": _TYPE_NAME_SCHEMA,
+    "status": {"type": "string", "enum": list(JOB_STATUSES)},
+    "parameters": {**_ANY_JSON, "description": "what the job was submitted with, as it was sent"},
+    "result": {**_ANY_JSON, "description": "the accepted result (null before)"},
+    "error": {**_ANY_JSON, "description": "the last error reported or the expiry (null if none)"},
+    "priority": {"type": "integer"},
+    "run_at": _TIME,
+    "attempts": {"type": "integer", "minimum": 0, "description": "claims so far"},
+    "max_attempts": {"type": "integer", "minimum": 1},
+    "timeout": {"type": "number", "description": "the lease: seconds without progress before an attempt expires"},
+    "created_at": _TIME,
+    "updated_at": _TIME,
+    "finished_at": _nullable(_TIME),
+    "assignee": {"type": ["string", "null"], "description": "the worker of the current or last attempt"},
+    "attempt": _nullable({**_ID, "description": "the current attempt's id"}),
+    "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 100, "description": "the last percent"},
+    "claims": _nullable({**_CLAIMS, "description": "labels a worker needs to take it while its window lasts"}),
+    "claim_window": {"type": ["number", "null"], "description": "seconds from run_at it waits for such a worker"},
+}
+_JOB_SPEC_MEMBERS = {
+    "type": _TYPE_NAME_SCHEMA,
+    "parameters": {**_ANY_JSON, "description": "handed to the worker as is (default {})"},
+    "priority": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1, "description": "higher first"},
+    "run_at": {
+        "description": "not before this time (1970 to 9999); not with delay",
+        "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number", "minimum": 0, "maximum": _LATEST_TIME}],
+    },
+    "delay": {**_SECONDS, "description": "seconds from now; not with run_at"},
+    "max_attempts": _ATTEMPT_BUDGET,
+    "timeout": _LEASE,
+    "hold": {"type": "boolean", "description": "store it held: never claimed until POST /jobs/{id}/release"},
+    "claims": _nullable(
+        {**_CLAIMS, "description": "reserve it for workers whose labels match every claim (a list: any of it)"}
+    ),
+    "claim_window": {**_WINDOW, "description": "seconds from run_at the reservation lasts (default: its type's)"},
+}
+_OPENAPI_SCHEMAS = {
+    "Error": _object(
+        "Every refusal: a code for programs and a sentence for people.",
+        error={"type": "string"},
+        detail={"type": "string"},
+    ),
+    "Job": _object("A job as stored; unset fields are null.", **_JOB_MEMBERS),
+    "ClaimedJob": _object(
+        "A job handed to the caller: processing, with its new attempt.", **_JOB_MEMBERS, startedAt=_TIME
+    ),
+    "Claims": _object(
+        "The jobs handed to the caller by a claim with `max`.",
+        jobs={
+            "type": "array",
+            "items": _object(
+                "A claimed job and where to report on its attempt.",
+                **_JOB_MEMBERS,
+                startedAt=_TIME,
+                location={"type": "string", "description": "/jobs/{id}/attempts/{attempt}"},
+            ),
+        },
+    ),
+    "Report": {
+        "description": "A result or an error of one of the caller's attempts.",
+        "oneOf": [
+            _object("A result.", job=_REPORTED_ID, attempt=_REPORTED_ID, result=_ANY_JSON),
+            _object("An error.", job=_REPORTED_ID, attempt=_REPORTED_ID, error=_ANY_JSON),
+        ],
+    },
+    "ReportOutcome": {
+        "description": "What became of one report: 201 and the job, or the status and error it would have got alone.",
+        "oneOf": [
+            _object("Taken.", status={"const": 201}, job=_schema("Job")),
+            _object(
+                "Refused; it changed nothing.",
+                status={"type": "integer", "enum": [403, 404, 409, 422, 503]},
+                error={"type": "string"},
+                detail={"type": "string"},
+            ),
+        ],
+    },
+    "JobSpec": {
+        **_object("A job to submit; the job type's settings and the defaults fill in the rest.", **_JOB_SPEC_MEMBERS),
+        "required": ["type"],
+        "not": {"required": ["run_at", "delay"]},
+        "examples": [{"type": "thumbnail", "parameters": {"src": "a.png"}}, {"type": "report", "delay": 60}],
+    },
+    "JobList": _object(
+        "A page of jobs, newest first.",
+        jobs=_list_of("Job"),
+        next={"type": ["string", "null"], "description": "the cursor of the next page; null on the last"},
+    ),
+    "Attempt": _object(
+        "One claim of a job.",
+        id=_ID,
+        job=_ID,
+        worker={"type": "string"},
+        status={"type": "string", "enum": ["processing", "done", "failed", "expired", "cancelled"]},
+        started_at=_TIME,
+        finished_at=_nullable(_TIME),
+        result=_ANY_JSON,
+        error=_ANY_JSON,
+    ),
+    "Event": _object(
+        "The data of an event on GET /events.",
+        {"detail": {**_ANY_JSON, "description": "what the event adds, such as a progress event's items"}},
+        id=_ID,
+        event={"type": "string", "description": "submitted, claimed, progress, done, retrying, expired, ..."},
+        at=_TIME,
+        job=_schema("Job"),
+    ),
+    "Token": _object(
+        "A credential, never with its secret.",
+        name=_NAME_SCHEMA,
+        role={"type": "string", "enum": list(ROLES)},
+        created_at=_TIME,
+        last_used_at=_nullable(_TIME),
+    ),
+    "NewToken": _object(
+        "A credential just made; its secret is shown this once.",
+        name=_NAME_SCHEMA,
+        role={"type": "string", "enum": list(ROLES)},
+        secret={"type": "string"},
+    ),
+    "JobType": _object(
+        "A job type's effective settings (its own, else the defaults) and its jobs by status.",
+        type=_TYPE_NAME_SCHEMA,
+        timeout={"type": "number"},
+        max_attempts={"type": "integer"},
+        backoff=_object(
+            "Retry back-off: base·2^n seconds, at most max.", base={"type": "number"}, max={"type": "number"}
+        ),
+        paused={"type": "boolean"},
+        retain={"type": ["number", "null"], "description": "seconds finished jobs are kept; null: --retain"},
+        parameters_schema={**_ANY_JSON, "description": "the JSON Schema submitted parameters must fit (null: none)"},
+        result_schema={**_ANY_JSON, "description": "the JSON Schema results must fit (null: none)"},
+        labels=_LABELS,
+        claim_window={"type": ["number", "null"], "description": "its jobs' default claim window"},
+        configured={"type": "boolean", "description": "whether the type has settings of its own"},
+        settings={**_schema("TypeSettings"), "description": "its own settings, as PUT takes them"},
+        jobs=_COUNTS,
+    ),
+    "TypeVersion": _object(
+        "One change of a type's settings.",
+        version={"type": "integer", "minimum": 1},
+        changed_by={"type": "string", "description": "the token (or command) that made it"},
+        changed_at=_TIME,
+        changed={"type": "array", "items": {"type": "string"}, "description": "the settings it changed"},
+        settings={
+            "oneOf": [_schema("TypeSettings"), {"type": "null"}],
+            "description": "the type's own settings after it; null: the type was deleted",
+        },
+    ),
+    "TypeSettings": {
+        **_object(
+            "The settings to change; null restores the default, absent ones are kept.",
+            {
+                "timeout": _nullable(_LEASE),
+                "max_attempts": _nullable(_ATTEMPT_BUDGET),
+                "backoff": {
+                    "type": ["object", "null"],
+                    "properties": {"base": _nullable(_SECONDS), "max": _nullable(_SECONDS)},
+                    "additionalProperties": False,
+                },
+                "paused": {"type": "boolean"},
+                "retain": {
+                    "description": "a duration such as 12h or 7d, or seconds; null: --retain",
+                    "type": ["string", "number", "null"],
+                    "minimum": 0,
+                    "maximum": _LONGEST_DURATION,
+                },
+                "parameters_schema": _JSON_SCHEMA,
+                "result_schema": _JSON_SCHEMA,
+                "labels": _nullable(_LABELS),
+                "claim_window": _nullable(_WINDOW),
+            },
+        ),
+        "examples": [
+            {"timeout": 60, "max_attempts": 5, "backoff": {"base": 2, "max": 300}, "retain": "1d"},
+            {"paused": True},
+        ],
+    },
+    "Worker": _object(
+        "A worker seen: its last contact, its running attempts, and its attempts by outcome.",
+        name={"type": "string"},
+        last_seen_at=_nullable(_TIME),
+        working_on={
+            "type": "array",
+            "items": _object("A running attempt.", job=_ID, type=_TYPE_NAME_SCHEMA, attempt=_ID, since=_TIME),
+        },
+        done={"type": "integer"},
+        failed={"type": "integer"},
+        expired={"type": "integer"},
+    ),
+    "Schedule": _object(
+        "A recurring job.",
+        name=_NAME_SCHEMA,
+        type=_TYPE_NAME_SCHEMA,
+        parameters=_ANY_JSON,
+        every={"type": "string"},
+        timezone={"type": "string"},
+        next_run_at=_TIME,
+        last_run_at=_nullable(_TIME),
+        last_job=_nullable(_ID),
+        created_at=_TIME,
+    ),
+    "ScheduleSettings": {
+        **_object(
+            "A schedule: a job of `type` with `parameters` at every tick.",
+            {
+                "parameters": {**_ANY_JSON, "description": "default {}"},
+                "timezone": {"type": "string", "description": "an IANA zone for cron lines (default UTC)"},
+            },
+            type=_TYPE_NAME_SCHEMA,
+            every={"type": "string", "description": 'an interval ("10 minutes", "1 day") or a five-field cron line'},
+        ),
+        "examples": [
+            {"type": "backup", "parameters": {"full": True}, "every": "0 3 * * *", "timezone": "Europe/Berlin"},
+            {"type": "poll-feeds", "every": "10 minutes"},
+        ],
+    },
+    "Health": _object(
+        "Whether the server can do its work.",
+        {"detail": {"type": "string", "description": "what is wrong with the database, when something is"}},
+        status={"type": "string", "enum": ["ok", "unhealthy"]},
+        version={"type": "string"},
+        database={"type": "string", "description": "ok, or the error code of what went wrong"},
+        reaper={"type": "string", "description": "ok, or what went wrong"},
+    ),
+    "Stats": _object(
+        "What the server holds and does now.",
+        up_since=_TIME,
+        version={"type": "string"},
+        jobs=_COUNTS,
+        jobs_by_type={"type": "object", "additionalProperties": _COUNTS},
+        counters={"type": "object", "additionalProperties": _COUNTS},
+        oldest_pending_age_seconds={"type": "object", "additionalProperties": {"type": "number"}},
+        waiting_workers={"type": "integer"},
+        open_streams={"type": "integer"},
+        file_bytes=_COUNTS,
+        disk_free_bytes={"type": ["integer", "null"], "description": "free for lazyboss where the database is"},
+        reaper_last_run=_nullable(_TIME),
+    ),
+}
+
+
+_OPENAPI_SECURITY = {
+    "basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "A token's name and secret (curl -u NAME:SECRET). The name is the worker's identity.",
+    },
+    "bearer": {"type": "http", "scheme": "bearer", "description": "A token's secret alone."},
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": _SESSION_COOKIE,
+        "description": "The status page's session, from POST /login; a change also needs csrf.",
+    },
+    "csrf": {
+        "type": "apiKey",
+        "in": "header",
+        "name": _CSRF_HEADER,
+        "description": "The session's CSRF token, which the status page carries in <meta name=csrf-token>.",
+    },
+}
+
+# Refusals as (status, error code, when): an operation's error responses are made of these.
+_BY_CREDENTIALS = (
+    (400, "bad_header", "a header is not UTF-8"),
+    (400, "bad_credentials", "the Basic credentials are not base64 of name:secret"),
+    (401, "unauthorized", "credentials missing or wrong, or the session ended"),
+    (403, "forbidden", "the credential's role is below the one the operation needs"),
+    (403, "host", "open mode: the request is for a host other than 127.0.0.1, localhost or ::1"),
+)
+_BY_CHANGE = (
+    (400, "bad_header", "a header is not UTF-8"),
+    (403, "cross_origin", "a browser sent it for a page of another site (Origin is not Host)"),
+)
+_BY_SESSION_CHANGE = ((403, "csrf", "made with the session cookie, without its X-CSRF-Token"),)
+_BY_BODY = (
+    (413, "too_large", "the body is over --max-body"),
+    (415, "unsupported_media_type", "the body is not of a media type the operation takes"),
+)
+_BY_JSON_BODY = (
+    *_BY_BODY,
+    (400, "bad_json", "the body is not JSON, nests deeper than 100 levels, or has a number beyond a double"),
+)
+_BY_INVALID = ((422, "invalid", "a field or parameter of the wrong type or value, named in detail"),)
+_BY_STREAM = ((503, "busy", "all threads for streams and long polls are taken: retry after Retry-After"),)
+# Every route that reads or writes the database (any with a role, and the page's): its file may fail.
+_BY_STORAGE = (
+    (507, "storage_full", "the disk holding the database is full: nothing was written"),
+    *(
+        (503, code, "the database file cannot do it: nothing was written (see /health)")
+        for code in ("read_only", "io_error", "database_corrupt", "not_a_database", "cannot_open", "database_gone")
+    ),
+    (503, "database_busy", "another process held the database's write lock too long: nothing was written"),
+)
+_BY_SCHEMA = (
+    (503, "schema_unsupported", "the type has a JSON Schema and this server lacks the schema extra to check it"),
+)
+_REFUSAL_HEADERS = {
+    401: {"WWW-Authenticate": "Basic and Bearer, when credentials were missing or wrong"},
+    503: {"Retry-After": "seconds to wait before trying again"},
+}
+
+
+def _refusal_responses(refusals: list[tuple[int, str, str]], media_types: tuple[str, ...]) -> dict:
+    """The error responses of these refusals, one per status, each naming its error codes."""
+    by_status: dict[int, dict[str, str]] = {}
+    for status, code, when in refusals:
+        codes = by_status.setdefault(status, {})
+        codes[code] = f"{codes[code]}, or {when}" if code in codes and when not in codes[code] else when
+    responses = {}
+    for status, codes in sorted(by_status.items()):
+        schema = {"allOf": [_schema("Error")], "properties": {"error": {"enum": list(codes)}}}
+        response = {
+            "description": "; ".join(f"`{code}`: {when}" for code, when in codes.items()),
+            "content": {
+                media: {"schema": schema if media == "application/json" else {"type": "string"}}
+                for media in media_types
+            },
+        }
+        if status in _REFUSAL_HEADERS:
+            response["headers"] = _headers(_REFUSAL_HEADERS[status])
+        responses[str(status)] = response
+    return responses
+
+
+@dataclass(frozen=True)
+class _Route:
+    """A route of the API: method, path (Bottle's syntax), handler, the least role that may call it (None:
+    anyone, or the page's own checks), its OpenAPI operation, and its refusals besides those that the role,
+    the method and a JSON body imply."""
+
+    method: str
+    path: str
+    handler: Callable
+    role: str | None
+    operation: dict
+    refusals: tuple = ()
+    page: bool = False  # answers a browser (Accept: text/html) in HTML, refusals too
+
+
+_ROUTE_PARAMETER = r"<(\w+)(?::\w+)?>"  # in Bottle's syntax: a name, and maybe a filter (`id`: digits)
+_OPENAPI_TAGS = {
+    "": "page",
+    "login": "page",
+    "logout": "page",
+    "health": "monitoring",
+    "stats": "monitoring",
+    "metrics": "monitoring",
+    "openapi.json": "monitoring",
+}
+
+
+_JOB_ID = _parameter("path", "job_id", "A job's id.", _ID, required=True, example="1")
+_ATTEMPT_ID = _parameter(
+    "path", "attempt_id", "An attempt's id, counted per job from 1.", _ID, required=True, example="1"
+)
+_TYPE_PATH = _parameter("path", "name", "A job type's name.", _TYPE_NAME_SCHEMA, required=True)
+_SCHEDULE_PATH = _parameter("path", "name", "A schedule's name.", _NAME_SCHEMA, required=True)
+_TOKEN_PATH = _parameter("path", "name", "A token's name.", _NAME_SCHEMA, required=True)
+_EVENT_ID = {"type": "string", "pattern": r"^\s*[0-9]{0,18}\s*$", "description": "empty: none"}
+_LAST_EVENT_ID = (
+    _parameter("header", "Last-Event-ID", "Resume after this event id (EventSource sends it).", _EVENT_ID),
+    _parameter("query", "last_event_id", "The same as Last-Event-ID, for clients that cannot send it.", _EVENT_ID),
+)
+_TYPE_FILTER = _repeated("type", "Only these job types.", _TYPE_NAME_SCHEMA)
+_CLAIM_COUNT = {"type": "integer", "minimum": 1, "maximum": _MAX_CLAIM}
+
+
+def _label_filter(description: str) -> dict:
+    """A repeatable `label=key:value` query parameter."""
+    return _repeated("label", description, {"type": "string", "pattern": f"^{_LABEL_KEY.pattern}:"})
+
+
+_EVENT_STREAM = {
+    "type": "string",
+    "description": "text/event-stream: `retry:` first, then `id:` and `data:` per event, `: keep-alive` comments",
+}
+_UNKNOWN_JOB = ((404, "not_found", "no such job"),)
+_UNKNOWN_ATTEMPT = ((404, "not_found", "no such job or attempt"),)
+_UNKNOWN_TYPE = ((404, "not_found", "no such job type: none configured and no jobs of it"),)
+_UNKNOWN_SCHEDULE = ((404, "not_found", "no such schedule"),)
+_REPORT_REFUSALS = (
+    (403, "forbidden", "the attempt belongs to another worker"),
+    *_UNKNOWN_ATTEMPT,
+    (409, "expired", "the attempt's lease ran out: its job went on without it"),
+    (409, "cancelled", "the job was cancelled: stop the work"),
+    (409, "finished", "the attempt already ended otherwise"),
+)
+_STATUS_CHANGE_REFUSALS = (*_UNKNOWN_JOB, (409, "conflict", "the job's status does not allow it"))
+_LOGIN_ANSWER = _answer(
+    "Logged in (or out): back to the page.",
+    headers={"Location": "/", "Set-Cookie": "the session cookie (Max-Age=0 to forget it)"},
+)
+
+_OPENAPI_INTRODUCTION = """A job server for small hosts: clients submit jobs, workers claim them by long \
+polling and report progress, results and errors.
+
+Credentials: a token's secret as Bearer, or its name and secret as Basic; or the status page's session \
+cookie from POST /login, with which a change also needs the X-CSRF-Token header. Roles rank client < worker \
+< admin; each operation names the least one it needs in `x-lazyboss-role` and in its security requirements. \
+Open mode: while no token exists, the server listens on loopback only and anyone may do anything, with or \
+without credentials.
+
+Every refusal is JSON `{"error": code, "detail": sentence}`; each response lists its codes. Besides those, \
+an unknown path gets 404 `not_found`, a method a path lacks 405 `method_not_allowed` (with Allow), and a \
+body over 4 times --max-body is refused before it is read (plain-text 413)."""
+
+
+# The API: `make_app` serves these routes, GET /openapi.json describes them. To add a route, add its
+# `_Route` here: method, path, the `_Api` method answering it, the least role, and its operation with a
+# summary, its parameters (path parameters named job_id or attempt_id are added), its body and its
+# answers; list its refusals as (status, code, when) besides those its role, method and JSON body imply.
+# tests/test_openapi.py checks the document, and the schemathesis run holds the server to it.
+_ROUTES = (
+    _Route(
+        "POST",
+        "/jobs",
+        _Api.submit,
+        "client",
+        {
+            "summary": "Submit a job, or a batch of jobs in one transaction",
+            "description": "A JSON object is one job; a JSON array (or application/x-ndjson, a job per line) "
+            "is a batch, taken all or nothing. 202 means committed to disk.",
+            "parameters": [
+                _parameter(
+                    "header",
+                    "Idempotency-Key",
+                    "Names the submission: sent again with the same shape (one job, or a list of as many), it "
+                    "gets the jobs the first one made, never new ones.",
+                    {"type": "string", "minLength": 1, "maxLength": 200},
+                )
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"oneOf": [_schema("JobSpec"), {**_list_of("JobSpec"), "minItems": 1}]}
+                    },
+                    "application/x-ndjson": {"schema": {**_list_of("JobSpec"), "minItems": 1}},
+                },
+            },
+            "responses": {
+                "202": _answer(
+                    "The job (or, for a batch, the list of jobs) as stored.",
+                    {"oneOf": [_schema("Job"), _list_of("Job")]},
+                    headers={"Location": "the job's URL (one job only)"},
+                    links=_links("get_job", "list_attempts", "cancel", "retry", "release", job_id="/id"),
+                )
+            },
+        },
+        (
+            *_BY_INVALID,
+            *_BY_SCHEMA,
+            (422, "invalid_parameters", "parameters do not fit the type's parameters_schema (path and rule in detail)"),
+            (409, "key_reused", "the Idempotency-Key named a submission of another shape"),
+        ),
+    ),
+    _Route(
+        "GET",
+        "/jobs",
+        _Api.list_jobs,
+        "client",
+        {
+            "summary": "List jobs, newest first",
+            "parameters": [
+                _repeated("status", "Only jobs in these statuses.", {"type": "string", "enum": list(JOB_STATUSES)}),
+                _TYPE_FILTER,
+                _parameter(
+                    "query",
+                    "limit",
+                    "Jobs per page.",
+                    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                ),
+                _parameter("query", "cursor", "The `next` of the page before.", {"type": "string"}),
+            ],
+            "responses": {"200": _answer("A page of jobs.", _schema("JobList"))},
+        },
+        (*_BY_INVALID, (400, "bad_cursor", "the cursor is not one this server gave")),
+    ),
+    _Route(
+        "DELETE",
+        "/jobs",
+        _Api.purge,
+        "admin",
+        {
+            "summary": "Delete the jobs of these types and statuses (never running ones), with all they left",
+            "parameters": [
+                {**_TYPE_FILTER, "required": True},
+                {
+                    **_repeated("status", "Of these statuses.", {"type": "string", "enum": list(JOB_STATUSES)}),
+                    "required": True,
+                },
+                _parameter(
+                    "query",
+                    "older_than",
+                    "Only jobs older than this, such as 7d: finished ones since they finished, others since submitted.",
+                    {"type": "string"},
+                ),
+            ],
+            "responses": {
+                "200": _answer(
+                    "How many were deleted.", _object("The count.", deleted={"type": "integer", "minimum": 0})
+                )
+            },
+        },
+        _BY_INVALID,
+    ),
+    _Route(
+        "POST",
+        "/jobs/attempt",
+        _Api.claim,
+        "worker",
+        {
+            "summary": "Claim the next job (or with `max`, up to that many), waiting up to `wait` seconds",
+            "description": "A job becomes processing under a new attempt of the caller's. Higher priority "
+            "first, then the one due first. `wait` is capped by --max-wait; a waiting worker gets a job "
+            "submitted meanwhile at once. With `max` the answer is a list, even of one.",
+            "parameters": [
+                _repeated("type", "Only jobs of these types.", {"type": "string"}),
+                _parameter("query", "wait", "Seconds to wait for a job (default 0).", {"type": "number", "minimum": 0}),
+                _parameter("query", "max", "Claim up to this many due jobs at once.", _CLAIM_COUNT),
+                _label_filter("The worker's labels, as key:value: jobs reserved by matching claims are its too."),
+            ],
+            "requestBody": _json_body(
+                _nullable(
+                    _object(
+                        "The same as the query parameters, which it adds to.",
+                        {
+                            "wait": {"type": "number", "minimum": 0},
+                            "types": {"type": "array", "items": {"type": "string"}},
+                            "max": _CLAIM_COUNT,
+                            "labels": {**_LABELS, "description": "the worker's labels"},
+                        },
+                    )
+                ),
+                "Optional (empty or null: none).",
+                required=False,
+            ),
+            "responses": {
+                "201": _answer(
+                    "The job, now processing, with its attempt; with `max`, the jobs.",
+                    {"oneOf": [_schema("ClaimedJob"), _schema("Claims")]},
+                    headers={"Location": "/jobs/{id}/attempts/{attempt}, where to report (without `max`)"},
+                    links=_links(
+                        "put_result",
+                        "put_error",
+                        "put_progress",
+                        "get_attempt",
+                        "get_log",
+                        job_id="/id",
+                        attempt_id="/attempt",
+                    ),
+                ),
+                "204": _answer("No job came within `wait`, or the server is stopping."),
+            },
+        },
+        (*_BY_INVALID, *_BY_STREAM),
+    ),
+    _Route(
+        "POST",
+        "/jobs/reports",
+        _Api.post_reports,
+        "worker",
+        {
+            "summary": "Report results and errors of many attempts in one transaction",
+            "description": "Each report is judged alone, as its own PUT would be: a refused one changes nothing "
+            "and stops none of the others.",
+            "requestBody": {
+                "description": "The reports: a JSON list, or application/x-ndjson, a report per line.",
+                "required": True,
+                "content": {
+                    media: {"schema": {**_list_of("Report"), "minItems": 1}}
+                    for media in ("application/json", "application/x-ndjson")
+                },
+            },
+            "responses": {
+                "200": _answer(
+                    "What became of each report, in order.",
+                    _object("The outcomes.", reports=_list_of("ReportOutcome")),
+                )
+            },
+        },
+        _BY_INVALID,
+    ),
+    _Route(
+        "GET",
+        "/jobs/<job_id:id>",
+        _Api.get_job,
+        "client",
+        {
+            "summary": "A job; with Accept: text/event-stream, the job and then every change of it",
+            "description": "The stream sends the job as it is (as the event that made it so), then the job "
+            "after each change, and ends after done, failed or cancelled. Each event's data is a Job.",
+            "parameters": list(_LAST_EVENT_ID),
+            "responses": {
+                "200": {
+                    "description": "The job, or its stream.",
+                    "content": {
+                        "application/json": {"schema": _schema("Job")},
+                        "text/event-stream": {"schema": {**_EVENT_STREAM, "x-data": _schema("Job")}},
+                    },
+                },
+                "204": _answer("A stream asked for a finished job after its last event: nothing more will come."),
+            },
+        },
+        (*_UNKNOWN_JOB, (422, "invalid", "the Last-Event-ID is not an event id (streams only)"), *_BY_STREAM),
+    ),
+    _Route(
+        "POST",
+        "/jobs/<job_id:id>/cancel",
+        _Api.cancel,
+        "admin",
+        {
+            "summary": "Cancel a pending or processing job",
+            "description": "A processing job's attempt gets 409 cancelled on its next report: its worker stops.",
+            "responses": {"200": _answer("The job, now cancelled.", _schema("Job"))},
+        },
+        _STATUS_CHANGE_REFUSALS,
+    ),
+    _Route(
+        "POST",
+        "/jobs/<job_id:id>/retry",
+        _Api.retry,
+        "admin",
+        {
+            "summary": "Send a failed or cancelled job back to pending, with a fresh attempt budget",
+            "responses": {"200": _answer("The job, now pending.", _schema("Job"))},
+        },
+        _STATUS_CHANGE_REFUSALS,
+    ),
+    _Route(
+        "POST",
+        "/jobs/<job_id:id>/release",
+        _Api.release,
+        "admin",
+        {
+            "summary": "Make a held job pending, due now; with `wait`, answer once it has finished",
+            "parameters": [
+                _parameter(
+                    "query",
+                    "wait",
+                    "Seconds to wait for the job to finish (default 0; capped by --max-wait).",
+                    {"type": "number", "minimum": 0},
+                )
+            ],
+            "responses": {
+                "200": _answer("The job: pending, or with `wait`, finished.", _schema("Job")),
+                "202": _answer(
+                    "With `wait`: the job, released but not finished when `wait` ran out.",
+                    _schema("Job"),
+                    headers={"Location": "the job's URL"},
+                ),
+            },
+        },
+        (*_STATUS_CHANGE_REFUSALS, *_BY_INVALID, *_BY_STREAM),
+    ),
+    _Route(
+        "GET",
+        "/jobs/<job_id:id>/attempts",
+        _Api.list_attempts,
+        "client",
+        {
+            "summary": "A job's attempts, oldest first",
+            "responses": {"200": _answer("The attempts.", _list_of("Attempt"))},
+        },
+        _UNKNOWN_JOB,
+    ),
+    _Route(
+        "GET",
+        "/jobs/<job_id:id>/attempts/<attempt_id:id>",
+        _Api.get_attempt,
+        "client",
+        {"summary": "One attempt of a job", "responses": {"200": _answer("The attempt.", _schema("Attempt"))}},
+        _UNKNOWN_ATTEMPT,
+    ),
+    _Route(
+        "PUT",
+        "/jobs/<job_id:id>/attempts/<attempt_id:id>/result",
+        _Api.put_result,
+        "worker",
+        {
+            "summary": "Report the attempt's result: the job is done",
+            "description": "Only the worker of the job's current attempt may. The same report sent again "
+            "gets 201 and changes nothing.",
+            "requestBody": _json_body(_ANY_JSON, "The result: any JSON (empty: null).", required=False),
+            "responses": {"201": _answer("The job, now done.", _schema("Job"))},
+        },
+        (
+            *_REPORT_REFUSALS,
+            *_BY_SCHEMA,
+            (422, "invalid_result", "the result does not fit the type's result_schema: the attempt goes on"),
+        ),
+    ),
+    _Route(
+        "PUT",
+        "/jobs/<job_id:id>/attempts/<attempt_id:id>/error",
+        _Api.put_error,
+        "worker",
+        {
+            "summary": "Report the attempt's error: the job is retried later, or fails",
+            "description": "With attempts left the job goes back to pending after a back-off; else it fails.",
+            "requestBody": _json_body(_ANY_JSON, "The error: any JSON (empty: null).", required=False),
+            "responses": {"201": _answer("The job, pending again or failed.", _schema("Job"))},
+        },
+        _REPORT_REFUSALS,
+    ),
+    _Route(
+        "PUT",
+        "/jobs/<job_id:id>/attempts/<attempt_id:id>/progress",
+        _Api.put_progress,
+        "worker",
+        {
+            "summary": "Report progress as Server-Sent Events; any call renews the lease",
+            "description": "Each event has an id (else the one after the previous, or after Last-Event-Id) "
+            "and a name: log_chunk (the default), percent (0 to 100: the job's progress) or any word. Ids "
+            "already stored are acknowledged again, not stored twice.",
+            "parameters": list(_LAST_EVENT_ID),
+            "requestBody": {
+                "required": False,
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "responses": {
+                "202": _answer(
+                    "`id: N`, `event: seen`, `data: seen` for each event received.",
+                    {"type": "string"},
+                    "text/event-stream",
+                )
+            },
+        },
+        (
+            *_REPORT_REFUSALS,
+            (400, "bad_stream", "the body is not UTF-8"),
+            (422, "invalid", "an event id, event name or percent that is not one, or a bad Last-Event-Id"),
+        ),
+    ),
+    _Route(
+        "GET",
+        "/jobs/<job_id:id>/attempts/<attempt_id:id>/log",
+        _Api.get_log,
+        "client",
+        {
+            "summary": "The attempt's log chunks, in order",
+            "responses": {"200": _answer("The log.", {"type": "string"}, "text/plain")},
+        },
+        _UNKNOWN_ATTEMPT,
+    ),
+    _Route(
+        "GET",
+        "/events",
+        _Api.events,
+        "client",
+        {
+            "summary": "Every job event of the server, as Server-Sent Events",
+            "description": "From now, or after Last-Event-ID (0: every event kept). It never ends by itself.",
+            "parameters": [
+                _TYPE_FILTER,
+                _repeated("job", "Only events of these jobs.", _ID),
+                *_LAST_EVENT_ID,
+            ],
+            "responses": {
+                "200": _answer("The events.", {**_EVENT_STREAM, "x-data": _schema("Event")}, "text/event-stream")
+            },
+        },
+        (
+            (404, "not_found", "a job filter is not a job id"),
+            (422, "invalid", "the Last-Event-ID is not an event id, or a filter names over 500 values"),
+            *_BY_STREAM,
+        ),
+    ),
+    _Route(
+        "POST",
+        "/tokens",
+        _Api.create_token,
+        "admin",
+        {
+            "summary": "Create a credential",
+            "description": "The secret is in this answer only; it is stored as a hash. The first token ends open mode.",
+            "requestBody": _json_body(
+                _object(
+                    "The token's name (its worker identity) and role (default worker).",
+                    {"role": {"type": "string", "enum": list(ROLES), "default": "worker"}},
+                    name=_NAME_SCHEMA,
+                ),
+                "The token.",
+            ),
+            "responses": {
+                "201": _answer(
+                    "The token and its secret.", _schema("NewToken"), links=_links("revoke_token", name="/name")
+                )
+            },
+        },
+        (*_BY_INVALID, (409, "exists", "a token of that name exists")),
+    ),
+    _Route(
+        "GET",
+        "/tokens",
+        _Api.list_tokens,
+        "admin",
+        {
+            "summary": "List credentials (never their secrets)",
+            "responses": {"200": _answer("The tokens.", _list_of("Token"))},
+        },
+    ),
+    _Route(
+        "DELETE",
+        "/tokens/<name>",
+        _Api.revoke_token,
+        "admin",
+        {
+            "summary": "Revoke a credential: it stops working at once, with its sessions",
+            "parameters": [_TOKEN_PATH],
+            "responses": {"204": _answer("Revoked.")},
+        },
+        ((404, "not_found", "no token of that name"),),
+    ),
+    _Route(
+        "GET",
+        "/types",
+        _Api.list_types,
+        "admin",
+        {
+            "summary": "List job types",
+            "parameters": [_label_filter("Only types that carry every such label, as key:value.")],
+            "responses": {"200": _answer("Every configured type or type with jobs.", _list_of("JobType"))},
+        },
+        _BY_INVALID,
+    ),
+    _Route(
+        "GET",
+        "/types/<name>",
+        _Api.get_type,
+        "admin",
+        {
+            "summary": "A job type",
+            "parameters": [_TYPE_PATH],
+            "responses": {"200": _answer("The type.", _schema("JobType"))},
+        },
+        _UNKNOWN_TYPE,
+    ),
+    _Route(
+        "PUT",
+        "/types/<name>",
+        _Api.put_type,
+        "admin",
+        {
+            "summary": "Change a job type's settings, or pause it",
+            "description": "Applies to jobs submitted afterwards; a paused type's jobs wait.",
+            "parameters": [_TYPE_PATH],
+            "requestBody": _json_body(_schema("TypeSettings"), "The settings to change."),
+            "responses": {
+                "200": _answer("The type.", _schema("JobType"), links=_links("get_type", "type_versions", name="/type"))
+            },
+        },
+        (
+            *_BY_INVALID,
+            (422, "invalid_schema", "a schema is not valid JSON Schema (path and rule in detail)"),
+            (422, "schema_unsupported", "a schema was given and this server lacks the schema extra to check it"),
+        ),
+    ),
+    _Route(
+        "DELETE",
+        "/types/<name>",
+        _Api.delete_type,
+        "admin",
+        {
+            "summary": "Forget a job type's settings (a version records it)",
+            "parameters": [_TYPE_PATH],
+            "responses": {"204": _answer("Deleted.")},
+        },
+        ((404, "not_found", "no such type is configured"), (409, "has_jobs", "the type still has jobs")),
+    ),
+    _Route(
+        "GET",
+        "/types/<name>/versions",
+        _Api.type_versions,
+        "admin",
+        {
+            "summary": "Every change of a job type's settings, who made it and when, oldest first",
+            "parameters": [_TYPE_PATH],
+            "responses": {
+                "200": _answer(
+                    "The versions.",
+                    _object("A type's history.", type={"type": "string"}, versions=_list_of("TypeVersion")),
+                )
+            },
+        },
+        ((404, "not_found", "the type's settings were never changed"),),
+    ),
+    _Route(
+        "GET",
+        "/workers",
+        _Api.list_workers,
+        "admin",
+        {"summary": "Every worker seen", "responses": {"200": _answer("The workers.", _list_of("Worker"))}},
+    ),
+    _Route(
+        "GET",
+        "/schedules",
+        _Api.list_schedules,
+        "admin",
+        {"summary": "List schedules", "responses": {"200": _answer("The schedules, by name.", _list_of("Schedule"))}},
+    ),
+    _Route(
+        "GET",
+        "/schedules/<name>",
+        _Api.get_schedule,
+        "admin",
+        {
+            "summary": "A schedule",
+            "parameters": [_SCHEDULE_PATH],
+            "responses": {"200": _answer("The schedule.", _schema("Schedule"))},
+        },
+        _UNKNOWN_SCHEDULE,
+    ),
+    _Route(
+        "PUT",
+        "/schedules/<name>",
+        _Api.put_schedule,
+        "admin",
+        {
+            "summary": "Create or replace a schedule; its first tick is the next from now",
+            "parameters": [_SCHEDULE_PATH],
+            "requestBody": _json_body(_schema("ScheduleSettings"), "The schedule."),
+            "responses": {
+                "200": _answer(
+                    "The schedule.",
+                    _schema("Schedule"),
+                    links=_links("get_schedule", "run_schedule", "delete_schedule", name="/name"),
+                )
+            },
+        },
+        (
+            *_BY_INVALID,
+            *_BY_SCHEMA,
+            (422, "invalid_parameters", "parameters do not fit the type's parameters_schema (path and rule in detail)"),
+        ),
+    ),
+    _Route(
+        "DELETE",
+        "/schedules/<name>",
+        _Api.delete_schedule,
+        "admin",
+        {
+            "summary": "Stop a schedule, and cancel the jobs it made that are still pending",
+            "parameters": [
+                _SCHEDULE_PATH,
+                _parameter(
+                    "query",
+                    "keep_pending",
+                    "true: keep its pending jobs.",
+                    {"type": "string", "enum": ["true", "false"], "default": "false"},
+                ),
+            ],
+            "responses": {
+                "200": _answer(
+                    "Deleted.",
+                    _object(
+                        "The schedule and how many of its jobs were cancelled.",
+                        name={"type": "string"},
+                        cancelled={"type": "integer", "minimum": 0},
+                    ),
+                )
+            },
+        },
+        (*_UNKNOWN_SCHEDULE, *_BY_INVALID),
+    ),
+    _Route(
+        "POST",
+        "/schedules/<name>/run",
+        _Api.run_schedule,
+        "admin",
+        {
+            "summary": "Submit a schedule's job now, besides its ticks",
+            "parameters": [_SCHEDULE_PATH],
+            "responses": {
+                "202": _answer(
+                    "The job.",
+                    _schema("Job"),
+                    headers={"Location": "the job's URL"},
+                    links=_links("get_job", job_id="/id"),
+                )
+            },
+        },
+        _UNKNOWN_SCHEDULE,
+    ),
+    _Route(
+        "GET",
+        "/health",
+        _Api.health,
+        None,
+        {
+            "summary": "Liveness: the database answers and the reaper runs",
+            "responses": {
+                "200": _answer("Healthy.", _schema("Health")),
+                "503": _answer("Unhealthy: what is wrong.", _schema("Health")),
+            },
+        },
+    ),
+    _Route(
+        "GET",
+        "/stats",
+        _Api.stats,
+        "client",
+        {
+            "summary": "What the server holds and does now",
+            "responses": {"200": _answer("The figures.", _schema("Stats"))},
+        },
+    ),
+    _Route(
+        "GET",
+        "/metrics",
+        _Api.metrics,
+        "client",
+        {
+            "summary": "Prometheus metrics",
+            "responses": {"200": _answer("The text exposition format 0.0.4.", {"type": "string"}, "text/plain")},
+        },
+    ),
+    _Route(
+        "GET",
+        "/openapi.json",
+        _Api.openapi,
+        None,
+        {
+            "summary": "This description of the API",
+            "responses": {"200": _answer("An OpenAPI 3.1 document.", {"type": "object"})},
+        },
+    ),
+    _Route(
+        "GET",
+        "/",
+        _Api.page,
+        None,
+        {
+            "summary": "The status page (Accept: text/html), or its login form",
+            "description": "Authenticates by the session cookie (or Authorization); without one, the login "
+            "form. Answers 304 to an If-None-Match of its ETag.",
+            "parameters": [_parameter("query", "job", "A job to show in detail.", {"type": "string"})],
+            "security": [{}, {"session": []}, {"basic": []}, {"bearer": []}],
+            "responses": {
+                "200": _answer("The page.", {"type": "string"}, "text/html", headers={"ETag": "the page's version"}),
+                "304": _answer("Nothing changed since the ETag sent in If-None-Match."),
+            },
+        },
+        (
+            *_BY_CREDENTIALS[:3],
+            _BY_CREDENTIALS[4],
+            (404, "not_found", "the client does not accept text/html: this is no API resource"),
+        ),
+        page=True,
+    ),
+    _Route(
+        "POST",
+        "/login",
+        _Api.login,
+        None,
+        {
+            "summary": "Trade a token's secret for a session cookie",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    media: {"schema": _object("The secret.", token={"type": "string", "minLength": 1})}
+                    for media in ("application/x-www-form-urlencoded", "application/json")
+                },
+            },
+            "responses": {"303": _LOGIN_ANSWER},
+        },
+        (
+            (400, "bad_form", "the form is not UTF-8"),
+            (401, "unauthorized", "no token has this secret"),
+            (409, "open_mode", "no token exists: the page needs no login"),
+            (422, "invalid", "no token field"),
+        ),
+        page=True,
+    ),
+    _Route(
+        "POST",
+        "/logout",
+        _Api.logout,
+        None,
+        {"summary": "End this browser's session", "responses": {"303": _LOGIN_ANSWER}},
+        page=True,
+    ),
+)
+
+
+def _operation(route: _Route) -> dict:
+    """A route's OpenAPI operation: its own description, and what its role, method and body imply."""
+    operation = dict(route.operation)
+    where = f"{route.method} {route.path}"
+    answers = operation.get("responses", {})
+    if not operation.get("summary") or not any(status < "400" for status in answers):
+        raise ValueError(f"{where}: an operation needs a summary and its answers")
+    parameters = list(operation.get("parameters", []))
+    declared = {parameter["name"] for parameter in parameters if parameter["in"] == "path"}
+    common = {"job_id": _JOB_ID, "attempt_id": _ATTEMPT_ID}
+    for name in reversed(re.findall(_ROUTE_PARAMETER, route.path)):
+        if name not in declared:
+            if name not in common:
+                raise ValueError(f"{where}: describe the path parameter {name!r}")
+            parameters.insert(0, common[name])
+    refusals = list(route.refusals)
+    change = route.method not in _SAFE_METHODS
+    if change:
+        refusals += _BY_CHANGE
+    body = operation.get("requestBody", {}).get("content", {})
+    refusals += _BY_JSON_BODY if "application/json" in body else _BY_BODY if body else ()
+    if route.role or route.page:
+        refusals += _BY_STORAGE
+    if route.role:
+        refusals += _BY_CREDENTIALS + (_BY_SESSION_CHANGE if change else ())
+        session = {"session": [route.role], **({"csrf": []} if change else {})}
+        operation["security"] = [{"basic": [route.role]}, {"bearer": [route.role]}, session]
+        operation["x-lazyboss-role"] = route.role
+        needs = f"Needs a {route.role} token or above (anyone in open mode)."
+        operation["description"] = f"{operation.get('description', '')}\n\n{needs}".strip()
+    refused = _refusal_responses(refusals, ("application/json", "text/html") if route.page else ("application/json",))
+    if set(refused) & set(answers):
+        raise ValueError(f"{where}: {sorted(set(refused) & set(answers))} are both answers and refusals")
+    section = route.path.split("/")[1]
+    return {
+        "operationId": route.handler.__name__,
+        "tags": [_OPENAPI_TAGS.get(section, section)],
+        "security": [],
+        **operation,
+        "parameters": parameters,
+        "responses": {**answers, **refused},
+    }
+
+
+def _openapi_document(routes: tuple[_Route, ...]) -> dict:
+    """The OpenAPI 3.1 description of these routes; ValueError for a route described wrongly or not at all."""
+    paths: dict[str, dict] = {}
+    operations: dict[str, dict] = {}
+    for route in routes:
+        operation = _operation(route)
+        if operation["operationId"] in operations:
+            raise ValueError(f"{route.handler.__name__} answers two routes: operation ids must be unique")
+        operations[operation["operationId"]] = operation
+        paths.setdefault(re.sub(_ROUTE_PARAMETER, r"{\1}", route.path), {})[route.method.lower()] = operation
+    for source, operation in operations.items():
+        for answer in operation["responses"].values():
+            for link in answer.get("links", {}).values():
+                target = operations.get(link["operationId"], {"parameters": []})
+                if set(link["parameters"]) - {parameter["name"] for parameter in target["parameters"]}:
+                    raise ValueError(f"{source}: a link to {link['operationId']} names what it does not take")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "lazyboss",
+            "version": __version__,
+            "license": {"name": "MIT", "identifier": "MIT"},
+            "description": _OPENAPI_INTRODUCTION,
+        },
+        "paths": paths,
+        "components": {"schemas": _OPENAPI_SCHEMAS, "securitySchemes": _OPENAPI_SECURITY},
+    }
+
+
 def make_app(store: Store, config: Config | None = None, reaper: Reaper | None = None) -> bottle.Bottle:
     """Build the Bottle application serving `store`."""
     config = config or Config()
-    api = _Api(store, config, reaper)
+    api = _Api(store, config, reaper, _encode(_openapi_document(_ROUTES)))
     app = bottle.Bottle()
     app.config["json.enable"] = False
     app.install(_ApiPlugin(api))
-    routes = [  # method, path, handler, the least role that may call it (None: anyone)
-        ("POST", "/jobs", api.submit, "client"),
-        ("GET", "/jobs", api.list_jobs, "client"),
-        ("DELETE", "/jobs", api.purge, "admin"),
-        ("POST", "/jobs/attempt", api.claim, "worker"),
-        ("GET", "/jobs/<job_id>", api.get_job, "client"),
-        ("POST", "/jobs/<job_id>/cancel", api.cancel, "admin"),
-        ("POST", "/jobs/<job_id>/retry", api.retry, "admin"),
-        ("POST", "/jobs/<job_id>/release", api.release, "admin"),
-        ("GET", "/jobs/<job_id>/attempts", api.list_attempts, "client"),
-        ("GET", "/jobs/<job_id>/attempts/<attempt_id>", api.get_attempt, "client"),
-        ("POST", "/jobs/reports", api.post_reports, "worker"),
-        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/result", api.put_result, "worker"),
-        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/error", api.put_error, "worker"),
-        ("PUT", "/jobs/<job_id>/attempts/<attempt_id>/progress", api.put_progress, "worker"),
-        ("GET", "/jobs/<job_id>/attempts/<attempt_id>/log", api.get_log, "client"),
-        ("GET", "/events", api.events, "client"),
-        ("POST", "/tokens", api.create_token, "admin"),
-        ("GET", "/tokens", api.list_tokens, "admin"),
-        ("DELETE", "/tokens/<name>", api.revoke_token, "admin"),
-        ("GET", "/types", api.list_types, "admin"),
-        ("GET", "/types/<name>", api.get_type, "admin"),
-        ("PUT", "/types/<name>", api.put_type, "admin"),
-        ("DELETE", "/types/<name>", api.delete_type, "admin"),
-        ("GET", "/types/<name>/versions", api.type_versions, "admin"),
-        ("GET", "/workers", api.list_workers, "admin"),
-        ("GET", "/schedules", api.list_schedules, "admin"),
-        ("GET", "/schedules/<name>", api.get_schedule, "admin"),
-        ("PUT", "/schedules/<name>", api.put_schedule, "admin"),
-        ("DELETE", "/schedules/<name>", api.delete_schedule, "admin"),
-        ("POST", "/schedules/<name>/run", api.run_schedule, "admin"),
-        ("GET", "/health", api.health, None),
-        ("GET", "/stats", api.stats, "client"),
-        ("GET", "/metrics", api.metrics, "client"),
-    ]
-    for method, path, callback, role in routes:
-        app.route(path, method, callback, role=role)
-    # The status page and its login: they answer a browser in HTML, and authenticate by themselves.
-    for method, path, callback in (
-        ("GET", "/", api.page),
-        ("POST", "/login", api.login),
-        ("POST", "/logout", api.logout),
-    ):
-        app.route(path, method, callback, page=True)
+    app.router.add_filter("id", lambda conf: (r"[0-9]+", None, None))  # /jobs/attempt is no job
+    for route in _ROUTES:
+        app.route(route.path, route.method, MethodType(route.handler, api), role=route.role, page=route.page)
 
     def default_error(error: bottle.HTTPError) -> str:
         # Bottle's own refusals (unknown route, wrong method, crash) in our JSON shape.
@@ -5331,7 +6573,8 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         status = bottle.response.status_code
         # Labels only from fixed sets: a client inventing methods or paths must not add series.
         method = environ["REQUEST_METHOD"] if environ["REQUEST_METHOD"] in _HTTP_METHODS else "other"
-        api.request_durations.observe((method, route.rule if route else "unmatched", f"{status // 100}xx"), elapsed)
+        rule = re.sub(_ROUTE_PARAMETER, r"<\1>", route.rule) if route else "unmatched"  # /jobs/<job_id>, filter unsaid
+        api.request_durations.observe((method, rule, f"{status // 100}xx"), elapsed)
         if _log.isEnabledFor(logging.INFO):
             query = environ.get("QUERY_STRING")
             _log.info(

@@ -191,6 +191,30 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604
 _LONGEST_DURATION = 100 * 366 * 86400.0
 
 
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_DATABASE_URLS = "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or a plain path"
+
+
+def _database_path(url: str) -> str:
+    """The SQLite file that a DATABASE_URL names: `sqlite:///abs/path` (or `sqlite:////abs/path`),
+    `sqlite:relative/path`, or a plain path. ValueError says what is supported; it never repeats the
+    URL, which may hold a password."""
+    scheme = _URL_SCHEME.match(url)
+    if scheme is None or (scheme.group(1).lower() != "sqlite" and not url[scheme.end() :].startswith("//")):
+        return url  # a plain path (a colon in a file name too)
+    if scheme.group(1).lower() != "sqlite":
+        raise ValueError(f"DATABASE_URL names a {scheme.group(1)}: database; lazyboss takes {_DATABASE_URLS}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc or "?" in url or "#" in url:
+        raise ValueError(f"DATABASE_URL names a host or options, which SQLite has none of; use {_DATABASE_URLS}")
+    path = urllib.parse.unquote(parts.path)
+    if path.startswith("//"):  # sqlite:////abs/path, as SQLAlchemy writes an absolute path
+        path = "/" + path.lstrip("/")
+    if not path.strip("/") or path == ":memory:":
+        raise ValueError(f"DATABASE_URL names no database file; use {_DATABASE_URLS}")
+    return path
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a duration like `90`, `30s`, `10m`, `2h` or `7d`, at most a century."""
     match = _DURATION.fullmatch(str(text))
@@ -8246,6 +8270,20 @@ def _setting_type(name: str, env: str) -> Callable[[str], Any]:
     return parse
 
 
+# Settings whose default another setting may replace, and how their help says so.
+_STOOD_IN_FOR = {"db": f"DATABASE_URL, else {Config.db}"}
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    """The server's settings from the command line. The database is --db, else LAZYBOSS_DB, else the
+    file DATABASE_URL names, else the default; ValueError for a DATABASE_URL lazyboss cannot use."""
+    values = {item.name: getattr(args, item.name) for item in fields(Config)}
+    if values["db"] is None:
+        url = os.environ.get("DATABASE_URL", "").strip()
+        values["db"] = _database_path(url) if url else Config.db
+    return Config(**values)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     """The command line: server flags (each with a LAZYBOSS_* variable) and commands."""
     parser = _ArgumentParser(
@@ -8255,7 +8293,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     defaults = Config()
     helps = {
-        "db": "the SQLite database file (created if missing)",
+        "db": "the SQLite database file (created if missing); without it, DATABASE_URL (sqlite:///PATH) is read",
         "host": "address to listen on; only loopback until a token exists",
         "port": "TCP port",
         "threads": f"HTTP worker threads; streams and long polls hold one each, {_RESERVED_THREADS} stay free",
@@ -8276,12 +8314,14 @@ def _build_parser() -> argparse.ArgumentParser:
         flag = "--" + item.name.replace("_", "-")
         env = "LAZYBOSS_" + item.name.upper()
         # argparse passes a text default (the variable's) through `type` too, so both are checked alike.
-        default = os.environ.get(env, getattr(defaults, item.name))
+        # A setting that others stand in for (see _config_from) stays None unless given.
+        default = os.environ.get(env, None if item.name in _STOOD_IN_FOR else getattr(defaults, item.name))
+        shown = _STOOD_IN_FOR.get(item.name, "") if default is None else default
         parser.add_argument(
             flag,
             type=_setting_type(item.name, env),
             default=default,
-            help=f"{helps[item.name]} [{env}, default {default}]",
+            help=f"{helps[item.name]} [{env}, default {shown}]",
         )
     parser.add_argument("--version", action="version", version=f"lazyboss {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
@@ -8924,10 +8964,14 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    config = Config(**{item.name: getattr(args, item.name) for item in fields(Config)})
     try:
         if args.command in _CLIENT_COMMANDS:
             return _run_client_command(args)
+        try:
+            config = _config_from(args)
+        except ValueError as error:
+            print(f"lazyboss: {error}", file=sys.stderr)
+            return _EXIT_USAGE
         # The database, its WAL and shared memory hold token hashes and job data: not for other users.
         # (Only here: the shell worker's commands keep the user's umask.)
         os.umask(int(config.umask, 8))

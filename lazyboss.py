@@ -38,6 +38,7 @@ import argparse
 import base64
 import bisect
 import codecs
+import errno
 import hashlib
 import hmac
 import http.client
@@ -57,6 +58,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -81,7 +83,7 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
-from waitress.server import TcpWSGIServer
+from waitress.server import TcpWSGIServer, UnixWSGIServer
 from waitress.task import WSGITask
 
 __all__ = [
@@ -159,7 +161,9 @@ class Config:
 
     db: str = "lazyboss.sqlite"
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int | None = 8080  # None: no TCP, only the UNIX socket
+    unix_socket: str = ""
+    unix_socket_mode: str = "660"
     threads: int = 32
     max_wait: float = 60.0
     max_body: int = 1 << 20
@@ -241,6 +245,7 @@ _SETTING_RANGES: dict[str, tuple[float, float]] = {
     "header_timeout": (0.1, 3600),
     "idle_timeout": (0.1, 86400),
 }
+_UNIX_PATH_MAX = 107  # bytes of a UNIX socket's path, its terminating zero aside
 _SETTING_CHOICES = {"sync": ("full", "normal"), "log_level": ("debug", "info", "warning", "error")}
 
 
@@ -250,7 +255,7 @@ def _parse_setting(name: str, text: str) -> Any:
     kind = {item.name: str(item.type) for item in fields(Config)}[name]
     if name in _SETTING_RANGES:
         low, high = _SETTING_RANGES[name]
-        whole = kind == "int"
+        whole = kind.startswith("int")
         number = re.fullmatch(r"[0-9]+" if whole else r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text)
         value = (int if whole else float)(text) if number else None
         if value is None or not low <= value <= high:
@@ -263,6 +268,10 @@ def _parse_setting(name: str, text: str) -> Any:
         parse_duration(text)
     if name == "session_ttl" and parse_duration(text) <= 0:
         raise ValueError(f"{text!r} is no time at all")
+    if name == "unix_socket_mode" and not re.fullmatch(r"0?[0-7]{3}", text):
+        raise ValueError(f"{text!r} is not an octal file mode such as 660 or 600")
+    if name == "unix_socket" and len(os.fsencode(text)) > _UNIX_PATH_MAX:
+        raise ValueError(f"a UNIX socket's path is at most {_UNIX_PATH_MAX} bytes (Linux's limit)")
     if name == "umask" and not re.fullmatch(r"0?[0-7]{1,3}", text):
         raise ValueError(f"{text!r} is not an octal file mode mask such as 077 or 027")
     return text
@@ -4554,7 +4563,7 @@ class _Api:
         self.reaper = reaper
         self.description = description  # GET /openapi.json
         self.up_since = time.time()
-        self.open_mode_allowed = _is_loopback(config.host)
+        self.open_mode_allowed = _is_loopback(config.host)  # over TCP; the UNIX socket is always local
         self.session_lifetime = parse_duration(config.session_ttl)
         self.slots = _Slots(config.threads)
         self.request_durations = _Histogram(
@@ -4573,11 +4582,13 @@ class _Api:
         """
         name, secret = _read_credentials()
         if not self.store.has_tokens():
-            if not self.open_mode_allowed:  # every token was revoked while we listen beyond loopback
+            local = self.open_mode_allowed or bottle.request.environ.get("lazyboss.unix_socket", False)
+            if not local:  # every token was revoked while we listen beyond loopback
                 raise _error_response(401, "unauthorized", "no token exists: create one to use this server", _CHALLENGE)
             host = _header("Host")
             if host and not _is_loopback(_host_name(host)):
-                # A site whose name its DNS points at 127.0.0.1 would otherwise be this server's page.
+                # A site whose name its DNS points at 127.0.0.1 would otherwise be this server's page. The
+                # same holds over the UNIX socket: a proxy in front of it may pass such a site's name on.
                 raise Forbidden(f"open mode only answers requests for 127.0.0.1 or localhost, not {host!r}", "host")
             # Open mode: a Bearer text may be a real secret meant for another server; never show or log it.
             return _Caller(name or "anonymous", "admin")
@@ -6632,7 +6643,13 @@ class _Request(HTTPRequestParser):
 
 class _Task(WSGITask):
     """waitress's request task: an answer of 503 closes its connection, freeing the socket of a
-    client that was told to come back later."""
+    client that was told to come back later; the environ says whether the request came over the UNIX
+    socket (`lazyboss.unix_socket`)."""
+
+    def get_environment(self) -> dict:
+        environ = super().get_environment()
+        environ["lazyboss.unix_socket"] = self.channel.server.family == socket.AF_UNIX
+        return environ
 
     def build_response_header(self) -> bytes:
         if self.status.startswith("503"):
@@ -6660,8 +6677,8 @@ class _Connection(HTTPChannel):
         return self.last_activity, "idle"
 
 
-class _GuardedServer(TcpWSGIServer):
-    """waitress's TCP server, guarded against sockets held open without a request.
+class _Guard:
+    """A listener of waitress's, guarded against sockets held open without a request.
 
     Between rounds of the loop, `guard` closes a connection that has not sent
     a request's headers within `header_timeout` (counted from the connection's
@@ -6680,25 +6697,30 @@ class _GuardedServer(TcpWSGIServer):
     forever), and never inside a round: a descriptor closed there could be
     reused by a connection accepted in the same round and then closed by the
     round's stale poll result.
+
+    Listeners of one server (TCP and a UNIX socket) share the loop's map, the
+    threads and one table of connections (`beside`): the limits count them all,
+    and the first listener's `guard` sees every connection.
     """
 
     channel_class = _Connection
     UNFINISHED_BODIES = 16
+    active_channels: dict
+    task_dispatcher: Any
 
-    def __init__(self, app: Callable, config: Config, listener: socket.socket | None, **settings: Any):
-        if listener is not None:  # handed over by systemd
-            adj = Adjustments(sockets=[listener], **settings)
-            sockinfo = (listener.family, listener.type, listener.proto, listener.getsockname())
-        else:  # "localhost" could mean two sockets (IPv4 and IPv6); one is enough
-            host = "127.0.0.1" if config.host == "localhost" else config.host
-            adj = Adjustments(host=host, port=config.port, **settings)
-            sockinfo = adj.listen[0]
-        super().__init__(app, adj=adj, sockinfo=sockinfo, _sock=listener, bind_socket=listener is None)
+    def _guard_with(self, config: Config, beside: _Guard | None) -> None:
+        if beside is not None:
+            self.active_channels = beside.active_channels
         self.max_connections = config.max_connections
         self.timeouts = {"headers": config.header_timeout, "idle": config.idle_timeout, "reading": config.idle_timeout}
         self.unfinished_budget = self.UNFINISHED_BODIES * config.max_body
         self.next_sweep = 0.0
         self.closed: Counter = Counter()  # connections closed since the last sweep, by why
+
+    @staticmethod
+    def _sharing(beside: _Guard | None) -> dict:
+        """What a listener beside another takes from it: the loop's map and the threads."""
+        return {} if beside is None else {"map": beside._map, "dispatcher": beside.task_dispatcher}  # type: ignore[attr-defined]
 
     def readable(self) -> bool:
         """Accept while there is room (waitress's own check also runs its idle timeout, replaced here)."""
@@ -6757,8 +6779,80 @@ class _GuardedServer(TcpWSGIServer):
         self.closed.clear()
 
 
+class _GuardedServer(_Guard, TcpWSGIServer):
+    """waitress's TCP listener, guarded (see `_Guard`): on `--host` and `--port`, or on systemd's socket."""
+
+    def __init__(
+        self,
+        app: Callable,
+        config: Config,
+        listener: socket.socket | None,
+        beside: _Guard | None = None,
+        **settings: Any,
+    ):
+        if listener is not None:  # handed over by systemd
+            adj = Adjustments(sockets=[listener], **settings)
+            sockinfo = (listener.family, listener.type, listener.proto, listener.getsockname())
+        else:  # "localhost" could mean two sockets (IPv4 and IPv6); one is enough
+            host = "127.0.0.1" if config.host == "localhost" else config.host
+            adj = Adjustments(host=host, port=config.port, **settings)
+            sockinfo = adj.listen[0]
+        sharing = self._sharing(beside)
+        super().__init__(app, adj=adj, sockinfo=sockinfo, _sock=listener, bind_socket=listener is None, **sharing)
+        self._guard_with(config, beside)
+
+
+class _GuardedUnixServer(_Guard, UnixWSGIServer):
+    """waitress's UNIX socket listener, guarded (see `_Guard`), on a socket `_unix_listener` made."""
+
+    def __init__(
+        self, app: Callable, config: Config, listener: socket.socket, beside: _Guard | None = None, **settings: Any
+    ):
+        adj = Adjustments(sockets=[listener], **settings)
+        sockinfo = (socket.AF_UNIX, socket.SOCK_STREAM, None, None)
+        super().__init__(app, adj=adj, sockinfo=sockinfo, _sock=listener, bind_socket=False, **self._sharing(beside))
+        self._guard_with(config, beside)
+
+
+def _unix_listener(path: str, mode: int) -> tuple[socket.socket, tuple[int, int]]:
+    """A UNIX socket bound at `path` with file mode `mode`, and the (device, inode) of its file.
+
+    A socket file that nobody answers on (left by a server that died) is
+    replaced; one a live server answers on, or a file that is not a socket,
+    is not: OSError, with the path as its filename, says why.
+    """
+    try:
+        if os.path.lexists(path):
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                raise OSError(errno.EEXIST, "a file that is not a socket is there")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(path)
+                except ConnectionRefusedError:
+                    os.unlink(path)  # nobody listens: a dead server's
+                else:
+                    raise OSError(errno.EADDRINUSE, "another server answers on it")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Created with no access at all, then given its mode: nobody may connect before it has it.
+            previous = os.umask(0o777)
+            try:
+                listener.bind(path)
+            finally:
+                os.umask(previous)
+            os.chmod(path, mode)
+            status = os.stat(path)
+        except OSError:
+            listener.close()
+            raise
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, path) from None
+    return listener, (status.st_dev, status.st_ino)
+
+
 class Server:
-    """waitress serving a lazyboss app on a port, with an orderly stop from any thread or signal."""
+    """waitress serving a lazyboss app on a port, a UNIX socket or both, with an orderly stop from any thread or
+    signal."""
 
     def __init__(
         self, store: Store, config: Config, reaper: Reaper | None = None, listener: socket.socket | None = None
@@ -6766,10 +6860,7 @@ class Server:
         self.store = store
         self.config = config
         self.app = make_app(store, config, reaper)
-        self.waitress = _GuardedServer(
-            self.app,
-            config,
-            listener,
+        settings = dict(
             threads=config.threads,
             ident="lazyboss",
             # Bodies up to 4x the limit reach the app and get a JSON 413;
@@ -6782,8 +6873,30 @@ class Server:
             # Keep reading while a request runs, so a stream notices its client leave.
             channel_request_lookahead=1,
         )
-        self.host: str = self.waitress.effective_host
-        self.port = int(self.waitress.effective_port)  # getnameinfo gives it as text
+        self.host: str | None = None
+        self.port: int | None = None
+        self._unix_socket: tuple[str, tuple[int, int]] | None = None  # its path, and its file's identity
+        listeners: list[_Guard] = []
+        try:
+            if config.unix_socket:
+                sock, identity = _unix_listener(config.unix_socket, int(config.unix_socket_mode, 8))
+                self._unix_socket = (config.unix_socket, identity)
+                listeners.append(_GuardedUnixServer(self.app, config, sock, **settings))
+            if listener is not None or config.port is not None:
+                tcp = _GuardedServer(self.app, config, listener, listeners[0] if listeners else None, **settings)
+                self.host, self.port = tcp.effective_host, int(tcp.effective_port)  # getnameinfo gives text
+                listeners.append(tcp)
+        except BaseException:
+            for made in listeners:
+                made.close()
+            self._remove_unix_socket()
+            raise
+        if not listeners:
+            raise ValueError("nothing to listen on: give a port, a UNIX socket or both")
+        self.waitress = listeners[0]  # the first guards every connection; the loop's map has them all
+        self.addresses = ([f"unix:{config.unix_socket}"] if config.unix_socket else []) + (
+            [f"http://{self.host}:{self.port}"] if self.port is not None else []
+        )
         self._stop_requested = False  # a plain flag: safe to set from a signal handler
 
     def run(self, grace: float = 10.0) -> None:
@@ -6799,6 +6912,17 @@ class Server:
             wasyncore.loop(timeout=0.05, map=connections, count=1, use_poll=True)
         self.waitress.task_dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
         wasyncore.close_all(connections)
+        self._remove_unix_socket()
+
+    def _remove_unix_socket(self) -> None:
+        """Delete the UNIX socket's file, if it is still the one this server made (not a successor's)."""
+        if self._unix_socket is None:
+            return
+        path, identity = self._unix_socket
+        with suppress(OSError):
+            status = os.stat(path)
+            if (status.st_dev, status.st_ino) == identity:
+                os.unlink(path)
 
     def _busy(self) -> bool:
         """Whether a request is still being answered or its answer still being sent."""
@@ -6856,7 +6980,7 @@ def serve(config: Config) -> int:
     store = _open_store(config)
     if store is None:
         return _EXIT_CANNOT_START
-    if not _is_loopback(config.host) and not store.has_tokens():
+    if (listener is not None or config.port is not None) and not _is_loopback(config.host) and not store.has_tokens():
         store.close()
         print(
             f"lazyboss: refusing to listen on {config.host}: no token exists, so anyone could take jobs. "
@@ -6871,7 +6995,8 @@ def serve(config: Config) -> int:
         server = Server(store, config, reaper, listener)
     except OSError as error:
         store.close()
-        print(f"lazyboss: cannot listen on {config.host}:{config.port}: {error.strerror or error}", file=sys.stderr)
+        where = error.filename or f"{config.host}:{config.port}"  # a UNIX socket's errors name its path
+        print(f"lazyboss: cannot listen on {where}: {error.strerror or error}", file=sys.stderr)
         return _EXIT_CANNOT_START
     except ValueError:  # waitress could not resolve the host to an address
         store.close()
@@ -6885,8 +7010,8 @@ def serve(config: Config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, shut_down)
     reaper.start()
-    _log.info("lazyboss %s serving %s on http://%s:%s", __version__, config.db, server.host, server.port)
-    notifier.notify("READY=1", f"STATUS=serving on {server.host}:{server.port}")
+    _log.info("lazyboss %s serving %s on %s", __version__, config.db, " and ".join(server.addresses))
+    notifier.notify("READY=1", f"STATUS=serving on {' and '.join(server.addresses)}")
     try:
         server.run()
     finally:
@@ -6946,10 +7071,29 @@ class _Backoff:
         self.failures = 0
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a UNIX socket. Its requests name `localhost` as their Host, as curl --unix-socket does."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 class Client:
     """The lazyboss HTTP API from Python, on the standard library only.
 
-    `url`, `token` and `user` default to `LAZYBOSS_URL`, `LAZYBOSS_TOKEN` and
+    `url` is `http://HOST:PORT`, `https://…` or `unix:/PATH/TO/SOCKET`. It,
+    `token` and `user` default to `LAZYBOSS_URL`, `LAZYBOSS_TOKEN` and
     `LAZYBOSS_USER` (`NAME:SECRET`, HTTP Basic). Thread-safe: each thread keeps
     its own keep-alive connection. A refusal raises a `LazybossError`
     (`NotFound`, `Conflict`, `Forbidden`, `Invalid`, or the base class) with
@@ -6962,10 +7106,13 @@ class Client:
         url = url or os.environ.get("LAZYBOSS_URL") or _DEFAULT_URL
         if token is None and user is None:
             token, user = os.environ.get("LAZYBOSS_TOKEN"), os.environ.get("LAZYBOSS_USER")
-        parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        self.url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        self._unix_socket = url[len("unix:") :] if url.startswith("unix:") else None
+        parts = urllib.parse.urlsplit(
+            "http://localhost" if self._unix_socket else url if "://" in url else f"http://{url}"
+        )
+        if self._unix_socket == "" or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http:// or https:// URL, nor unix:/PATH/TO/SOCKET")
+        self.url = url if self._unix_socket else f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self.timeout = timeout
         self._parts = parts
         self._headers = {"User-Agent": f"lazyboss/{__version__}"}
@@ -6980,12 +7127,17 @@ class Client:
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         """A new connection, connected (TLS included) within _CONNECT_TIMEOUT; then reads wait `timeout`."""
         https = self._parts.scheme == "https"
-        kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
-        connection = kind(self._parts.hostname, self._parts.port, timeout=_CONNECT_TIMEOUT)
+        if self._unix_socket:
+            connection: http.client.HTTPConnection = _UnixConnection(self._unix_socket, _CONNECT_TIMEOUT)
+        else:
+            kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            connection = kind(self._parts.hostname, self._parts.port, timeout=_CONNECT_TIMEOUT)
         try:
             connection.connect()
         except (OSError, http.client.HTTPException) as error:
             connection.close()
+            if isinstance(error, FileNotFoundError):
+                raise Unreachable(f"cannot reach {self.url}: no such socket (is lazyboss running?)") from None
             if isinstance(error, socket.timeout):
                 tls = " or in the TLS handshake (is it an https server?)" if https else ""
                 raise Unreachable(
@@ -8271,16 +8423,24 @@ def _setting_type(name: str, env: str) -> Callable[[str], Any]:
 
 
 # Settings whose default another setting may replace, and how their help says so.
-_STOOD_IN_FOR = {"db": f"DATABASE_URL, else {Config.db}"}
+_STOOD_IN_FOR = {
+    "db": f"DATABASE_URL, else {Config.db}",
+    "host": f"{Config.host}; with --unix-socket, none",
+    "port": f"{Config.port}; with --unix-socket, none",
+}
 
 
 def _config_from(args: argparse.Namespace) -> Config:
     """The server's settings from the command line. The database is --db, else LAZYBOSS_DB, else the
-    file DATABASE_URL names, else the default; ValueError for a DATABASE_URL lazyboss cannot use."""
+    file DATABASE_URL names, else the default; ValueError for a DATABASE_URL lazyboss cannot use.
+    With --unix-socket, TCP is served only when --host or --port is given too."""
     values = {item.name: getattr(args, item.name) for item in fields(Config)}
     if values["db"] is None:
         url = os.environ.get("DATABASE_URL", "").strip()
         values["db"] = _database_path(url) if url else Config.db
+    tcp = not values["unix_socket"] or values["host"] is not None or values["port"] is not None
+    values["host"] = Config.host if values["host"] is None else values["host"]
+    values["port"] = (Config.port if values["port"] is None else values["port"]) if tcp else None
     return Config(**values)
 
 
@@ -8296,6 +8456,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "db": "the SQLite database file (created if missing); without it, DATABASE_URL (sqlite:///PATH) is read",
         "host": "address to listen on; only loopback until a token exists",
         "port": "TCP port",
+        "unix_socket": "also (or, without --host and --port, only) listen on a UNIX socket at this path",
+        "unix_socket_mode": "the UNIX socket's file mode: who may connect (660: its owner and group)",
         "threads": f"HTTP worker threads; streams and long polls hold one each, {_RESERVED_THREADS} stay free",
         "max_wait": "longest long poll a worker may ask for, in seconds",
         "max_body": "largest request body in bytes (larger gets 413)",
@@ -8316,7 +8478,7 @@ def _build_parser() -> argparse.ArgumentParser:
         # argparse passes a text default (the variable's) through `type` too, so both are checked alike.
         # A setting that others stand in for (see _config_from) stays None unless given.
         default = os.environ.get(env, None if item.name in _STOOD_IN_FOR else getattr(defaults, item.name))
-        shown = _STOOD_IN_FOR.get(item.name, "") if default is None else default
+        shown = _STOOD_IN_FOR.get(item.name, "") if default is None else default if default != "" else "none"
         parser.add_argument(
             flag,
             type=_setting_type(item.name, env),
@@ -8335,7 +8497,7 @@ def _build_parser() -> argparse.ArgumentParser:
     client_options.add_argument(
         "--server",
         default=os.environ.get("LAZYBOSS_URL", _DEFAULT_URL),
-        help=f"the lazyboss to talk to [LAZYBOSS_URL, default {_DEFAULT_URL}]",
+        help=f"the lazyboss to talk to: http://HOST:PORT or unix:/PATH [LAZYBOSS_URL, default {_DEFAULT_URL}]",
     )
     client_options.add_argument(
         "--token",

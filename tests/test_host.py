@@ -82,7 +82,7 @@ def test_the_notify_protocol_ready_watchdog_status_stopping(tmp_path):
     environment = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "200000"}
     server = ServerProcess(tmp_path / "n.sqlite", "--reap-interval", "0.05", env=environment)
     try:
-        assert "STATUS=serving on 127.0.0.1:" in notify.wait_for("READY=1")
+        assert "STATUS=serving on http://127.0.0.1:" in notify.wait_for("READY=1")
         server.client().request("POST", "/jobs", [{"type": "a"}, {"type": "a"}])
         assert "WATCHDOG=1" in notify.wait_for("STATUS=2 pending, 0 processing")
         server.process.send_signal(signal.SIGTERM)

@@ -750,6 +750,10 @@ _MIGRATIONS: list = [
     UPDATE jobs SET schedule = substr(schedule_tick, 1, instr(schedule_tick, ':') - 1) WHERE schedule_tick IS NOT NULL;
     CREATE INDEX jobs_schedule_pending ON jobs (schedule) WHERE schedule IS NOT NULL AND status = 'pending';
     """,
+    # 12: concurrency slots: at most this many jobs of a type processing at once (NULL: no limit).
+    """
+    ALTER TABLE types ADD COLUMN concurrency INTEGER;
+    """,
 ]
 
 
@@ -814,7 +818,13 @@ _SCHEDULE_JSON = f"""json_object(
     'last_job', CAST(last_job_id AS TEXT), 'created_at', {_sql_time("created_at")})"""
 _QUEUE_ORDER = "ORDER BY priority DESC, run_at, id"
 _UNPAUSED = "jobs.type NOT IN (SELECT name FROM types WHERE paused)"
-_DUE = f"jobs.status = 'pending' AND jobs.run_at <= ? AND {_UNPAUSED}"
+# A type with a concurrency limit has a free slot while fewer of its jobs are processing (counted in
+# `job_counts`, which triggers keep in the same transaction: exact across threads and processes).
+_PROCESSING = "(SELECT number FROM job_counts WHERE job_counts.type = types.name AND job_counts.status = 'processing')"
+_HAS_ROOM = f"jobs.type NOT IN (SELECT name FROM types WHERE {_PROCESSING} >= concurrency)"
+# How many more jobs of a job's type may start (NULL: no limit).
+_ROOM_LEFT = f"(SELECT concurrency - COALESCE({_PROCESSING}, 0) FROM types WHERE types.name = jobs.type)"
+_DUE = f"jobs.status = 'pending' AND jobs.run_at <= ? AND {_UNPAUSED} AND {_HAS_ROOM}"
 # Which jobs a claim may take: open ones (no claims, or their window passed), and those reserved for the
 # worker's labels. Each piece is found through its own index; `_next_jobs` takes the best of them.
 _OPEN = "jobs.reserved_until IS NULL"  # the indexes jobs_open_queue and jobs_type_open_queue
@@ -865,15 +875,18 @@ def _next_jobs(types: list[str] | None, labels: dict[str, str], now: float, limi
     return f"SELECT id FROM ({' UNION '.join(heads)}) {_QUEUE_ORDER} LIMIT ?", [*parameters, limit]
 
 
-def _claimable(types: list[str] | None, labels: dict[str, str], now: float, limit: int) -> tuple[str, list]:
-    """SQL for the ids of the jobs a claim takes, with its parameters: `_next_jobs`'s, up to the one whose
-    parameters fill _WRITE_BUDGET bytes (the first is always taken), so that a batch of large jobs stays
-    about that size."""
+def _claimable(
+    types: list[str] | None, labels: dict[str, str], now: float, limit: int, budget: int
+) -> tuple[str, list]:
+    """SQL for the ids of the jobs a claim takes, with its parameters: `_next_jobs`'s, no more of a type
+    than it has free slots, and up to the one whose parameters fill `budget` bytes (the first is always
+    taken), so that a batch of large jobs stays about that size."""
     query, parameters = _next_jobs(types, labels, now, limit)
     return (
-        f"""SELECT id FROM (SELECT id, SUM(length(parameters)) OVER ({_QUEUE_ORDER}) - length(parameters) AS before
-        FROM jobs WHERE id IN ({query})) WHERE before < ?""",
-        [*parameters, _WRITE_BUDGET],
+        f"""SELECT id FROM (SELECT id, SUM(length(parameters)) OVER ({_QUEUE_ORDER}) - length(parameters) AS before,
+            ROW_NUMBER() OVER (PARTITION BY type {_QUEUE_ORDER}) AS nth, {_ROOM_LEFT} AS room
+        FROM jobs WHERE id IN ({query})) WHERE before < ? AND (room IS NULL OR nth <= room)""",
+        [*parameters, budget],
     )
 
 
@@ -1091,10 +1104,12 @@ _TYPE_COLUMNS = (
     "result_schema",
     "labels",
     "claim_window",
+    "concurrency",
 )
 # The fields of PUT /types/{type}.
 _TYPE_FIELDS = ("timeout", "max_attempts", "backoff", "paused", "retain")
-_TYPE_FIELDS += ("parameters_schema", "result_schema", "labels", "claim_window")
+_TYPE_FIELDS += ("parameters_schema", "result_schema", "labels", "claim_window", "concurrency")
+_MAX_CONCURRENCY = 100_000
 _LABEL_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_LABELS = 32
 _MAX_LABEL_VALUE = 200
@@ -1181,6 +1196,9 @@ def _parse_type_settings(body: Any, check_schemas: bool = True) -> dict:
     if "claim_window" in body:
         window = body["claim_window"]
         settings["claim_window"] = None if window is None else _check_number(window, "claim_window", 0, _MAX_WINDOW)
+    if "concurrency" in body:
+        limit = body["concurrency"]
+        settings["concurrency"] = None if limit is None else _check_int(limit, "concurrency", 1, _MAX_CONCURRENCY)
     return settings
 
 
@@ -1203,8 +1221,9 @@ def _own_settings(row: sqlite3.Row | None) -> dict:
     for field in ("parameters_schema", "result_schema", "labels"):
         if row[field] is not None:
             own[field] = json.loads(row[field])
-    if row["claim_window"] is not None:
-        own["claim_window"] = row["claim_window"]
+    for field in ("claim_window", "concurrency"):
+        if row[field] is not None:
+            own[field] = row[field]
     return own
 
 
@@ -1671,6 +1690,7 @@ def _type_view(name: str, row: sqlite3.Row | None, counts: dict[str, int]) -> di
         "result_schema": own.get("result_schema"),
         "labels": own.get("labels", {}),
         "claim_window": own.get("claim_window"),
+        "concurrency": own.get("concurrency"),
         "configured": row is not None,
         "settings": own,
         "jobs": {status: counts.get(status, 0) for status in JOB_STATUSES},
@@ -2450,23 +2470,33 @@ class Store:
         """Hand up to `limit` of the most urgent due jobs to `worker`, each as a new attempt, atomically.
 
         A job still reserved by its claims goes only to a worker whose `labels`
-        match every claim. A batch stops early once the jobs' parameters fill
-        about _WRITE_BUDGET bytes (one job goes alone, however large): an answer
-        is never held whole beyond that.
+        match every claim. A type with a concurrency limit gives no more jobs
+        than it has free slots. A batch stops early once the jobs' parameters
+        fill about _WRITE_BUDGET bytes (one job goes alone, however large): an
+        answer is never held whole beyond that.
         """
         if self.stopping.is_set():
             return []
         with self.transaction() as db:
             now = self.clock()
-            claimable, parameters = _claimable(types, labels or {}, now, limit)
-            rows = db.execute(
-                f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
-                       attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
-                       updated_at = ?, progress = NULL
-                   WHERE id IN ({claimable})
-                   RETURNING id, attempt, priority, run_at""",
-                (worker, now, now, *parameters),
-            ).fetchall()
+            rows: list[sqlite3.Row] = []
+            budget = _WRITE_BUDGET
+            limited = db.execute("SELECT EXISTS (SELECT 1 FROM types WHERE concurrency IS NOT NULL)").fetchone()[0]
+            # A batch that a type's slots cut short looks again, among the types that still have room.
+            while len(rows) < limit and budget > 0:
+                claimable, parameters = _claimable(types, labels or {}, now, limit - len(rows), budget)
+                taken = db.execute(
+                    f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
+                           attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
+                           updated_at = ?, progress = NULL
+                       WHERE id IN ({claimable})
+                       RETURNING id, attempt, priority, run_at, length(parameters) AS size""",
+                    (worker, now, now, *parameters),
+                ).fetchall()
+                rows += taken
+                budget -= sum(row["size"] for row in taken)
+                if not taken or not limited:
+                    break
             if not rows:
                 return []
             rows.sort(key=lambda row: (-row["priority"], row["run_at"], row["id"]))  # the queue's order
@@ -2489,13 +2519,14 @@ class Store:
 
     def seconds_until_due(self, types: list[str] | None, labels: dict[str, str] | None = None) -> float:
         """Seconds until a job of these types can be claimed by a worker with these labels (0: one can
-        now); a paused type's never can. A reserved job counts from when its window ends, and also (it
-        may be the worker's) from when it falls due."""
+        now); a paused type's never can, nor a type's whose slots are all taken (until one is freed, which
+        wakes waiting workers). A reserved job counts from when its window ends, and also (it may be the
+        worker's) from when it falls due."""
         now = self.clock()
         query, parameters = _next_jobs(types, labels or {}, now, 1)
         if self.db.execute(query, parameters).fetchone():
             return 0.0  # the claim's own query: found through the queue's indexes
-        waiting = f"jobs.status = 'pending' AND {_UNPAUSED}"
+        waiting = f"jobs.status = 'pending' AND {_UNPAUSED} AND {_HAS_ROOM}"
         if types:
             waiting += f" AND jobs.type IN ({', '.join('?' * len(types))})"
         row = self.db.execute(
@@ -2633,7 +2664,7 @@ class Store:
         with self.transaction() as db:
             now = self.clock()
             outcomes: list[int | LazybossError] = []
-            changes, requeued = [], False
+            changes, requeued, ended_types = [], False, set()
             for report in reports:
                 resent = "done" if report.kind == "result" else "failed"
                 try:
@@ -2667,11 +2698,13 @@ class Store:
                     requeued = requeued or back
                 changes.append((job["id"], kind))
                 outcomes.append(job["id"])
+                ended_types.add(job["type"])
             context = {"attempt": reports[0].attempt} if len(reports) == 1 else {}
             self._record_all(db, changes, worker=worker, **context)
             views = self._views(db, [outcome for outcome in outcomes if isinstance(outcome, int)])
+            freed = self._limits_any(db, ended_types)
         if changes:
-            self._committed(queue_changed=requeued)
+            self._committed(queue_changed=requeued or freed)
         return [outcome if isinstance(outcome, LazybossError) else views[outcome] for outcome in outcomes]
 
     def complete_attempt(self, job_id: str, attempt_id: str, worker: str, result: Any) -> dict:
@@ -2843,8 +2876,23 @@ class Store:
             job = self._job_in(db, job_id, ("held", "pending", "processing"), "cancelled")
             self._cancel(db, [job["id"]], now)
             view = json.loads(self._views(db, [job["id"]])[job["id"]])
-        self._committed(queue_changed=False)
+            freed = job["status"] == "processing" and self._limits_any(db, {job["type"]})
+        self._committed(queue_changed=freed)
         return view
+
+    @staticmethod
+    def _limits_any(db: sqlite3.Connection, job_types: set[str]) -> bool:
+        """Whether one of these types has a concurrency limit: a job of it that stops processing frees a
+        slot, and the caller wakes waiting workers for it."""
+        return (
+            bool(job_types)
+            and db.execute(
+                """SELECT EXISTS (SELECT 1 FROM types
+                   WHERE concurrency IS NOT NULL AND name IN (SELECT value FROM json_each(?)))""",
+                (_encode(sorted(job_types)),),
+            ).fetchone()[0]
+            == 1
+        )
 
     def _cancel(self, db: sqlite3.Connection, ids: list[int], now: float, detail: Any = None, **context: Any) -> None:
         """Cancel these jobs (held, pending or processing: the caller checked) and their running attempts, each
@@ -3022,9 +3070,10 @@ class Store:
             view = self.get_type(name)
         if "paused" in changed:
             _log.info("type %s %s by %s", name, "paused" if columns["paused"] else "resumed", by)
-            self.queue_changed.fire()  # a resumed type's jobs can go out now
         elif changed:
             _log.info("type %s changed by %s: %s", name, by, ", ".join(changed))
+        if {"paused", "concurrency"} & set(changed):
+            self.queue_changed.fire()  # a resumed type's jobs, or those a wider limit lets start, can go out now
         return view
 
     def delete_type(self, name: str, by: str = "lazyboss") -> None:
@@ -3316,6 +3365,10 @@ class Store:
     def paused_types(self) -> list[str]:
         """The names of the paused job types."""
         return [row[0] for row in self.db.execute("SELECT name FROM types WHERE paused ORDER BY name")]
+
+    def concurrency_limits(self) -> dict[str, int]:
+        """The concurrency limit of each type that has one."""
+        return dict(self.db.execute("SELECT name, concurrency FROM types WHERE concurrency IS NOT NULL ORDER BY name"))
 
     # -- housekeeping
 
@@ -3785,6 +3838,7 @@ tfoot td { font-weight: 600; border-top: 1px solid var(--line); }
 .failed { color: var(--failed); } .cancelled { color: var(--cancelled); }
 .badge { font-size: .75rem; padding: 0 .45rem; border: 1px solid currentColor; border-radius: 999px;
          color: var(--pending); margin-left: .3rem; }
+.badge.slots { color: var(--processing); }
 progress { width: 7rem; height: .7rem; vertical-align: middle; accent-color: var(--accent); }
 button { font: inherit; font-size: .85rem; padding: .1rem .6rem; border-radius: 6px; cursor: pointer;
          border: 1px solid var(--line); background: var(--page); color: var(--ink); }
@@ -4050,6 +4104,7 @@ def _gather_overview(store: Store) -> dict:
             "last_event": store.last_event_id(),
             "counts": store.count_jobs(),
             "paused": store.paused_types(),
+            "limits": store.concurrency_limits(),
             "in_flight": store.jobs_in_flight(_PAGE_IN_FLIGHT),
             "failures": store.latest_failures(_PAGE_FAILURES),
             "workers": workers,
@@ -4184,7 +4239,7 @@ def _progress_bar(percent: float | None) -> str:
 
 def _overview_html(data: dict, admin: bool) -> str:
     """The overview: queue by type and status, jobs in flight, failures, workers, schedules, paused types."""
-    now, counts, paused = data["now"], data["counts"], set(data["paused"])
+    now, counts, paused, limits = data["now"], data["counts"], set(data["paused"]), data["limits"]
     totals = {status: sum(by_status.get(status, 0) for by_status in counts.values()) for status in JOB_STATUSES}
 
     def pause_button(job_type: str) -> str:
@@ -4196,11 +4251,17 @@ def _overview_html(data: dict, admin: bool) -> str:
         ["type", *(f"#{status}" for status in JOB_STATUSES), *([""] if admin else [])],
         [
             [
-                _esc(job_type) + ('<span class="badge">paused</span>' if job_type in paused else ""),
+                _esc(job_type)
+                + ('<span class="badge">paused</span>' if job_type in paused else "")
+                + (
+                    f'<span class="badge slots">at most {limits[job_type]:,} at once</span>'
+                    if job_type in limits
+                    else ""
+                ),
                 *(_count(counts.get(job_type, {}).get(status, 0), status) for status in JOB_STATUSES),
                 *([pause_button(job_type)] if admin else []),
             ]
-            for job_type in sorted(set(counts) | paused)
+            for job_type in sorted(set(counts) | paused | set(limits))
         ],
         "No jobs yet.",
         ["all", *(_count(totals[status], status) for status in JOB_STATUSES), *([""] if admin else [])],
@@ -5193,6 +5254,7 @@ class _Api:
         """Everything /stats and /metrics report, gathered once (the database's part in one snapshot)."""
         with self.store.snapshot():
             by_type, oldest = self.store.count_jobs(), self.store.oldest_pending_ages()
+            limits = self.store.concurrency_limits()
         totals = {status: 0 for status in JOB_STATUSES}
         for counts in by_type.values():
             for status, number in counts.items():
@@ -5207,6 +5269,7 @@ class _Api:
             "jobs_by_type": by_type,
             "counters": counters,
             "oldest_pending_age_seconds": oldest,
+            "concurrency_limits": limits,
             "waiting_workers": self.slots.counts["long_polls"],
             "open_streams": self.slots.counts["streams"],
             "file_bytes": self.store.file_sizes(),
@@ -5246,6 +5309,12 @@ class _Api:
             "gauge",
             "How long the longest-waiting due job of each type has waited.",
             [({"type": t}, age) for t, age in sorted(snapshot["oldest_pending_age_seconds"].items())],
+        )
+        lines.family(
+            "lazyboss_concurrency_limit",
+            "gauge",
+            "Jobs of the type that may be processing at once (types with a limit only; compare lazyboss_jobs).",
+            [({"type": t}, limit) for t, limit in snapshot["concurrency_limits"].items()],
         )
         lines.family(
             "lazyboss_waiting_workers", "gauge", "Long polls waiting for a job.", [({}, snapshot["waiting_workers"])]
@@ -5548,6 +5617,7 @@ _OPENAPI_SCHEMAS = {
         result_schema={**_ANY_JSON, "description": "the JSON Schema results must fit (null: none)"},
         labels=_LABELS,
         claim_window={"type": ["number", "null"], "description": "its jobs' default claim window"},
+        concurrency={"type": ["integer", "null"], "description": "at most this many processing at once; null: any"},
         configured={"type": "boolean", "description": "whether the type has settings of its own"},
         settings={**_schema("TypeSettings"), "description": "its own settings, as PUT takes them"},
         jobs=_COUNTS,
@@ -5585,6 +5655,13 @@ _OPENAPI_SCHEMAS = {
                 "result_schema": _JSON_SCHEMA,
                 "labels": _nullable(_LABELS),
                 "claim_window": _nullable(_WINDOW),
+                "concurrency": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "maximum": _MAX_CONCURRENCY,
+                    "description": "at most this many of its jobs processing at once, across all workers and "
+                    "servers on the file; null: no limit",
+                },
             },
         ),
         "examples": [
@@ -5647,6 +5724,11 @@ _OPENAPI_SCHEMAS = {
         jobs_by_type={"type": "object", "additionalProperties": _COUNTS},
         counters={"type": "object", "additionalProperties": _COUNTS},
         oldest_pending_age_seconds={"type": "object", "additionalProperties": {"type": "number"}},
+        concurrency_limits={
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "each type's concurrency limit, for types that have one",
+        },
         waiting_workers={"type": "integer"},
         open_streams={"type": "integer"},
         file_bytes=_COUNTS,
@@ -8671,7 +8753,8 @@ def _command_types(args: argparse.Namespace, client: Client) -> int:
         {**kind, **kind["jobs"], "paused": "paused" if kind["paused"] else "", "backoff": kind["backoff"]["base"]}
         for kind in client.types()
     ]
-    _print_table(rows, ["type", "paused", "timeout", "max_attempts", "held", "pending", "processing", "done", "failed"])
+    columns = ["type", "paused", "concurrency", "timeout", "max_attempts"]
+    _print_table(rows, columns + ["held", "pending", "processing", "done", "failed"])
     return _EXIT_OK
 
 

@@ -73,14 +73,19 @@ def test_only_the_deleted_schedules_jobs_go(app, store, clock):
 
 
 def test_an_older_file_knows_its_ticked_jobs_by_their_tick(db_path, clock):
-    store = lazyboss.Store(db_path, clock=clock)
-    store.put_schedule("old", "sync", {}, EVERY_MINUTE)
-    clock.now = EVERY_MINUTE.next_after(clock.now)
-    store.fire_due_schedules()
-    store.db.executescript(  # back to schema 10: undo migration 11
-        """DROP INDEX jobs_schedule_pending; ALTER TABLE jobs DROP COLUMN schedule; PRAGMA user_version = 10;"""
-    )
-    store.close()
+    with sqlite3.connect(db_path) as db:  # a file of schema 10, with a schedule and the job of one tick
+        for migration in lazyboss._MIGRATIONS[:10]:
+            migration(db) if callable(migration) else db.executescript(migration)
+        db.execute("PRAGMA user_version = 10")
+        db.execute(
+            """INSERT INTO schedules (name, type, parameters, every, timezone, next_run_at, created_at, updated_at)
+               VALUES ('old', 'sync', '{}', '1 minute', 'UTC', 0, 0, 0)"""
+        )
+        db.execute(
+            """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
+                   backoff_base, backoff_max, created_at, updated_at, schedule_tick)
+               VALUES ('sync', 'pending', '{}', 0, 0, 3, 300, 1, 600, 0, 0, 'old:60.000')"""
+        )
     upgraded = lazyboss.Store(db_path, clock=clock)
     try:
         assert upgraded.delete_schedule("old") == 1

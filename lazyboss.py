@@ -804,6 +804,8 @@ def _recorded(field: str, job: str, up_to: str = "") -> str:
 _EVENT_COLUMNS = f"""{_job_json("NULL", "NULL", "NULL")},
     NULLIF(COALESCE(jobs.result, 'null'), {_recorded("result", "jobs.id")}),
     NULLIF(COALESCE(jobs.error, 'null'), {_recorded("error", "jobs.id")})"""
+# A new job's first event: it has no result or error yet, nor earlier events to compare with.
+_SUBMITTED_EVENT_COLUMNS = f"{_job_json('NULL', 'NULL', 'NULL')}, NULL, NULL"
 # An event's job rebuilt whole (from `events LEFT JOIN jobs`): parameters never change.
 _EVENT_JOB_JSON = f"""json_set(events.job, '$.parameters', json(jobs.parameters),
     '$.result', json({_recorded("result", "events.job_id", "events.id")}),
@@ -2350,17 +2352,19 @@ class Store:
                 )
             )
         newest_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
-        db.executemany(
-            """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
-                   backoff_base, backoff_max, created_at, updated_at, submission, schedule, schedule_tick, claims,
-                   claim_window)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            rows,
+        # One statement for the lot (the rows as one JSON array): far cheaper than one per job, triggers and all.
+        columns = ", ".join(f"json_extract(value, '$[{number}]')" for number in range(len(rows[0])))
+        db.execute(
+            f"""INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
+                    backoff_base, backoff_max, created_at, updated_at, submission, schedule, schedule_tick, claims,
+                    claim_window)
+                SELECT {columns} FROM json_each(?) ORDER BY key""",
+            (_encode(rows),),
         )
         # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
         recorded = db.execute(
             f"""INSERT INTO events (job_id, type, kind, at, job, result, error)
-                SELECT id, type, 'submitted', updated_at, {_EVENT_COLUMNS} FROM jobs WHERE id > ?
+                SELECT id, type, 'submitted', updated_at, {_SUBMITTED_EVENT_COLUMNS} FROM jobs WHERE id > ?
                 RETURNING job_id, type""",
             (newest_before,),
         ).fetchall()
@@ -6740,10 +6744,33 @@ class _Task(WSGITask):
 
 
 class _Connection(HTTPChannel):
-    """waitress's connection, with the parser and the task above."""
+    """waitress's connection, with the parser and the task above, and no busy loop while a task writes.
+
+    A task sends what it writes itself. While it does, waitress's loop sees
+    the buffer hold data, wakes for the socket being writable, finds the
+    buffer locked, and goes round again: with the loop holding the
+    interpreter lock in between, the writing thread waits for it, and the
+    spin costs more than the request. So the loop leaves the socket alone
+    while the task writes, and is woken once it has finished if anything is
+    left for it to send (a client reading slowly).
+    """
 
     parser_class = _Request
     task_class = _Task
+    task_writing = False
+
+    def write_soon(self, data: bytes) -> int:
+        self.task_writing = True
+        try:
+            written = super().write_soon(data)
+        finally:
+            self.task_writing = False
+        if self.total_outbufs_len:
+            self.server.pull_trigger()
+        return written
+
+    def writable(self) -> bool:
+        return not self.task_writing and bool(super().writable())
 
     def waiting_since(self) -> tuple[float, str] | None:
         """Since when the connection has waited for its client, and for what: "headers" (of a new

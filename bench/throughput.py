@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""Throughput and wake-up latency of a real lazyboss process, printed as JSON.
+"""Throughput, latency and idle footprint of a real lazyboss process, printed as JSON.
 
-    python bench/throughput.py [--seconds 3] [--sync full normal]
+    python bench/throughput.py [--seconds 3] [--sync full] [--baseline OLD_LAZYBOSS.py] [--only NAME ...]
 
-For each --sync mode it starts `lazyboss.py` on a temporary database and
-measures, with keep-alive HTTP clients on loopback:
-  - single submits/s with 1 and 4 client threads,
+It first measures 4 keep-alive clients against a bare waitress "hello world"
+app (the ceiling of any single-request figure on this machine), then, for
+each --sync mode, starts `lazyboss.py` on a temporary database and measures
+on loopback, in this one run:
+  - single submits/s with 1, 4 and 16 client threads (group commit at work),
   - batch submit jobs/s (batches of 1,000),
-  - claim→result cycles/s with 4 workers,
-  - long-poll wake-up latency (submit sent → waiting worker has the job), p50/p99.
-For scale it first measures the same 4 clients against a bare waitress
-"hello world" app: the ceiling of any single-request figure on this machine.
+  - claim→result cycles/s with 4 workers, one job per request,
+  - batch claim of 100 + batch report of 100 with 4 workers, jobs/s,
+  - long-poll wake-up latency (submit sent → waiting worker has the job), p50/p99,
+  - 100 followers of /events (--threads 120): submit sent → each follower has its event, p50/p99,
+  - idle: time to ready (start → /health answers), resident memory after 2 s, CPU over 5 s;
+    both as `python lazyboss.py` runs it (the source compiled at each start) and as installed
+    (`lazyboss`, from bytecode compiled once).
+With --baseline it measures another lazyboss.py (an older release, say) the same
+way in the same run, after this one: figures compare only within one run on a
+shared machine. A figure the baseline cannot give (no batch claims) is null.
 """
 
 import argparse
@@ -18,16 +26,23 @@ import contextlib
 import http.client
 import json
 import os
+import platform
+import py_compile
+import selectors
+import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LAZYBOSS = ROOT / "lazyboss.py"
 
 
 class Client:
@@ -59,30 +74,39 @@ waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=16, _quiet=
 """
 
 
-def start_server(*args):
-    """Start `lazyboss.py ARGS` (or, without args, a bare waitress app); wait until it answers."""
-    port = free_port()
-    command = [sys.executable, str(ROOT / "lazyboss.py"), "--port", str(port), "--threads", "16", *args]
-    if not args:
-        command = [sys.executable, "-c", HELLO_WORLD, str(port)]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+def wait_for_health(process, port, timeout=15):
+    """Seconds until `GET /health` answers 200, polling every millisecond."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with status {process.returncode}")
         try:
             if Client(port).call("GET", "/health")[0] == 200:
-                return process, port
+                return time.perf_counter() - started
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.001)
     process.kill()
     raise SystemExit("the server did not start")
 
 
+def start_server(*args, program=LAZYBOSS, command=None):
+    """Start `program ARGS` (a lazyboss.py; without args a bare waitress app); wait until it answers."""
+    port = free_port()
+    if command is None:
+        command = [sys.executable, str(program)] if args else [sys.executable, "-c", HELLO_WORLD, str(port)]
+    if args:
+        command = command + [*args, "--port", str(port)] + ([] if "--threads" in args else ["--threads", "16"])
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_health(process, port)
+    return process, port
+
+
 @contextlib.contextmanager
-def running_server(*args):
+def running_server(*args, program=LAZYBOSS):
     """A lazyboss.py process with ARGS, on a database in a temporary folder: (its port, the file)."""
     with tempfile.TemporaryDirectory() as folder:
         db = os.path.join(folder, "bench.sqlite")
-        process, port = start_server("--db", db, "--log-level", "warning", *args)
+        process, port = start_server("--db", db, "--log-level", "warning", *args, program=program)
         try:
             yield port, db
         finally:
@@ -99,6 +123,17 @@ def in_threads(count, work):
     for thread in threads:
         thread.join()
     return time.perf_counter() - started
+
+
+def percentiles(samples):
+    samples = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(samples), 2),
+        "p99_ms": round(samples[max(0, int(len(samples) * 0.99) - 1)], 2),
+    }
+
+
+# -- the figures
 
 
 def single_submits(port, clients, seconds, path="/jobs", expect=202):
@@ -124,10 +159,14 @@ def batch_submits(port, batches, size=1000):
     return round(batches * size / (time.perf_counter() - started))
 
 
-def claim_result_cycles(port, jobs, workers=4):
+def fill(port, job_type, jobs):
     feeder = Client(port)
     for _ in range(jobs // 1000):
-        feeder.call("POST", "/jobs", [{"type": "cycle", "parameters": n} for n in range(1000)])
+        assert feeder.call("POST", "/jobs", [{"type": job_type, "parameters": n} for n in range(1000)])[0] == 202
+
+
+def claim_result_cycles(port, jobs, workers=4):
+    fill(port, "cycle", jobs)
     done = [0] * workers
 
     def work(index):
@@ -138,6 +177,28 @@ def claim_result_cycles(port, jobs, workers=4):
                 return
             client.call("PUT", f"/jobs/{job['id']}/attempts/{job['attempt']}/result", {"ok": True})
             done[index] += 1
+
+    elapsed = in_threads(workers, work)
+    return round(sum(done) / elapsed)
+
+
+def batch_claim_report(port, jobs, workers=4, size=100):
+    """Jobs/s through claims of `size` and reports of as many, or None where the server has no batch claims."""
+    if Client(port).call("POST", "/jobs/attempt", {"types": ["none"], "max": 2})[0] == 422:
+        return None
+    fill(port, "batched", jobs)
+    done = [0] * workers
+
+    def work(index):
+        client = Client(port, user=f"b{index}")
+        while True:
+            status, answer = client.call("POST", f"/jobs/attempt?type=batched&max={size}")
+            if status == 204:
+                return
+            reports = [{"job": job["id"], "attempt": job["attempt"], "result": {"ok": True}} for job in answer["jobs"]]
+            status, outcome = client.call("POST", "/jobs/reports", reports)
+            assert status == 200 and all(item["status"] == 201 for item in outcome["reports"])
+            done[index] += len(reports)
 
     elapsed = in_threads(workers, work)
     return round(sum(done) / elapsed)
@@ -162,38 +223,177 @@ def wake_up_latency(port, samples):
         submitter.call("POST", "/jobs", {"type": "wake"})
         thread.join()
         latencies.append((received["at"] - sent) * 1000)
-    latencies.sort()
+    return percentiles(latencies)
+
+
+def follower_latency(port, followers, samples):
+    """Submit → event latency at each of `followers` followers of /events, read by one selector thread."""
+    selector, seen = selectors.DefaultSelector(), {}
+    for number in range(followers):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, number)
+    arrivals = {}  # (follower, job id) -> when it arrived
+    buffers = [b""] * followers
+    opened, stop = set(), threading.Event()
+
+    def read():
+        while not stop.is_set():
+            for key, _ in selector.select(0.05):
+                data = key.fileobj.recv(65536)
+                now = time.perf_counter()
+                opened.add(key.data)
+                buffers[key.data] += data
+                *events, buffers[key.data] = buffers[key.data].split(b"\n\n")
+                for event in events:
+                    for line in event.split(b"\n"):
+                        if line.startswith(b"data: "):
+                            job_id = json.loads(line[6:])["job"]["id"]
+                            arrivals[(key.data, job_id)] = now
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while len(opened) < followers and time.monotonic() < deadline:  # each has its `retry:` line
+        time.sleep(0.01)
+    client, sent = Client(port), {}
+    for _ in range(samples):
+        started = time.perf_counter()
+        job_id = client.call("POST", "/jobs", {"type": "followed"})[1]["id"]
+        sent[job_id] = started
+        while sum((number, job_id) in arrivals for number in range(followers)) < followers:
+            if time.perf_counter() - started > 10:
+                raise SystemExit("a follower missed an event")
+            time.sleep(0.0005)
+    stop.set()
+    reader.join()
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
+    seen = [(arrivals[(number, job_id)] - at) * 1000 for job_id, at in sent.items() for number in range(followers)]
+    return percentiles(seen)
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return round(int(next(line for line in status if line.startswith("VmRSS")).split()[1]) / 1024, 1)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle(program, installed, starts=3):
+    """Time to ready, resident memory and CPU of an idle server (median of `starts`).
+
+    `installed`: run from bytecode compiled once into a folder of its own, as the `lazyboss`
+    command of a pip install does; else `python lazyboss.py`, which compiles the source at each start.
+    """
+    readies, memories, cpus = [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, str(program)]
+        if installed:
+            shutil.copy(program, os.path.join(folder, "lazyboss.py"))
+            py_compile.compile(os.path.join(folder, "lazyboss.py"), doraise=True)  # to __pycache__, as pip does
+            command = [sys.executable, "-c", "import sys, lazyboss; sys.exit(lazyboss.main())"]
+        for number in range(starts):
+            port = free_port()
+            db = os.path.join(folder, f"idle{number}.sqlite")
+            process = subprocess.Popen(
+                [*command, "--db", db, "--port", str(port), "--log-level", "warning"],
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": folder} if installed else None,
+            )
+            try:
+                readies.append(wait_for_health(process, port))
+                time.sleep(2)
+                memories.append(rss_mb(process.pid))
+                before = cpu_seconds(process.pid)
+                time.sleep(5)
+                cpus.append((cpu_seconds(process.pid) - before) / 5 * 100)
+            finally:
+                process.terminate()
+                process.wait(30)
     return {
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+        "ready_s": round(statistics.median(readies), 3),
+        "rss_mb": statistics.median(memories),
+        "cpu_percent": round(statistics.median(cpus), 2),
     }
 
 
-def measure(sync, seconds):
-    with running_server("--sync", sync) as (port, _):
-        return {
-            "single_submits_per_s_1_client": single_submits(port, 1, seconds),
-            "single_submits_per_s_4_clients": single_submits(port, 4, seconds),
-            "batch_submit_jobs_per_s": batch_submits(port, batches=20),
-            "claim_result_cycles_per_s_4_workers": claim_result_cycles(port, jobs=4000),
-            "wake_up_latency": wake_up_latency(port, samples=200),
-        }
+def measure(program, sync, seconds, only):
+    """Every figure of one lazyboss.py (those in `only`, if given)."""
+    figures = {}
+
+    def wanted(name):
+        return not only or name in only
+
+    with running_server("--sync", sync, program=program) as (port, _):
+        if wanted("single"):
+            figures["single_submits_per_s"] = {n: single_submits(port, n, seconds) for n in (1, 4, 16)}
+        if wanted("batch"):
+            figures["batch_submit_jobs_per_s"] = batch_submits(port, batches=20)
+        if wanted("cycles"):
+            figures["claim_result_cycles_per_s_4_workers"] = claim_result_cycles(port, jobs=4000)
+        if wanted("batches"):
+            figures["batch_claim_100_report_100_jobs_per_s_4_workers"] = batch_claim_report(port, jobs=20000)
+        if wanted("wake"):
+            figures["wake_up_latency"] = wake_up_latency(port, samples=200)
+    if wanted("followers"):
+        with running_server("--sync", sync, "--threads", "120", program=program) as (port, _):
+            figures["event_latency_100_followers"] = follower_latency(port, 100, samples=100)
+    if wanted("idle"):
+        figures["idle_as_script"] = idle(program, installed=False)
+        figures["idle_as_installed"] = idle(program, installed=True)
+    return figures
+
+
+def machine():
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model if "model" in locals() else platform.processor(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "kernel": platform.release(),
+        "load_average_at_start": os.getloadavg()[0],
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="how long each timed submit run lasts")
-    parser.add_argument("--sync", nargs="+", default=["full", "normal"], choices=["full", "normal"])
+    parser.add_argument("--sync", nargs="+", default=["full"], choices=["full", "normal"])
+    parser.add_argument("--baseline", type=Path, help="another lazyboss.py to measure the same way, in this run")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        choices=["single", "batch", "cycles", "batches", "wake", "followers", "idle"],
+        help="measure only these figures",
+    )
     args = parser.parse_args()
-    report = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    report = {"date": date.today().isoformat(), "machine": machine()}
     process, port = start_server()
     try:
         report["bare_waitress_requests_per_s_4_clients"] = single_submits(port, 4, args.seconds, "/", 200)
     finally:
         process.terminate()
         process.wait(30)
-    for sync in args.sync:
-        report[f"sync_{sync}"] = measure(sync, args.seconds)
+    programs = {"lazyboss": LAZYBOSS, **({"baseline": args.baseline} if args.baseline else {})}
+    for name, program in programs.items():
+        for sync in args.sync:
+            figures = measure(program, sync, args.seconds, args.only)
+            if "single_submits_per_s" in figures:
+                share = figures["single_submits_per_s"][4] / report["bare_waitress_requests_per_s_4_clients"]
+                figures["single_submits_4_clients_share_of_bare_waitress"] = round(share, 2)
+            report[f"{name}_sync_{sync}"] = figures
     print(json.dumps(report, indent=2))
 
 

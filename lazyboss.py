@@ -819,11 +819,13 @@ _SCHEDULE_JSON = f"""json_object(
     'next_run_at', {_sql_time("next_run_at")}, 'last_run_at', {_sql_time("last_run_at")},
     'last_job', CAST(last_job_id AS TEXT), 'created_at', {_sql_time("created_at")})"""
 _QUEUE_ORDER = "ORDER BY priority DESC, run_at, id"
-_UNPAUSED = "jobs.type NOT IN (SELECT name FROM types WHERE paused)"
+_PAUSED_TYPES = "SELECT name FROM types WHERE paused"
+_UNPAUSED = f"jobs.type NOT IN ({_PAUSED_TYPES})"
 # A type with a concurrency limit has a free slot while fewer of its jobs are processing (counted in
 # `job_counts`, which triggers keep in the same transaction: exact across threads and processes).
 _PROCESSING = "(SELECT number FROM job_counts WHERE job_counts.type = types.name AND job_counts.status = 'processing')"
-_HAS_ROOM = f"jobs.type NOT IN (SELECT name FROM types WHERE {_PROCESSING} >= concurrency)"
+_FULL_TYPES = f"SELECT name FROM types WHERE {_PROCESSING} >= concurrency"
+_HAS_ROOM = f"jobs.type NOT IN ({_FULL_TYPES})"
 # How many more jobs of a job's type may start (NULL: no limit).
 _ROOM_LEFT = f"(SELECT concurrency - COALESCE({_PROCESSING}, 0) FROM types WHERE types.name = jobs.type)"
 _DUE = f"jobs.status = 'pending' AND jobs.run_at <= ? AND {_UNPAUSED} AND {_HAS_ROOM}"
@@ -2483,6 +2485,9 @@ class Store:
             return []
         with self.transaction() as db:
             now = self.clock()
+            types = self._types_to_read(db, types)
+            if types == []:
+                return []
             rows: list[sqlite3.Row] = []
             budget = _WRITE_BUDGET
             limited = db.execute("SELECT EXISTS (SELECT 1 FROM types WHERE concurrency IS NOT NULL)").fetchone()[0]
@@ -2526,14 +2531,17 @@ class Store:
         now); a paused type's never can, nor a type's whose slots are all taken (until one is freed, which
         wakes waiting workers). A reserved job counts from when its window ends, and also (it may be the
         worker's) from when it falls due."""
-        now = self.clock()
+        now, db = self.clock(), self.db  # statements of their own: a waiting worker's look opens no transaction
+        types = self._types_to_read(db, types)
+        if types == []:
+            return float("inf")
         query, parameters = _next_jobs(types, labels or {}, now, 1)
-        if self.db.execute(query, parameters).fetchone():
+        if db.execute(query, parameters).fetchone():
             return 0.0  # the claim's own query: found through the queue's indexes
         waiting = f"jobs.status = 'pending' AND {_UNPAUSED} AND {_HAS_ROOM}"
         if types:
             waiting += f" AND jobs.type IN ({', '.join('?' * len(types))})"
-        row = self.db.execute(
+        row = db.execute(
             f"""SELECT MIN(next) FROM (
                 SELECT MIN(run_at) AS next FROM jobs WHERE {waiting} AND {_OPEN}
                 UNION ALL SELECT MIN(reserved_until) FROM jobs WHERE {waiting} AND jobs.reserved_until IS NOT NULL
@@ -2542,6 +2550,21 @@ class Store:
             (*(types or ()), *(types or ()), *(types or ()), now),
         ).fetchone()
         return float("inf") if row[0] is None else max(0.0, row[0] - now)
+
+    @staticmethod
+    def _types_to_read(db: sqlite3.Connection, types: list[str] | None) -> list[str] | None:
+        """The types a claim of `types` (None: any) reads: the given ones but those paused or full, or,
+        for any type while one is blocked, the types with pending jobs that may hand them out. Each is
+        then read through its own index, so that a blocked type's backlog is never walked. None: read the
+        queue's index whole (nothing is blocked, or too many types to name); []: nothing may be claimed."""
+        blocked = {row[0] for row in db.execute(f"{_PAUSED_TYPES} UNION {_FULL_TYPES}")}
+        if types:
+            return [job_type for job_type in types if job_type not in blocked]
+        if not blocked:
+            return None
+        pending = db.execute("SELECT type FROM job_counts WHERE status = 'pending' AND number > 0").fetchall()
+        names = [row[0] for row in pending if row[0] not in blocked]
+        return names if len(names) <= _MAX_FILTER_VALUES else None
 
     def wait_for_jobs(
         self,

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import lazyboss
 from support import ServerProcess, run_cli, wait_until
 
 WORKER = {"Authorization": "Basic " + base64.b64encode(b"w1:").decode()}
@@ -248,3 +249,20 @@ def test_shell_workers_run_a_limited_type_one_at_a_time(server, start_worker, tm
 
     wait_until(all_done, timeout=30, what="six jobs done")
     assert most_at_once(tmp_path / "cli.sqlite", "render") == 1
+
+
+def test_a_blocked_types_backlog_is_not_read_by_the_claims_of_others(store):
+    store.submit_jobs([lazyboss.JobSpec(type=kind) for kind in ("backup", "backup", "mail", "report", "sms")])
+    store.put_type("backup", {"concurrency": 1})
+    store.claim_jobs("w", ["backup"])
+    store.put_type("report", {"paused": 1})
+    # A claim of any type names the types that may hand jobs out, each read through its own index.
+    assert sorted(store._types_to_read(store.db, None)) == ["mail", "sms"]
+    assert store._types_to_read(store.db, ["backup", "report", "sms"]) == ["sms"]
+    assert store._types_to_read(store.db, ["backup"]) == []
+    store.put_type("backup", {"concurrency": None})
+    store.put_type("report", {"paused": 0})
+    assert store._types_to_read(store.db, None) is None  # nothing blocked: the queue's own index, whole
+    query, parameters = lazyboss._next_jobs(["mail", "sms"], {}, store.clock(), 1)
+    plan = [row[3] for row in store.db.execute(f"EXPLAIN QUERY PLAN {query}", parameters)]
+    assert not [step for step in plan if step.startswith("SCAN jobs")], plan

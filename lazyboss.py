@@ -1927,7 +1927,9 @@ class Store:
         group gets the error, and so do those before a failure after which
         SQLite rolled the whole transaction back.
 
-        What `_count` tallies inside it reaches `counters` only once committed.
+        What `_count` tallies and `_log_committed` notes inside it reach
+        `counters` and the log only once committed: a write rolled back (by its
+        own error, or with its group when the commit fails) leaves no trace.
         SQLite's complaints about the file come out as StorageError (see
         `sqlite_errors`). A transaction opened inside another on the same
         thread is a RuntimeError at once: the write lock is not reentrant.
@@ -1951,6 +1953,7 @@ class Store:
                     self._group = _Group()
                 group = self._group
                 self._local.tally = tally = Counter()
+                self._local.notes = notes = []
                 try:
                     yield conn
                     if joined:
@@ -1970,6 +1973,8 @@ class Store:
         if tally:
             with self._counters_lock:
                 self.counters.update(tally)
+        for level, message, args in notes:
+            _log.log(level, message, *args)
 
     def _undo_write(self, conn: sqlite3.Connection, joined: bool, error: BaseException) -> None:
         """Roll a failed write back to its savepoint, leaving the group's other writes as they are
@@ -2040,6 +2045,10 @@ class Store:
     def _count(self, counter: str, job_type: str, number: int = 1) -> None:
         """Tally an occurrence for the metrics, in the running transaction."""
         self._local.tally[(counter, job_type)] += number
+
+    def _log_committed(self, level: int, message: str, *args: Any) -> None:
+        """Log a state change of the running transaction once it is committed (never if it is rolled back)."""
+        self._local.notes.append((level, message, args))
 
     def migrate(self) -> None:
         """Bring the file's schema up to this release (PRAGMA user_version)."""
@@ -2218,9 +2227,9 @@ class Store:
         for kind, ids in by_kind.items():
             level = logging.DEBUG if kind == "progress" else logging.INFO
             if len(changes) == 1:
-                _log.log(level, "job %s %s type=%s%s", ids[0], kind, recorded[0]["type"], extra)
+                self._log_committed(level, "job %s %s type=%s%s", ids[0], kind, recorded[0]["type"], extra)
             else:
-                _log.log(level, "%d jobs %s: %s%s", len(ids), kind, _id_ranges(ids), extra)
+                self._log_committed(level, "%d jobs %s: %s%s", len(ids), kind, _id_ranges(ids), extra)
 
     @staticmethod
     def _views(db: sqlite3.Connection, ids: list[int], shape: str = _JOB_JSON) -> dict[int, str]:
@@ -2373,7 +2382,7 @@ class Store:
         for job_type, number in Counter(row["type"] for row in recorded).items():
             self._count("jobs_submitted", job_type, number)
         ids = sorted(row["job_id"] for row in recorded)
-        _log.info("job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
+        self._log_committed(logging.INFO, "job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
         return ids
 
     # -- reading

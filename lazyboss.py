@@ -2163,6 +2163,7 @@ class Store:
         with self._failure_lock:
             healed, self.failure = self.failure, None
         if healed is not None:
+            self._orphan_saved = False  # the file is back: losing it again must save what it holds then
             _log.warning("the database takes writes again (after %s)", healed.code)
 
     def _save_orphaned(self) -> None:
@@ -2175,7 +2176,12 @@ class Store:
         if self._orphan_saved:
             return
         self._orphan_saved = True
-        copy = f"{self.path}.orphaned-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        stamp = f"{self.path}.orphaned-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        copy = next(
+            name
+            for name in itertools.chain([stamp], (f"{stamp}-{n}" for n in itertools.count(2)))
+            if not os.path.lexists(name)
+        )
         try:
             with closing(sqlite3.connect(copy)) as target:
                 self._keeper.backup(target)

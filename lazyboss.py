@@ -457,6 +457,10 @@ def _separate_submission_keys(db: sqlite3.Connection) -> None:
     one could stand for another. Batch members are recognised by KEY/0 and
     KEY/1 both being there (a batch had at least two jobs); where a client
     used KEY for a single job too, the submission made first keeps KEY.
+
+    A key shaped as a tick's (schedule:NAME:TICK) may have been a tick's or a
+    client's: it becomes both. The schedule takes the job as that tick's (see
+    `Store._run_schedule`), and the same key sent again returns it, as it did.
     """
     db.execute("ALTER TABLE jobs RENAME COLUMN idempotency_key TO schedule_tick")
     db.execute(
@@ -476,7 +480,6 @@ def _separate_submission_keys(db: sqlite3.Connection) -> None:
         tick = re.fullmatch(r"schedule:([^:]+:[0-9.]+)", key)
         if tick:
             db.execute("UPDATE jobs SET schedule_tick = ? WHERE id = ?", (tick.group(1), job_id))
-            continue
         member = re.fullmatch(r"(.*)/[0-9]+", key, re.DOTALL)
         batch = member is not None and f"{member.group(1)}/0" in keyed and f"{member.group(1)}/1" in keyed
         name = member.group(1) if member and batch else key
@@ -754,6 +757,10 @@ _MIGRATIONS: list = [
     """
     ALTER TABLE types ADD COLUMN concurrency INTEGER;
     """,
+    # 13: why a schedule's last tick made no job ({"tick", "detail"} as JSON; NULL once a tick works again).
+    """
+    ALTER TABLE schedules ADD COLUMN last_error TEXT;
+    """,
 ]
 
 
@@ -817,7 +824,7 @@ _ATTEMPT_JSON = f"""json_object(
 _SCHEDULE_JSON = f"""json_object(
     'name', name, 'type', type, 'parameters', json(parameters), 'every', every, 'timezone', timezone,
     'next_run_at', {_sql_time("next_run_at")}, 'last_run_at', {_sql_time("last_run_at")},
-    'last_job', CAST(last_job_id AS TEXT), 'created_at', {_sql_time("created_at")})"""
+    'last_job', CAST(last_job_id AS TEXT), 'last_error', json(last_error), 'created_at', {_sql_time("created_at")})"""
 _QUEUE_ORDER = "ORDER BY priority DESC, run_at, id"
 _PAUSED_TYPES = "SELECT name FROM types WHERE paused"
 _UNPAUSED = f"jobs.type NOT IN ({_PAUSED_TYPES})"
@@ -1603,27 +1610,43 @@ class Every:
     cron: Cron | None = None
 
     def next_after(self, timestamp: float) -> float:
-        """The first tick after `timestamp`."""
+        """The first tick after `timestamp` (ValueError when a cron line's zone is unknown here)."""
         if self.period is not None:
             return (math.floor(timestamp / self.period) + 1) * self.period
         assert self.cron is not None
-        import zoneinfo
-
-        return self.cron.next_after(timestamp, zoneinfo.ZoneInfo(self.zone_name))
+        return self.cron.next_after(timestamp, _time_zone(self.zone_name))
 
 
-def parse_every(text: Any, zone_name: Any = "UTC") -> Every:
-    """A schedule's `every`: `"30 seconds"`, `"2 hours"`, `"1 day"`, or a cron line; ValueError says what is wrong."""
+def _time_zone(name: str) -> Any:
+    """The time zone of this name: UTC without any database, others from the system's time zone
+    database (or the `tzdata` package); ValueError for a name unknown here."""
+    if name == "UTC":
+        return timezone.utc
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        if zoneinfo.available_timezones():
+            raise ValueError(f"unknown time zone {name!r}") from None
+        raise ValueError(
+            f"unknown time zone {name!r}: this host has no time zone database "
+            "(install it: apt install tzdata, or pip install 'lazyboss[tzdata]')"
+        ) from None
+
+
+def parse_every(text: Any, zone_name: Any = "UTC", check_zone: bool = True) -> Every:
+    """A schedule's `every`: `"30 seconds"`, `"2 hours"`, `"1 day"`, or a cron line; ValueError says what is wrong.
+
+    An interval counts from the Unix epoch: only a cron line needs its zone.
+    `check_zone=False` reads a stored interval without looking its zone up.
+    """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("'every' must be a string such as '10 minutes' or '*/5 * * * *'")
     if not isinstance(zone_name, str):
         raise ValueError("'timezone' must be a name such as 'Europe/Berlin'")
-    import zoneinfo
-
-    try:
-        zoneinfo.ZoneInfo(zone_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {zone_name!r}") from None
+    if check_zone:
+        _time_zone(zone_name)
     match = _INTERVAL.match(text)
     if match:
         count = int(match.group(1) or 1)
@@ -3318,43 +3341,94 @@ class Store:
         return job
 
     def _run_schedule(self, db: sqlite3.Connection, name: str, tick: float | None = None) -> dict:
-        """Submit a schedule's job in the running transaction, as the schedule is in it."""
+        """Submit a schedule's job in the running transaction, as the schedule is in it.
+
+        A tick that a job already holds keeps that job as its own: only a file
+        from a release that kept ticks and clients' keys in one column has
+        such a job (see `_separate_submission_keys`).
+        """
         row = db.execute("SELECT type, parameters FROM schedules WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no schedule named {name!r}")
-        spec = JobSpec(type=row["type"], parameters=json.loads(row["parameters"]))
-        (job_id,) = self._insert_jobs(db, [spec], schedule=name, tick=None if tick is None else f"{name}:{tick:.3f}")
+        key = None if tick is None else f"{name}:{tick:.3f}"
+        held = None if key is None else db.execute("SELECT id FROM jobs WHERE schedule_tick = ?", (key,)).fetchone()
+        if held is not None:
+            job_id = held[0]
+            self._log_committed(logging.INFO, "schedule %s: job %s already holds its tick %s", name, job_id, key)
+        else:
+            spec = JobSpec(type=row["type"], parameters=json.loads(row["parameters"]))
+            (job_id,) = self._insert_jobs(db, [spec], schedule=name, tick=key)
         db.execute("UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE name = ?", (self.clock(), job_id, name))
         return json.loads(db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
 
     def fire_due_schedules(self) -> int:
-        """Submit one job for each schedule whose tick has come, and move it to its next tick.
+        """Submit one job for each schedule whose tick has come, and move it to its next tick; return how many
+        ticks came (skipped ones too).
 
         Each schedule is read, fired and moved in one transaction, so a tick
         makes exactly one job however many servers share the file, and a
         schedule deleted or changed before that transaction makes none. A
         schedule that missed several ticks (the server was down) gets one
         job, for the first missed tick, then waits for the next future one.
+        A tick that fails (its type's schema refuses the parameters, a cron
+        line's time zone is unknown here) is skipped: see `_skip_tick`. Each
+        schedule fires at most once in a call, so none can keep it going.
         """
-        fired = 0
+        handled: list[str] = []
         while True:
-            with self.transaction() as db:
-                now = self.clock()
-                due = db.execute(
-                    """SELECT name, next_run_at, every, timezone FROM schedules WHERE next_run_at <= ?
-                       ORDER BY next_run_at LIMIT 1""",
-                    (now,),
-                ).fetchone()
-                if due is None:
-                    return fired
-                try:
+            due = None
+            try:
+                with self.transaction() as db:
+                    now = self.clock()
+                    due = db.execute(
+                        """SELECT name, next_run_at, every, timezone FROM schedules
+                           WHERE next_run_at <= ? AND name NOT IN (SELECT value FROM json_each(?))
+                           ORDER BY next_run_at LIMIT 1""",
+                        (now, _encode(handled)),
+                    ).fetchone()
+                    if due is None:
+                        return len(handled)
+                    handled.append(due["name"])
+                    following = parse_every(due["every"], due["timezone"], check_zone=False).next_after(now)
                     self._run_schedule(db, due["name"], due["next_run_at"])
-                except LazybossError as refusal:  # its type's schema changed since: this tick makes no job
-                    _log.warning("schedule %s: tick skipped: %s", due["name"], refusal.detail)
-                following = parse_every(due["every"], due["timezone"]).next_after(now)
-                db.execute("UPDATE schedules SET next_run_at = ? WHERE name = ?", (following, due["name"]))
+                    db.execute(
+                        "UPDATE schedules SET next_run_at = ?, last_error = NULL WHERE name = ?",
+                        (following, due["name"]),
+                    )
+            except StorageError:
+                raise
+            except Exception as error:  # this schedule's trouble (the read of the next one is no schedule's)
+                if due is None:
+                    raise
+                self._skip_tick(due["name"], error)
+                continue
             self._committed(queue_changed=True)
-            fired += 1
+
+    _SCHEDULE_RETRY = 60.0  # seconds until a schedule whose next tick cannot be told is tried again
+
+    def _skip_tick(self, name: str, error: Exception) -> None:
+        """Move a schedule whose tick failed on to its next tick (or try again in a minute when that cannot be
+        told), keeping why in its `last_error` for GET /schedules. Logged when the reason is new, not each tick."""
+        detail = error.detail if isinstance(error, LazybossError) else f"{type(error).__name__}: {error}"
+        with self.transaction() as db:
+            now = self.clock()
+            row = db.execute(
+                "SELECT next_run_at, every, timezone, json_extract(last_error, '$.detail') AS known "
+                "FROM schedules WHERE name = ? AND next_run_at <= ?",
+                (name, now),
+            ).fetchone()
+            if row is None:
+                return
+            try:
+                following = parse_every(row["every"], row["timezone"], check_zone=False).next_after(now)
+            except ValueError:
+                following = now + self._SCHEDULE_RETRY
+            failure = _encode({"tick": rfc3339(row["next_run_at"]), "detail": detail})
+            db.execute(
+                "UPDATE schedules SET next_run_at = ?, last_error = ? WHERE name = ?", (following, failure, name)
+            )
+        if row["known"] != detail:
+            _log.warning("schedule %s: tick %s skipped: %s", name, rfc3339(row["next_run_at"]), detail)
 
     def seconds_until_next_schedule(self) -> float:
         """Seconds until the next schedule's tick (infinity without schedules)."""
@@ -3635,14 +3709,17 @@ class SystemdNotifier:
 
 
 class Reaper(threading.Thread):
-    """Background housekeeping: expire silent attempts, prune old jobs, checkpoint the WAL.
+    """Background housekeeping: expire silent attempts, fire schedules, prune old jobs, checkpoint the WAL.
 
-    After each good round it pets systemd's watchdog (if one is set), so a
-    stuck reaper gets the service restarted.
+    Each task of a round stands alone: one that fails (a schedule, a bug)
+    neither stops the others nor the round, and is logged once per distinct
+    error, not every round. After each round it pets systemd's watchdog (if
+    one is set), so only a reaper that is stuck gets the service restarted.
     """
 
     CHECKPOINT_EVERY = 60.0
     STATUS_EVERY = 5.0
+    MIN_PAUSE = 0.01  # between rounds, whatever a schedule says: the reaper never spins
 
     def __init__(
         self,
@@ -3660,16 +3737,17 @@ class Reaper(threading.Thread):
         self._halt = threading.Event()
         self._last_checkpoint = time.monotonic()
         self._last_notified = float("-inf")
+        self._failing: dict[str, str] = {}  # task -> the error it failed with last round
 
     def run(self) -> None:
-        """Work every `interval` seconds (sooner when a schedule is due) until stopped."""
+        """Work every `interval` seconds (sooner when a schedule is due, but never without a pause) until stopped."""
         while not self._halt.is_set():
             self.run_once()
-            try:
-                pause = min(self.interval, self.store.seconds_until_next_schedule())
-            except (sqlite3.Error, StorageError):
-                pause = self.interval
-            self._halt.wait(pause)
+            pause = self.interval
+            if "schedules" not in self._failing:
+                with suppress(sqlite3.Error, StorageError):
+                    pause = min(pause, self.store.seconds_until_next_schedule())
+            self._halt.wait(max(self.MIN_PAUSE, pause))
 
     def run_once(self) -> None:
         """One round of housekeeping; errors are logged, not raised.
@@ -3678,25 +3756,39 @@ class Reaper(threading.Thread):
         checks whether it does again; it still counts as a round, so the
         watchdog does not restart a server that is waiting for disk space.
         """
-        try:
-            try:
-                self.store.recover()
-                while self.store.expire_stale_attempts() and not self._halt.is_set():
-                    pass
-                while self.store.open_lapsed_reservations() and not self._halt.is_set():
-                    pass
-                self.store.fire_due_schedules()
-                self.store.save_worker_contacts()
-                self.delete_old_jobs()
-                if time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY:
-                    self.store.checkpoint()
+        if self._task("recovery", self.store.recover):
+            self._task("expiry", lambda: self._repeat(self.store.expire_stale_attempts))
+            self._task("reservations", lambda: self._repeat(self.store.open_lapsed_reservations))
+            self._task("schedules", self.store.fire_due_schedules)
+            self._task("worker contacts", self.store.save_worker_contacts)
+            self._task("retention", self.delete_old_jobs)
+            if time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY:
+                if self._task("checkpoint", self.store.checkpoint):
                     self._last_checkpoint = time.monotonic()
-            except StorageError:
-                pass  # the store logged it when it began, and /health reports it until `recover` sees it over
-            self.last_run = time.time()
-            self.report_health()
-        except Exception:
-            _log.exception("reaper round failed; trying again in %g s", self.interval)
+        self.last_run = time.time()
+        self._task("systemd status", self.report_health)
+
+    def _task(self, name: str, work: Callable[[], Any]) -> bool:
+        """Run one task of a round; whether it went well. Its failure is logged when it begins or its error
+        changes, and its recovery once."""
+        try:
+            work()
+        except StorageError:
+            return False  # the store logged it when it began, and /health reports it until `recover` sees it over
+        except Exception as error:
+            why = f"{type(error).__name__}: {error}"
+            if self._failing.get(name) != why:
+                _log.exception("reaper: %s failed; the other tasks go on, it is tried again each round", name)
+            self._failing[name] = why
+            return False
+        if self._failing.pop(name, None) is not None:
+            _log.warning("reaper: %s works again", name)
+        return True
+
+    def _repeat(self, batch: Callable[[], int]) -> None:
+        """Run a batch until it finds nothing more to do (or the reaper is stopped)."""
+        while batch() and not self._halt.is_set():
+            pass
 
     def delete_old_jobs(self) -> None:
         """Delete finished jobs past retention, a batch at a time, within half a round."""
@@ -3709,12 +3801,16 @@ class Reaper(threading.Thread):
         every = min(self.notifier.watchdog_interval or self.STATUS_EVERY, self.STATUS_EVERY)
         if not self.notifier.active or time.monotonic() - self._last_notified < every:
             return
-        depth = self.store.queue_depth()
-        status = f"STATUS={depth['pending']} pending, {depth['processing']} processing"
-        if self.store.failure is not None:
-            status += f"; {self.store.failure.code}: {self.store.failure.detail}"
-        self.notifier.notify(*(["WATCHDOG=1"] if self.notifier.watchdog_interval else []), status)
         self._last_notified = time.monotonic()
+        try:
+            depth = self.store.queue_depth()
+            status = f"STATUS={depth['pending']} pending, {depth['processing']} processing"
+        except (sqlite3.Error, StorageError):  # the watchdog is petted all the same: the reaper is not stuck
+            status = "STATUS=the database cannot be read"
+        trouble = self.store.trouble()
+        if trouble is not None:
+            status += f"; {trouble.code}: {trouble.detail}"
+        self.notifier.notify(*(["WATCHDOG=1"] if self.notifier.watchdog_interval else []), status)
 
     def healthy(self) -> bool:
         """Whether a round finished recently."""
@@ -5733,6 +5829,13 @@ _OPENAPI_SCHEMAS = {
         next_run_at=_TIME,
         last_run_at=_nullable(_TIME),
         last_job=_nullable(_ID),
+        last_error=_nullable(
+            _object(
+                "Why the last tick made no job (null once a tick works again): the tick was skipped.",
+                tick=_TIME,
+                detail={"type": "string"},
+            )
+        ),
         created_at=_TIME,
     ),
     "ScheduleSettings": {

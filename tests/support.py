@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -396,3 +396,32 @@ def running(pid):
             return stat.read().split(") ")[-1][0] != "Z"
     except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between it and the read
         return False
+
+
+class NotifySocket:
+    """An AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, folder):
+        self.path = str(folder / "notify.sock")
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(self.path)
+        self.socket.settimeout(10)
+        self.received = []
+
+    def wait_for(self, assignment):
+        """Read messages until one carries `assignment` (e.g. READY=1); return that message."""
+        for message in self.received:
+            if assignment in message.split("\n"):
+                return message
+        while True:
+            message = self.socket.recv(4096).decode()
+            self.received.append(message)
+            if assignment in message.split("\n"):
+                return message
+
+    def keep_reading(self):
+        """Read every message into `received` until the socket is closed (run it on a thread of its own)."""
+        self.socket.settimeout(None)
+        with suppress(OSError):
+            while True:
+                self.received.append(self.socket.recv(4096).decode())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import lazyboss
-from support import ROOT, Client, EventStream, ServerProcess, wait_until
+from support import ROOT, Client, EventStream, NotifySocket, ServerProcess, wait_until
 
 # -- shutdown
 
@@ -53,28 +53,6 @@ def test_sigterm_with_a_long_poll_and_a_stream_open_exits_0_quickly_and_loses_no
 
 
 # -- systemd
-
-
-class NotifySocket:
-    """An AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, folder):
-        self.path = str(folder / "notify.sock")
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.socket.bind(self.path)
-        self.socket.settimeout(10)
-        self.received = []
-
-    def wait_for(self, assignment):
-        """Read messages until one carries `assignment` (e.g. READY=1); return that message."""
-        for message in self.received:
-            if assignment in message.split("\n"):
-                return message
-        while True:
-            message = self.socket.recv(4096).decode()
-            self.received.append(message)
-            if assignment in message.split("\n"):
-                return message
 
 
 def test_the_notify_protocol_ready_watchdog_status_stopping(tmp_path):

@@ -2730,6 +2730,7 @@ class Store:
             now = self.clock()
             outcomes: list[int | LazybossError] = []
             changes, requeued, ended_types = [], False, set()
+            schemas: dict[str, Any] = {}
             for report in reports:
                 resent = "done" if report.kind == "result" else "failed"
                 try:
@@ -2742,7 +2743,9 @@ class Store:
                     continue
                 job, attempt = running
                 if report.kind == "result":
-                    schema = _resolve(self.type_settings(db, job["type"]), "result_schema", None)
+                    if job["type"] not in schemas:  # one look per type, however many reports
+                        schemas[job["type"]] = _resolve(self.type_settings(db, job["type"]), "result_schema", None)
+                    schema = schemas[job["type"]]
                     try:
                         self._schema_check(schema, report.value, "result", "invalid_result")
                     except LazybossError as refusal:  # the attempt goes on: the worker may send another
@@ -4756,11 +4759,11 @@ class _Api:
 
     JSON_TYPES = ("application/json", "application/x-ndjson", "")
 
-    def __init__(self, store: Store, config: Config, reaper: Reaper | None, description: str):
+    def __init__(self, store: Store, config: Config, reaper: Reaper | None):
         self.store = store
         self.config = config
         self.reaper = reaper
-        self.description = description  # GET /openapi.json
+        self.description: str | None = None  # GET /openapi.json, written when first asked for
         self.up_since = time.time()
         self.open_mode_allowed = _is_loopback(config.host)  # over TCP; the UNIX socket is always local
         self.session_lifetime = parse_duration(config.session_ttl)
@@ -5416,7 +5419,9 @@ class _Api:
         }
 
     def openapi(self) -> str:
-        """GET /openapi.json: this API described in OpenAPI 3.1."""
+        """GET /openapi.json: this API described in OpenAPI 3.1 (an idle server does not hold it)."""
+        if self.description is None:
+            self.description = _encode(_openapi_document(_ROUTES))
         return self.description
 
     def stats(self) -> str:
@@ -6804,7 +6809,7 @@ def _openapi_document(routes: tuple[_Route, ...]) -> dict:
 def make_app(store: Store, config: Config | None = None, reaper: Reaper | None = None) -> bottle.Bottle:
     """Build the Bottle application serving `store`."""
     config = config or Config()
-    api = _Api(store, config, reaper, _encode(_openapi_document(_ROUTES)))
+    api = _Api(store, config, reaper)
     app = bottle.Bottle()
     app.config["json.enable"] = False
     app.install(_ApiPlugin(api))

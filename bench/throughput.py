@@ -17,8 +17,10 @@ on loopback, in this one run:
     both as `python lazyboss.py` runs it (the source compiled at each start) and as installed
     (`lazyboss`, from bytecode compiled once).
 With --baseline it measures another lazyboss.py (an older release, say) the same
-way in the same run, after this one: figures compare only within one run on a
-shared machine. A figure the baseline cannot give (no batch claims) is null.
+way in the same run: figures compare only within one run on a shared machine.
+Load figures are measured --rounds times (3), the programs taking turns, and
+each printed figure is the median of its rounds. A figure the baseline cannot
+give (no batch claims) is null.
 """
 
 import argparse
@@ -326,7 +328,7 @@ def idle(program, installed, starts=3):
 
 
 def measure(program, sync, seconds, only):
-    """Every figure of one lazyboss.py (those in `only`, if given)."""
+    """Every load figure of one lazyboss.py (those in `only`, if given)."""
     figures = {}
 
     def wanted(name):
@@ -346,10 +348,17 @@ def measure(program, sync, seconds, only):
     if wanted("followers"):
         with running_server("--sync", sync, "--threads", "120", program=program) as (port, _):
             figures["event_latency_100_followers"] = follower_latency(port, 100, samples=100)
-    if wanted("idle"):
-        figures["idle_as_script"] = idle(program, installed=False)
-        figures["idle_as_installed"] = idle(program, installed=True)
     return figures
+
+
+def median_of(rounds):
+    """The figures of several rounds, each the median of its values (None stays None)."""
+    first = rounds[0]
+    if isinstance(first, dict):
+        return {key: median_of([figures[key] for figures in rounds]) for key in first}
+    if first is None:
+        return None
+    return round(statistics.median(rounds), 2)
 
 
 def machine():
@@ -371,6 +380,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=3.0, help="how long each timed submit run lasts")
     parser.add_argument("--sync", nargs="+", default=["full"], choices=["full", "normal"])
     parser.add_argument("--baseline", type=Path, help="another lazyboss.py to measure the same way, in this run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every load figure; each is their median")
     parser.add_argument(
         "--only",
         nargs="+",
@@ -379,21 +389,28 @@ def main():
         help="measure only these figures",
     )
     args = parser.parse_args()
-    report = {"date": date.today().isoformat(), "machine": machine()}
-    process, port = start_server()
-    try:
-        report["bare_waitress_requests_per_s_4_clients"] = single_submits(port, 4, args.seconds, "/", 200)
-    finally:
-        process.terminate()
-        process.wait(30)
+    report = {"date": date.today().isoformat(), "machine": machine(), "rounds": args.rounds}
     programs = {"lazyboss": LAZYBOSS, **({"baseline": args.baseline} if args.baseline else {})}
-    for name, program in programs.items():
-        for sync in args.sync:
-            figures = measure(program, sync, args.seconds, args.only)
-            if "single_submits_per_s" in figures:
-                share = figures["single_submits_per_s"][4] / report["bare_waitress_requests_per_s_4_clients"]
-                figures["single_submits_4_clients_share_of_bare_waitress"] = round(share, 2)
-            report[f"{name}_sync_{sync}"] = figures
+    bare, runs = [], {(name, sync): [] for name in programs for sync in args.sync}
+    for _ in range(args.rounds):  # in turns, so that the machine's other work weighs on each alike
+        process, port = start_server()
+        try:
+            bare.append(single_submits(port, 4, args.seconds, "/", 200))
+        finally:
+            process.terminate()
+            process.wait(30)
+        for name, sync in runs:
+            runs[(name, sync)].append(measure(programs[name], sync, args.seconds, args.only))
+    report["bare_waitress_requests_per_s_4_clients"] = statistics.median(bare)
+    for (name, sync), rounds in runs.items():
+        figures = median_of(rounds)
+        if "single_submits_per_s" in figures:
+            share = figures["single_submits_per_s"][4] / report["bare_waitress_requests_per_s_4_clients"]
+            figures["single_submits_4_clients_share_of_bare_waitress"] = round(share, 2)
+        if not args.only or "idle" in args.only:
+            figures["idle_as_script"] = idle(programs[name], installed=False)
+            figures["idle_as_installed"] = idle(programs[name], installed=True)
+        report[f"{name}_sync_{sync}"] = figures
     print(json.dumps(report, indent=2))
 
 

@@ -1737,6 +1737,76 @@ _EVENT_COUNTERS = {
 }
 
 
+# The application id (PRAGMA application_id, in the file's header) that marks a lazyboss database, and
+# the tables every lazyboss database has held since its first schema (files from before the mark).
+_APPLICATION_ID = 0x6C7A6273  # "lzbs"
+_LAZYBOSS_TABLES = {"jobs", "attempts", "events"}
+
+
+def _check_schema_version(version: int) -> None:
+    """Refuse a file whose schema a later release wrote: this one would misread it."""
+    if version > len(_MIGRATIONS):
+        raise StorageError(
+            f"its schema is version {version}, newer than lazyboss {__version__} knows (version "
+            f"{len(_MIGRATIONS)}): run a newer lazyboss",
+            "schema_too_new",
+        )
+
+
+def _refuse_unfit_file(path: str) -> None:
+    """Raise StorageError, before anything writes to it, if lazyboss must not use the file at `path`:
+    one this user may not write, not SQLite, damaged, another program's database, or a newer schema.
+
+    SQLite would open a file it may not write read-only without a word (and make a WAL and shared
+    memory as read-only as the file); the rest would fail half-way, or put lazyboss's tables into
+    another program's file. Nothing is created here: the file is read through a read-only connection.
+    """
+    read_only_file_system = os.path.exists(path) and os.statvfs(path).f_flag & os.ST_RDONLY
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        if not read_only_file_system and os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
+            status = os.stat(name)
+            raise StorageError(
+                f"{'the file' if name == path else name} (mode {stat.filemode(status.st_mode)}, owner uid "
+                f"{status.st_uid}) may not be read and written by uid {os.geteuid()}, which lazyboss runs as: "
+                "give it the file (chown, chmod u+rw)",
+                "permission_denied",
+            )
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return  # a new database, made by opening it
+    address = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    try:
+        with closing(sqlite3.connect(address, uri=True, isolation_level=None)) as db:
+            application_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    except sqlite3.Error as error:
+        failure = _storage_error(error)
+        if failure is None or failure.code in ("cannot_open", "io_error", "database_busy"):
+            return  # opening it says why, with what the file system tells
+        raise failure from None
+    if application_id not in (0, _APPLICATION_ID):
+        owner = f"its application id is {application_id:#010x}"
+    elif application_id == 0 and (version == 0 and tables or version > 0 and not _LAZYBOSS_TABLES <= set(tables)):
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        owner = f"its tables are {shown}"
+    else:
+        _check_schema_version(version)
+        return
+    raise StorageError(
+        f"it is another program's SQLite database ({owner}), not lazyboss's: give lazyboss a file of its own",
+        "foreign_database",
+    )
+
+
+def _remove_empty_wal(path: str, made: list[str]) -> None:
+    """Remove the WAL and shared memory that opening a file lazyboss could not use made, if its WAL
+    holds nothing (SQLite leaves them when the file turns out damaged): it leaves no files behind."""
+    with suppress(OSError):
+        if made and os.path.getsize(f"{path}-wal") == 0:
+            for name in made:
+                os.unlink(name)
+
+
 def _why_unopenable(path: str) -> str | None:
     """Why SQLite cannot open a database at `path`, as far as the file system tells (None: it does not)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -1875,7 +1945,9 @@ class Store:
                 "data: put the database on a local disk",
                 "network_file_system",
             )
+        made = [name for name in (f"{path}-wal", f"{path}-shm") if not os.path.exists(name)]
         try:
+            _refuse_unfit_file(path)
             with self.sqlite_errors():
                 self.migrate()
                 self._files = self._file_identity()
@@ -1884,6 +1956,7 @@ class Store:
                 self._keeper = self._connect()
         except StorageError as error:
             self._close_connections()
+            _remove_empty_wal(path, made)
             # An I/O error too: Python before 3.11 does not say that it was no room for the shared memory.
             reason = _why_unopenable(path) if error.code in ("cannot_open", "io_error") else None
             if reason is not None:
@@ -2080,12 +2153,9 @@ class Store:
             self.writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(_MIGRATIONS):
-                raise StorageError(
-                    f"its schema is {version}, newer than this lazyboss knows ({len(_MIGRATIONS)}): "
-                    "run a newer lazyboss",
-                    "schema_too_new",
-                )
+            _check_schema_version(version)  # again: a newer lazyboss may have migrated it since it was looked at
+            if db.execute("PRAGMA application_id").fetchone()[0] != _APPLICATION_ID:
+                db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
             for number in range(version, len(_MIGRATIONS)):
                 migration = _MIGRATIONS[number]
                 if callable(migration):
@@ -7255,15 +7325,17 @@ def _allow_open_files(config: Config) -> str | None:
 
 
 _EXIT_CANNOT_START = 1  # the host is not ready (a busy port, the database file): systemd tries again
+# A database file that no waiting mends: exit 2, as for a mistake in the settings.
+_UNFIT_FILES = {"permission_denied", "not_a_database", "foreign_database", "schema_too_new", "database_corrupt"}
 
 
-def _open_store(config: Config) -> Store | None:
-    """The store on `--db`, or None after saying in one line on stderr why it cannot be used."""
+def _open_store(config: Config) -> Store | int:
+    """The store on `--db`, or the exit status after saying in one line on stderr why it cannot be used."""
     try:
         return Store(config.db, config.sync)
     except StorageError as error:
         print(f"lazyboss: cannot use the database {config.db}: {error.detail}", file=sys.stderr)
-        return None
+        return 2 if error.code in _UNFIT_FILES else _EXIT_CANNOT_START
 
 
 def serve(config: Config) -> int:
@@ -7276,8 +7348,8 @@ def serve(config: Config) -> int:
     if listener is not None:
         config = replace(config, host=listener.getsockname()[0])
     store = _open_store(config)
-    if store is None:
-        return _EXIT_CANNOT_START
+    if isinstance(store, int):
+        return store
     if (listener is not None or config.port is not None) and not _is_loopback(config.host) and not store.has_tokens():
         store.close()
         print(
@@ -8937,8 +9009,8 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
 def _command_token(args: argparse.Namespace, config: Config) -> int:
     """lazyboss token create|list|revoke, on the database file itself."""
     store = _open_store(config)
-    if store is None:
-        return _EXIT_CANNOT_START
+    if isinstance(store, int):
+        return store
     try:
         if args.token_command == "create":
             secret = store.create_token(args.name, args.role)

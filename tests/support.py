@@ -72,6 +72,15 @@ def run_cli(*args, env=None, input=None, timeout=30):
     )
 
 
+def assert_one_line_error(finished, *mentions, status=1):
+    """A command that refused to run: exit `status` and one line on stderr naming each of `mentions`."""
+    lines = finished.stderr.strip().splitlines()
+    assert finished.returncode == status, finished.stderr
+    assert len(lines) == 1 and lines[0].startswith("lazyboss: "), finished.stderr
+    for mention in mentions:
+        assert mention in lines[0]
+
+
 def free_port():
     """A TCP port nobody listens on right now."""
     with socket.socket() as probe:

@@ -13,7 +13,7 @@ import pytest
 import webtest
 
 import lazyboss
-from support import ROOT, ServerProcess, wait_until
+from support import ROOT, ServerProcess, assert_one_line_error, wait_until
 
 
 def integrity_and_ids(path, job_type):
@@ -368,14 +368,6 @@ def run_lazyboss(*args):
     )
 
 
-def assert_one_line_error(finished, *mentions):
-    lines = finished.stderr.strip().splitlines()
-    assert finished.returncode == 1, finished.stderr
-    assert len(lines) == 1 and lines[0].startswith("lazyboss: "), finished.stderr
-    for mention in mentions:
-        assert mention in lines[0]
-
-
 def test_a_port_in_use_is_one_line(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -392,12 +384,12 @@ def test_a_database_that_cannot_be_used_is_one_line_naming_why(tmp_path, command
     assert_one_line_error(run_lazyboss("--db", str(tmp_path), *command), str(tmp_path), "is a directory")
     not_sqlite = tmp_path / "notes.txt"
     not_sqlite.write_text("these are my notes, not a database\n" * 200)
-    assert_one_line_error(run_lazyboss("--db", str(not_sqlite), *command), str(not_sqlite), "not an SQLite")
+    assert_one_line_error(run_lazyboss("--db", str(not_sqlite), *command), str(not_sqlite), "not an SQLite", status=2)
     newer = tmp_path / "newer.sqlite"
     lazyboss.Store(str(newer)).close()
     with sqlite3.connect(newer) as db:
         db.execute("PRAGMA user_version = 99")
-    assert_one_line_error(run_lazyboss("--db", str(newer), *command), "newer")
+    assert_one_line_error(run_lazyboss("--db", str(newer), *command), "newer", status=2)
     assert not_sqlite.read_text().startswith("these are my notes")  # left alone
 
 

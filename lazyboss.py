@@ -147,6 +147,9 @@ _FOREIGN_WRITE_POLL = 1.0
 _PURGE_BATCH = 500  # jobs a purge deletes per transaction
 
 _WAL_SIZE_LIMIT = 8 << 20
+# Free space a full disk must have again (and any disk at start) before /health says writes work:
+# the largest request of the default --max-body.
+_ROOM_TO_HEAL = 1 << 20
 
 # Bytes of jobs or events a listing or a stream reads and sends at a time (one
 # large job may go over it alone): what a client asks for is never held whole.
@@ -1954,6 +1957,9 @@ class Store:
                 # Open until `close`, unused: while it is, SQLite never deletes the WAL and shared
                 # memory, even when the writer's connection is closed after a failed ROLLBACK.
                 self._keeper = self._connect()
+            with suppress(StorageError):  # noted: /health says it from the first request on
+                # Restarted on a full disk, nothing has failed yet, but the first write will.
+                self._prove_writable()
         except StorageError as error:
             self._close_connections()
             _remove_empty_wal(path, made)
@@ -2248,6 +2254,24 @@ class Store:
             raise
         if self.failure is None or self.failure.code in ("database_corrupt", "not_a_database"):
             return
+        self._prove_writable()
+
+    def _prove_writable(self) -> None:
+        """A full checkpoint, a one-page write (see `recover`) and _ROOM_TO_HEAL free; once all hold, a
+        failure noted before is over. StorageError, noted for /health, when one does not.
+
+        A one-page write fits where the write that failed did not: without the room asked, the server
+        would turn healthy at every reaper round, and at every restart, only to fail the next write.
+        """
+        free = self.disk_free()
+        if free is not None and free < _ROOM_TO_HEAL:
+            failure = StorageFull(
+                f"the disk holding the database is full: {free >> 10} KiB left, and lazyboss waits for "
+                f"{_ROOM_TO_HEAL >> 10} KiB before it counts on writes again",
+                "storage_full",
+            )
+            self._note_failure(failure)
+            raise failure
         if not self.checkpoint():
             return  # readers held the WAL: next round
         with self.transaction() as db:

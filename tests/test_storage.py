@@ -79,7 +79,7 @@ def test_a_full_disk_answers_507_serves_reads_and_goes_on_by_itself_once_space_i
     assert integrity_and_ids(db, "batch")[1] == set()
 
 
-def test_killed_while_the_disk_is_full_it_restarts_serving_reads(small_disk):
+def test_killed_while_the_disk_is_full_it_restarts_unhealthy_serving_reads(small_disk):
     disk = small_disk("4m")
     db = disk.folder / "jobs.sqlite"
     server = ServerProcess(db)
@@ -94,6 +94,8 @@ def test_killed_while_the_disk_is_full_it_restarts_serving_reads(small_disk):
     restarted = ServerProcess(db, "--reap-interval", "0.2")  # on the same full disk
     try:
         client = restarted.client()
+        health = client.request("GET", "/health")  # as before the restart, from the first answer
+        assert health.status == 503 and health.json["database"] == "storage_full", health.json
         listing = client.request("GET", "/jobs?type=keep&limit=1000").json["jobs"]
         assert {job["id"] for job in listing} == set(acknowledged)
         assert submit_until_refused(client)[1].status == 507

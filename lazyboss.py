@@ -3205,21 +3205,6 @@ class Store:
             self._note_token_use(row)
         return row
 
-    def credential_holds(self, kind: str, digest: str = "") -> bool:
-        """Whether a credential that was let in still is: a token ("token", its hash), a session
-        ("session", its hash, unexpired and its token not revoked), or open mode ("open": no token yet).
-
-        Asked again and again by long polls and streams, which must end when
-        their credential does, whichever process revoked it.
-        """
-        if kind == "open":
-            return not self.has_tokens()
-        if kind == "session":
-            sql = """SELECT EXISTS (SELECT 1 FROM sessions JOIN tokens ON tokens.name = sessions.token
-                     WHERE sessions.hash = ? AND sessions.expires_at > ?)"""
-            return self.db.execute(sql, (digest, self.clock())).fetchone()[0] == 1
-        return self.db.execute("SELECT EXISTS (SELECT 1 FROM tokens WHERE hash = ?)", (digest,)).fetchone()[0] == 1
-
     def end_session(self, secret: str) -> None:
         """Log a browser session out."""
         with self.transaction() as db:
@@ -4828,13 +4813,11 @@ def _read_credentials() -> tuple[str | None, str | None]:
 
 @dataclass
 class _Caller:
-    """Who sent a request: a name (a worker's identity), a role, the session cookie if that said so,
-    and the credential that let it in (for `Store.credential_holds`)."""
+    """Who sent a request: a name (a worker's identity), a role, and the session cookie if that said so."""
 
     name: str
     role: str
     session: str | None = None
-    credential: tuple[str, str] = ("open", "")
 
 
 _ROLE_RANK = {"client": 1, "worker": 2, "admin": 3}
@@ -4863,25 +4846,6 @@ def _host_name(host: str) -> str:
         return urllib.parse.urlsplit(f"//{host}").hostname or ""
     except ValueError:
         return ""
-
-
-class _Departure:
-    """Whether a waiting request should stop: its client left, or the credential that let it in no longer
-    holds (revoked, expired, open mode over), asked of the database at most every `every` seconds.
-
-    What a credential opened ends with it, whichever process revoked it.
-    """
-
-    def __init__(self, store: Store, credential: tuple[str, str], client_gone: Callable[[], bool], every: float):
-        self.store, self.credential, self.client_gone, self.every = store, credential, client_gone, every
-        self.revoked = False
-        self.checked = time.monotonic()  # the request was let in just now
-
-    def __call__(self) -> bool:
-        if not self.revoked and time.monotonic() - self.checked >= self.every:
-            self.checked = time.monotonic()
-            self.revoked = not self.store.credential_holds(*self.credential)
-        return self.revoked or self.client_gone()
 
 
 class _Api:
@@ -4928,7 +4892,7 @@ class _Api:
             token = self.store.find_token(secret, name)
             if token is None:
                 raise _error_response(401, "unauthorized", "wrong credentials", _CHALLENGE)
-            return _Caller(token["name"], token["role"], credential=("token", token["hash"]))
+            return _Caller(token["name"], token["role"])
         session = bottle.request.get_cookie(_SESSION_COOKIE)
         token = self.store.find_session(session) if session else None
         if token is None:
@@ -4937,7 +4901,7 @@ class _Api:
             sent = _header(_CSRF_HEADER) or ""
             if not hmac.compare_digest(sent.encode(), _csrf_token(session).encode()):
                 raise Forbidden(f"a change made with a session cookie needs the page's {_CSRF_HEADER} header", "csrf")
-        return _Caller(token["name"], token["role"], session, ("session", _token_hash(session)))
+        return _Caller(token["name"], token["role"], session)
 
     def authenticate(self, needed: str) -> _Caller:
         """The caller, checked to hold at least the `needed` role: else 401 or 403."""
@@ -4970,11 +4934,6 @@ class _Api:
     def caller() -> _Caller:
         """The authenticated caller of the current request."""
         return bottle.request.environ["lazyboss.caller"]
-
-    def departure(self, every: float) -> _Departure:
-        """For the request that waits now (a long poll, a stream): whether it should stop waiting."""
-        client_gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
-        return _Departure(self.store, self.caller().credential, client_gone, every)
 
     def reporter(self) -> str:
         """The name of a worker reporting on an attempt, noted as a contact."""
@@ -5171,7 +5130,7 @@ class _Api:
         response.content_type = "text/event-stream"
         response.set_header("Cache-Control", "no-cache")
         response.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
-        departed = self.departure(every=_FOREIGN_WRITE_POLL)
+        client_gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
         store, heartbeat = self.store, self.config.heartbeat
 
         def generate() -> Iterator[str]:
@@ -5183,7 +5142,7 @@ class _Api:
                 if finished:
                     return
                 cursor, quiet_since = after, time.monotonic()
-                while not store.stopping.is_set() and not departed():
+                while not store.stopping.is_set() and not client_gone():
                     seen = store.events_added.generation
                     rows = store.feed.events_after(cursor, jobs, types)
                     ending = next((index for index, row in enumerate(rows) if last(row)), None)
@@ -5234,11 +5193,9 @@ class _Api:
         worker = self.caller().name
         self.store.saw_worker(worker)
         if wait > 0:
-            departed = self.departure(every=0)  # asked before each claim: a revoked worker takes nothing
+            gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
             with self.slots.hold("long_polls"):
-                claims = self.store.wait_for_jobs(worker, types, wait, departed, limit, labels)
-            if departed.revoked:
-                raise _error_response(401, "unauthorized", "the credentials were revoked while waiting", _CHALLENGE)
+                claims = self.store.wait_for_jobs(worker, types, wait, gone, limit, labels)
         else:
             claims = self.store.claim_jobs(worker, types, limit, labels)
         if not claims:
@@ -5348,10 +5305,10 @@ class _Api:
         wait = min(self.query_number("wait", 0, 0, float("inf")), self.config.max_wait)
         if wait <= 0:
             return _encode(self.store.release_job(job_id))
-        departed = self.departure(every=_FOREIGN_WRITE_POLL)
+        gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
         with self.slots.hold("job_waits"):  # taken first: a busy server refuses before anything changed
             self.store.release_job(job_id)
-            view, status = self.store.await_finish(job_id, wait, departed)
+            view, status = self.store.await_finish(job_id, wait, gone)
         if status not in FINISHED_STATUSES:
             bottle.response.status = 202
             bottle.response.set_header("Location", f"/jobs/{_parse_id(job_id, 'job')}")

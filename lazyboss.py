@@ -1801,6 +1801,27 @@ def _refuse_unfit_file(path: str) -> None:
     )
 
 
+def _checkpoint_marks(shared_memory: int | None) -> tuple[bytes, bytes] | None:
+    """How far checkpoints of a database went, read from the WAL index in its shared memory file (a
+    descriptor open for reading): (the WAL's salts and the frames backfilled, the frames the last
+    checkpoint began to backfill); None without one.
+
+    A checkpoint sets the second before it writes into the database file and the first once done;
+    the salts change when the WAL starts over. So the database file changes while the marks stand
+    still, and equal, only when something other than SQLite wrote it. (Layout: the WalIndexHdr and
+    WalCkptInfo structs of SQLite's wal.c, in the machine's byte order.)
+    """
+    if shared_memory is None:
+        return None
+    try:
+        index = os.pread(shared_memory, 136, 0)
+    except OSError:
+        return None
+    if len(index) < 136:
+        return None
+    return index[32:40] + index[96:100], index[128:132]
+
+
 def _remove_empty_wal(path: str, made: list[str]) -> None:
     """Remove the WAL and shared memory that opening a file lazyboss could not use made, if its WAL
     holds nothing (SQLite leaves them when the file turns out damaged): it leaves no files behind."""
@@ -1937,6 +1958,12 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._files: tuple | None = None  # what the path named when the store opened (see check_file)
+        self._written: tuple | None = None  # the file's size and mtime, and its checkpoint marks then
+        self._overwritten: StorageError | None = None  # set when the file was written over: for good
+        # The shared memory file, open for reading its checkpoint marks while the store is. Closing
+        # any descriptor of a file drops every POSIX lock this process holds on it, SQLite's too:
+        # it is opened once, and closed only after SQLite's connections are.
+        self._shared_memory: int | None = None
         self.failure: StorageError | None = None  # why the file took no write lately: /health says it
         self._failure_lock = threading.Lock()
         self._validators: dict[str, Any] = {}  # a schema's JSON text -> its compiled validator
@@ -1957,6 +1984,8 @@ class Store:
                 # Open until `close`, unused: while it is, SQLite never deletes the WAL and shared
                 # memory, even when the writer's connection is closed after a failed ROLLBACK.
                 self._keeper = self._connect()
+            with suppress(OSError):
+                self._shared_memory = os.open(f"{path}-shm", os.O_RDONLY)
             with suppress(StorageError):  # noted: /health says it from the first request on
                 # Restarted on a full disk, nothing has failed yet, but the first write will.
                 self._prove_writable()
@@ -2190,6 +2219,9 @@ class Store:
             self._connections.clear()
         self._local = threading.local()
         self._writer = None
+        if self._shared_memory is not None:
+            os.close(self._shared_memory)
+            self._shared_memory = None
 
     # -- the file's health
 
@@ -2209,6 +2241,7 @@ class Store:
     def _note_failure(self, failure: StorageError) -> None:
         """Remember why the file took no write, for /health; log it when that begins or changes."""
         with self._failure_lock:
+            failure = self._overwritten or failure  # then whatever SQLite says follows from it
             changed = self.failure is None or self.failure.code != failure.code
             self.failure = type(failure)(failure.detail, failure.code)  # without the traceback's frames
         if changed and self._files is not None:  # before, whoever opens the store says why it cannot
@@ -2226,12 +2259,14 @@ class Store:
         return tuple(identity)
 
     def check_file(self) -> None:
-        """Raise StorageError if the files this store opened were deleted or replaced since.
+        """Raise StorageError if the files this store opened were deleted, replaced or written over since.
 
         SQLite would go on writing to a deleted file: such writes vanish with
         the last connection, or are lost to whoever opens what is now at the path.
         """
-        if self._files is not None and self._file_identity() != self._files:
+        if self._files is None:
+            return
+        if self._file_identity() != self._files:
             failure = StorageError(
                 "the database file (or its -wal or -shm) was deleted or replaced while lazyboss ran: "
                 "nothing was written; put it back, or restart lazyboss to use what is there now",
@@ -2239,6 +2274,50 @@ class Store:
             )
             self._note_failure(failure)
             raise failure
+        if self._overwritten is None and self._written_over():
+            self._overwritten = StorageError(
+                "the database file was written over while lazyboss ran (another copy put onto it, as cp does): "
+                "nothing was written; restart lazyboss to use the file that is there now",
+                "database_overwritten",
+            )
+            self._note_failure(self._overwritten)
+            self._set_wal_aside()
+        if self._overwritten is not None:
+            raise self._overwritten
+
+    def _written_over(self) -> bool:
+        """Whether something other than SQLite's checkpoints wrote the database file since the last look."""
+        before = _checkpoint_marks(self._shared_memory)
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return False  # gone: the file's identity tells
+        after = _checkpoint_marks(self._shared_memory)
+        if before is None or before != after:
+            return False  # no shared memory, or a checkpoint went on meanwhile: no verdict this time
+        written = (status.st_size, status.st_mtime_ns)
+        if self._written is not None and written != self._written[0]:
+            backfilled, began = after
+            if after == self._written[1] and backfilled[8:] == began:
+                return True
+        self._written = (written, after)
+        return False
+
+    def _set_wal_aside(self) -> None:
+        """Once the database file was written over: copy this store's WAL beside it, and empty it.
+
+        SQLite would fold the WAL's pages into the file put in place (at a checkpoint, at the last
+        close, at the next start even after a kill -9), pages of another file that would damage it.
+        The copy keeps what this server wrote since its last checkpoint; the rest of what it held
+        went with the file that was written over.
+        """
+        copy = self._orphan_name("-wal")
+        try:
+            shutil.copyfile(f"{self.path}-wal", copy)
+            os.truncate(f"{self.path}-wal", 0)
+            _log.error("its WAL, what this lazyboss wrote since its last checkpoint, is saved in %s", copy)
+        except OSError as error:
+            _log.error("could not set the WAL aside in %s: %s", copy, error)
 
     def recover(self) -> None:
         """Check the files; after a failure, prove that the file takes writes again, or raise StorageError.
@@ -2249,8 +2328,9 @@ class Store:
         """
         try:
             self.check_file()
-        except StorageError:
-            self._save_orphaned()
+        except StorageError as error:
+            if error.code == "database_gone":
+                self._save_orphaned()
             raise
         if self.failure is None or self.failure.code in ("database_corrupt", "not_a_database"):
             return
@@ -2293,12 +2373,7 @@ class Store:
         if self._orphan_saved:
             return
         self._orphan_saved = True
-        stamp = f"{self.path}.orphaned-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-        copy = next(
-            name
-            for name in itertools.chain([stamp], (f"{stamp}-{n}" for n in itertools.count(2)))
-            if not os.path.lexists(name)
-        )
+        copy = self._orphan_name()
         try:
             with closing(sqlite3.connect(copy)) as target:
                 self._keeper.backup(target)
@@ -2306,6 +2381,15 @@ class Store:
             _log.error("what this lazyboss held is saved in %s", copy)
         except (sqlite3.Error, OSError) as error:
             _log.error("could not save what this lazyboss held in %s: %s", copy, error)
+
+    def _orphan_name(self, suffix: str = "") -> str:
+        """A new name beside the database for what this store held: PATH.orphaned-TIME[-N]SUFFIX."""
+        stamp = f"{self.path}.orphaned-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        return next(
+            name
+            for name in itertools.chain([stamp + suffix], (f"{stamp}-{n}{suffix}" for n in itertools.count(2)))
+            if not os.path.lexists(name)
+        )
 
     def trouble(self) -> StorageError | None:
         """What keeps the database from working, if anything: a quick look, for /health."""
@@ -3689,6 +3773,7 @@ class Store:
 
     def checkpoint(self) -> bool:
         """Fold the WAL into the database file, truncate it, and give free pages back; False if readers held it."""
+        self.check_file()  # never fold this WAL into another file put in the database's place
         with self.sqlite_errors():
             busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             self.db.execute("PRAGMA incremental_vacuum").fetchall()
@@ -6031,7 +6116,15 @@ _BY_STORAGE = (
     (507, "storage_full", "the disk holding the database is full: nothing was written"),
     *(
         (503, code, "the database file cannot do it: nothing was written (see /health)")
-        for code in ("read_only", "io_error", "database_corrupt", "not_a_database", "cannot_open", "database_gone")
+        for code in (
+            "read_only",
+            "io_error",
+            "database_corrupt",
+            "not_a_database",
+            "cannot_open",
+            "database_gone",
+            "database_overwritten",
+        )
     ),
     (503, "database_busy", "another process held the database's write lock too long: nothing was written"),
 )

@@ -3,6 +3,7 @@
 import hashlib
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import tempfile
 import pytest
 
 import lazyboss
-from support import ROOT, assert_one_line_error, run_cli
+from support import ROOT, ServerProcess, assert_one_line_error, run_cli, wait_until
 
 
 def fingerprint(path):
@@ -118,3 +119,51 @@ def test_a_database_file_its_user_may_not_write_is_refused_naming_it_and_its_mod
     assert_one_line_error(as_nobody("--db", path, "token", "list"), path, "owner uid 0", status=2)
     os.chown(path, 65534, 65534)
     assert as_nobody("--db", path, "token", "list").returncode == 0  # once it is the user's, it is used
+
+
+def jobs_of(path):
+    with sqlite3.connect(path) as db:
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        return integrity, sorted(row[0] for row in db.execute("SELECT type FROM jobs"))
+
+
+@pytest.mark.parametrize("copied", ["a backup of it", "another database"])
+def test_a_copy_put_onto_the_live_file_is_noticed_and_kept_from_the_old_wal(tmp_path, copied):
+    db = tmp_path / "jobs.sqlite"
+    backup = tmp_path / "backup.sqlite"
+    server = ServerProcess(db if copied == "a backup of it" else backup)
+    try:
+        for _ in range(3):
+            assert server.client().request("POST", "/jobs", {"type": "old"}).status == 202
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(10) == 0
+    finally:
+        server.stop()
+    if copied == "a backup of it":
+        shutil.copyfile(db, backup)
+    server = ServerProcess(db, "--reap-interval", "0.2")
+    try:
+        client = server.client()
+        for _ in range(100):  # in the WAL, and (by the reaper's checkpoints) in the file
+            assert client.request("POST", "/jobs", {"type": "new", "parameters": {"pad": "x" * 2000}}).status == 202
+        shutil.copyfile(backup, db)  # as `cp backup.sqlite jobs.sqlite` does: the same inode, written over
+        refused = client.request("POST", "/jobs", {"type": "after"})
+        assert refused.status == 503 and refused.json["error"] == "database_overwritten", refused.json
+        health = client.request("GET", "/health")
+        assert health.status == 503 and health.json["database"] == "database_overwritten"
+        assert client.request("POST", "/jobs", {"type": "after"}).status == 503
+        wait_until(lambda: any("WAL" in line and "saved in" in line for line in server.log), what="the WAL set aside")
+        assert sum("database_overwritten" in line for line in server.log) == 1, server.log
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(10) == 0
+    finally:
+        server.stop()
+    assert jobs_of(db) == ("ok", ["old"] * 3)  # the copy put in place, untouched by the old WAL
+    assert [path.name for path in tmp_path.glob("jobs.sqlite.orphaned-*-wal")]
+    restarted = ServerProcess(db)
+    try:
+        assert restarted.client().request("GET", "/health").status == 200
+        assert restarted.client().request("POST", "/jobs", {"type": "after"}).status == 202
+    finally:
+        restarted.stop()
+    assert jobs_of(db) == ("ok", ["after"] + ["old"] * 3)

@@ -2494,8 +2494,10 @@ class Store:
 
         `batch`: the jobs came as a list (more than one always do). An
         idempotency key names one submission: sent again with the same shape
-        (one job, or a list of as many) it returns the jobs the first one made
-        and still kept; with another shape it is a Conflict.
+        (one job, or a list of as many) it returns the jobs the first one made;
+        with another shape it is a Conflict, and so it is once some of those
+        jobs were deleted (retention or a purge): the answer is the whole
+        submission or none, never part of it in place of the whole.
         """
         batch = batch or len(specs) > 1
         with self.transaction() as db:
@@ -2511,7 +2513,15 @@ class Store:
                             "key_reused",
                         )
                     rows = db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE submission = ? ORDER BY id", (known["id"],))
-                    return [row[0] for row in rows]
+                    views = [row[0] for row in rows]
+                    if len(views) < known["jobs"]:
+                        raise Conflict(
+                            f"Idempotency-Key {idempotency_key!r} was used for a batch of {known['jobs']} jobs, "
+                            f"{known['jobs'] - len(views)} of which were deleted since (retention or a purge): "
+                            "it makes no more jobs; use a new key for a new submission",
+                            "key_expired",
+                        )
+                    return views
                 submission = db.execute(
                     "INSERT INTO submissions (key, batch, jobs) VALUES (?, ?, ?)",
                     (idempotency_key, batch, len(specs)),
@@ -6289,6 +6299,7 @@ _ROUTES = (
             *_BY_SCHEMA,
             (422, "invalid_parameters", "parameters do not fit the type's parameters_schema (path and rule in detail)"),
             (409, "key_reused", "the Idempotency-Key named a submission of another shape"),
+            (409, "key_expired", "the Idempotency-Key named a batch some of whose jobs were deleted since"),
         ),
     ),
     _Route(

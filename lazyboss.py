@@ -288,7 +288,9 @@ def rfc3339(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_LATEST_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last second RFC 3339 can write
+# 9999-12-31T23:59:59.999Z: the last millisecond RFC 3339 can write, as lazyboss writes times (SQLite's
+# strftime too, which rounds to the millisecond and writes nothing at all for a time past this one).
+_LATEST_TIME = 253402300799.999
 
 
 def parse_time(value: Any) -> float:
@@ -307,7 +309,7 @@ def parse_time(value: Any) -> float:
     else:
         raise ValueError("must be an RFC 3339 time such as 2026-01-31T12:00:00Z")
     if not 0 <= timestamp <= _LATEST_TIME:  # also refuses NaN
-        raise ValueError(f"{value!r} is not between 1970 and 9999")
+        raise ValueError(f"{value!r} is not from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z")
     return float(timestamp)
 
 

@@ -1946,6 +1946,7 @@ class Store:
         self.clock = clock
         self.queue_changed = _Signal()  # a job may have become claimable
         self.events_added = _Signal()  # the event log grew
+        self.credentials_revoked = _Signal()  # a token was revoked or a session ended: their streams end
         self.feed = _EventFeed(self)  # the newest events, read once for every stream
         self.stopping = threading.Event()  # the server shuts down: no claims, no waiting
         self._local = threading.local()
@@ -3236,17 +3237,31 @@ class Store:
         return [json.loads(row[0]) for row in rows]
 
     def revoke_token(self, name: str) -> None:
-        """Delete a token: it stops working with the next request."""
+        """Delete a token: it stops working with the next request, and its streams and waits end."""
         with self.transaction() as db:
             if not db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount:
                 raise NotFound(f"no token named {name!r}")
         _log.info("token %s revoked", name)
+        self._revoked()
+
+    def _revoked(self) -> None:
+        """Wake every stream and waiting claim, for those of a credential just ended to notice it at once."""
+        self.credentials_revoked.fire()
+        self.queue_changed.fire()
+        self.events_added.fire()
 
     def has_tokens(self) -> bool:
         """Whether any credential exists (if not, the server is in open mode)."""
         return self.db.execute("SELECT EXISTS (SELECT 1 FROM tokens)").fetchone()[0] == 1
 
     def find_token(self, secret: str, name: str | None = None) -> sqlite3.Row | None:
+        """The token a secret belongs to (and, for Basic, the name it must have), else None; its use is noted."""
+        row = self.token_of(secret, name)
+        if row is not None:
+            self._note_token_use(row)
+        return row
+
+    def token_of(self, secret: str, name: str | None = None) -> sqlite3.Row | None:
         """The token a secret belongs to (and, for Basic, the name it must have), else None."""
         digest = _token_hash(secret)
         if name is not None:
@@ -3260,7 +3275,6 @@ class Store:
             ).fetchone()
         if row is None or not hmac.compare_digest(row["hash"], digest):
             return None
-        self._note_token_use(row)
         return row
 
     def _note_token_use(self, token: sqlite3.Row) -> None:
@@ -3290,21 +3304,26 @@ class Store:
         return secret
 
     def find_session(self, secret: str) -> sqlite3.Row | None:
-        """The token (name, role) of an unexpired session, else None; a revoked token has no sessions."""
-        # As with tokens, the lookup is by the hash of a random secret.
-        row = self.db.execute(
-            """SELECT tokens.name, tokens.role, tokens.last_used_at FROM sessions
-               JOIN tokens ON tokens.name = sessions.token WHERE sessions.hash = ? AND sessions.expires_at > ?""",
-            (_token_hash(secret), self.clock()),
-        ).fetchone()
+        """The token (name, role) of an unexpired session, else None; its token's use is noted."""
+        row = self.session_of(secret)
         if row is not None:
             self._note_token_use(row)
         return row
 
+    def session_of(self, secret: str) -> sqlite3.Row | None:
+        """The token (name, role) of an unexpired session, else None; a revoked token has no sessions."""
+        # As with tokens, the lookup is by the hash of a random secret.
+        return self.db.execute(
+            """SELECT tokens.name, tokens.role, tokens.last_used_at FROM sessions
+               JOIN tokens ON tokens.name = sessions.token WHERE sessions.hash = ? AND sessions.expires_at > ?""",
+            (_token_hash(secret), self.clock()),
+        ).fetchone()
+
     def end_session(self, secret: str) -> None:
-        """Log a browser session out."""
+        """Log a browser session out: its streams end too."""
         with self.transaction() as db:
             db.execute("DELETE FROM sessions WHERE hash = ?", (_token_hash(secret),))
+        self._revoked()
 
     # -- job types
 
@@ -4910,11 +4929,13 @@ def _read_credentials() -> tuple[str | None, str | None]:
 
 @dataclass
 class _Caller:
-    """Who sent a request: a name (a worker's identity), a role, and the session cookie if that said so."""
+    """Who sent a request: a name (a worker's identity), a role, the session cookie if that said so, and
+    whether the credential it came with still holds (asked again by streams and waits, which outlive it)."""
 
     name: str
     role: str
     session: str | None = None
+    holds: Callable[[], bool] = lambda: True
 
 
 _ROLE_RANK = {"client": 1, "worker": 2, "admin": 3}
@@ -4984,12 +5005,12 @@ class _Api:
                 # same holds over the UNIX socket: a proxy in front of it may pass such a site's name on.
                 raise Forbidden(f"open mode only answers requests for 127.0.0.1 or localhost, not {host!r}", "host")
             # Open mode: a Bearer text may be a real secret meant for another server; never show or log it.
-            return _Caller(name or "anonymous", "admin")
+            return _Caller(name or "anonymous", "admin", holds=lambda: not self.store.has_tokens())
         if secret:
             token = self.store.find_token(secret, name)
             if token is None:
                 raise _error_response(401, "unauthorized", "wrong credentials", _CHALLENGE)
-            return _Caller(token["name"], token["role"])
+            return _Caller(token["name"], token["role"], holds=lambda: self.store.token_of(secret, name) is not None)
         session = bottle.request.get_cookie(_SESSION_COOKIE)
         token = self.store.find_session(session) if session else None
         if token is None:
@@ -4998,7 +5019,7 @@ class _Api:
             sent = _header(_CSRF_HEADER) or ""
             if not hmac.compare_digest(sent.encode(), _csrf_token(session).encode()):
                 raise Forbidden(f"a change made with a session cookie needs the page's {_CSRF_HEADER} header", "csrf")
-        return _Caller(token["name"], token["role"], session)
+        return _Caller(token["name"], token["role"], session, lambda: self.store.session_of(session) is not None)
 
     def authenticate(self, needed: str) -> _Caller:
         """The caller, checked to hold at least the `needed` role: else 401 or 403."""
@@ -5031,6 +5052,30 @@ class _Api:
     def caller() -> _Caller:
         """The authenticated caller of the current request."""
         return bottle.request.environ["lazyboss.caller"]
+
+    def gone(self) -> Callable[[], bool]:
+        """For a request that waits or streams: a test of whether to stop, its client having left or its
+        credential ended (a token revoked, a session logged out or expired, open mode ended by a first
+        token). A credential is asked again at once after a revocation by this process, else at most once
+        a second (another process on the same file cannot tell this one)."""
+        client_gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
+        holds, revocations = self.caller().holds, self.store.credentials_revoked
+        checked = [revocations.generation, time.monotonic(), True]  # generation, when, whether it held
+
+        def gone() -> bool:
+            if client_gone():
+                return True
+            generation, now = revocations.generation, time.monotonic()
+            if checked[2] and (generation != checked[0] or now - checked[1] >= _FOREIGN_WRITE_POLL):
+                checked[:] = [generation, now, holds()]
+            return not checked[2]
+
+        return gone
+
+    def check_still_authorized(self, gone: Callable[[], bool]) -> None:
+        """401 for a wait that ended because its credential did (its client, if gone, hears nothing)."""
+        if gone():
+            raise _error_response(401, "unauthorized", "the credential was revoked while waiting", _CHALLENGE)
 
     def reporter(self) -> str:
         """The name of a worker reporting on an attempt, noted as a contact."""
@@ -5227,8 +5272,7 @@ class _Api:
         response.content_type = "text/event-stream"
         response.set_header("Cache-Control", "no-cache")
         response.set_header("X-Accel-Buffering", "no")  # tell nginx not to buffer the stream
-        client_gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
-        store, heartbeat = self.store, self.config.heartbeat
+        gone, store, heartbeat = self.gone(), self.store, self.config.heartbeat
 
         def generate() -> Iterator[str]:
             with self.slots.hold("streams"):
@@ -5239,7 +5283,7 @@ class _Api:
                 if finished:
                     return
                 cursor, quiet_since = after, time.monotonic()
-                while not store.stopping.is_set() and not client_gone():
+                while not store.stopping.is_set() and not gone():
                     seen = store.events_added.generation
                     rows = store.feed.events_after(cursor, jobs, types)
                     ending = next((index for index, row in enumerate(rows) if last(row)), None)
@@ -5290,9 +5334,13 @@ class _Api:
         worker = self.caller().name
         self.store.saw_worker(worker)
         if wait > 0:
-            gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
+            gone = self.gone()
             with self.slots.hold("long_polls"):
                 claims = self.store.wait_for_jobs(worker, types, wait, gone, limit, labels)
+            if claims and gone():  # revoked (or left) while the claim was made: nobody may have them
+                self.store.release_claims(claims)
+                claims = []
+            self.check_still_authorized(gone)
         else:
             claims = self.store.claim_jobs(worker, types, limit, labels)
         if not claims:
@@ -5402,10 +5450,11 @@ class _Api:
         wait = min(self.query_number("wait", 0, 0, float("inf")), self.config.max_wait)
         if wait <= 0:
             return _encode(self.store.release_job(job_id))
-        gone = bottle.request.environ.get("waitress.client_disconnected", lambda: False)
+        gone = self.gone()
         with self.slots.hold("job_waits"):  # taken first: a busy server refuses before anything changed
             self.store.release_job(job_id)
             view, status = self.store.await_finish(job_id, wait, gone)
+        self.check_still_authorized(gone)
         if status not in FINISHED_STATUSES:
             bottle.response.status = 202
             bottle.response.set_header("Location", f"/jobs/{_parse_id(job_id, 'job')}")

@@ -818,10 +818,15 @@ _EVENT_COLUMNS = f"""{_job_json("NULL", "NULL", "NULL")},
     NULLIF(COALESCE(jobs.error, 'null'), {_recorded("error", "jobs.id")})"""
 # A new job's first event: it has no result or error yet, nor earlier events to compare with.
 _SUBMITTED_EVENT_COLUMNS = f"{_job_json('NULL', 'NULL', 'NULL')}, NULL, NULL"
-# An event's job rebuilt whole (from `events LEFT JOIN jobs`): parameters never change.
-_EVENT_JOB_JSON = f"""json_set(events.job, '$.parameters', json(jobs.parameters),
-    '$.result', json({_recorded("result", "events.job_id", "events.id")}),
-    '$.error', json({_recorded("error", "events.job_id", "events.id")}))"""
+# An event's job as streams send it (from `events LEFT JOIN jobs`), as columns that `_Event.from_row` joins: its
+# small fields, and of the large ones only those the event set: all three with `submitted`, a result or an
+# error with the event that changed it. A follower of a 1 MB job gets its megabyte once, not with every
+# progress event; merging each event onto the job before rebuilds the job as it was then.
+_EVENT_JOB_JSON = """json_remove(events.job, '$.parameters', '$.result', '$.error') AS job,
+    CASE events.kind WHEN 'submitted' THEN json(jobs.parameters) END AS parameters,
+    CASE events.kind WHEN 'submitted' THEN IFNULL(json(events.result), 'null') ELSE json(events.result) END AS result,
+    CASE events.kind WHEN 'submitted' THEN IFNULL(json(events.error), 'null') ELSE json(events.error) END AS error"""
+_EVENT_CHANGES = ("parameters", "result", "error")
 _ATTEMPT_JSON = f"""json_object(
     'id', CAST(id AS TEXT), 'job', CAST(job_id AS TEXT), 'worker', worker, 'status', status,
     'started_at', {_sql_time("started_at")}, 'finished_at', {_sql_time("finished_at")},
@@ -1458,10 +1463,12 @@ class _Event:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> _Event:
-        """From a row of `id, job_id, type, kind, at, detail, job`."""
+        """From a row of `id, job_id, type, kind, at, detail` and the columns of `_EVENT_JOB_JSON`."""
+        changed = "".join(f',"{field}":{row[field]}' for field in _EVENT_CHANGES if row[field] is not None)
+        job = row["job"][:-1] + changed + "}"
         detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
-        data = f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{row["job"]}{detail}}}'
-        return cls(row["id"], row["job_id"], row["type"], row["kind"], row["job"], data)
+        data = f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{job}{detail}}}'
+        return cls(row["id"], row["job_id"], row["type"], row["kind"], job, data)
 
     @property
     def size(self) -> int:
@@ -3079,7 +3086,8 @@ class Store:
         return self.db.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
 
     def events_after(self, after: int, jobs: list[str], types: list[str], limit: int = 500) -> list[_Event]:
-        """Events newer than `after`, oldest first, of these jobs and types, each with its job whole.
+        """Events newer than `after`, oldest first, of these jobs and types, each with its job as the
+        event changed it (see `_EVENT_JOB_JSON`).
 
         At most `limit` of them and about _WRITE_BUDGET bytes (one at least):
         a replay of large jobs is read and sent a bounded piece at a time.
@@ -3094,14 +3102,16 @@ class Store:
             args += types
         rows = self.db.execute(
             f"""SELECT events.id, events.job_id, events.type, events.kind, events.at, events.detail,
-                    {_EVENT_JOB_JSON} AS job
+                    {_EVENT_JOB_JSON}
                 FROM events LEFT JOIN jobs ON jobs.id = events.job_id
                 WHERE {" AND ".join(where)} ORDER BY events.id LIMIT ?""",
             (*args, limit),
         )
         return [
             _Event.from_row(row)
-            for row in self._within_budget(rows, lambda row: len(row["job"]) + len(row["detail"] or ""))
+            for row in self._within_budget(
+                rows, lambda row: sum(len(row[column] or "") for column in ("job", "detail", *_EVENT_CHANGES))
+            )
         ]
 
     @staticmethod
@@ -7837,7 +7847,9 @@ class Client:
 
     def follow(self, job_id: str) -> Iterator[dict]:
         """The job now, then the job at every change, until it is done, failed or cancelled."""
-        for _, job in self._stream(f"/jobs/{_quote(job_id)}"):
+        job: dict = {}
+        for _, change in self._stream(f"/jobs/{_quote(job_id)}"):
+            job = {**job, **change}  # an event carries parameters, result and error only when it set them
             yield job
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict:
@@ -7846,8 +7858,10 @@ class Client:
         TimeoutError after `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        job: dict = {}
         try:
-            for _, job in self._stream(f"/jobs/{_quote(job_id)}", deadline=deadline):
+            for _, change in self._stream(f"/jobs/{_quote(job_id)}", deadline=deadline):
+                job = {**job, **change}  # as in `follow`
                 if job["status"] in FINISHED_STATUSES:
                     return job
         except TimeoutError:

@@ -24,10 +24,12 @@ def event_bytes(db_path):
 
 
 def replay(store, job_id=None):
-    """Every kept event's job, rebuilt, oldest first."""
-    events, after = [], 0
+    """Every kept event's job, rebuilt, oldest first: each event's changes merged onto the job before."""
+    events, after, jobs = [], 0, {}
     while rows := store.events_after(after, [job_id] if job_id else [], []):
-        events += [(event.kind, json.loads(event.job)) for event in rows]
+        for event in rows:
+            job = jobs[event.job_id] = {**jobs.get(event.job_id, {}), **json.loads(event.job)}
+            events.append((event.kind, job))
         after = rows[-1].id
     return events
 

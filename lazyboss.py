@@ -2245,17 +2245,19 @@ class Store:
             if failure is None:
                 raise
             if failure.code != "database_busy":  # another process's lock says nothing about the file
-                self._note_failure(failure)
+                failure = self._note_failure(failure)
             raise failure from error
 
-    def _note_failure(self, failure: StorageError) -> None:
-        """Remember why the file took no write, for /health; log it when that begins or changes."""
+    def _note_failure(self, failure: StorageError) -> StorageError:
+        """Remember why the file took no write, for /health; log it when that begins or changes.
+        Return the failure to raise: a new one, without another's traceback."""
         with self._failure_lock:
             failure = self._overwritten or failure  # then whatever SQLite says follows from it
             changed = self.failure is None or self.failure.code != failure.code
             self.failure = type(failure)(failure.detail, failure.code)  # without the traceback's frames
         if changed and self._files is not None:  # before, whoever opens the store says why it cannot
             _log.error("database trouble: %s (%s); /health answers 503 until it is over", failure.detail, failure.code)
+        return type(failure)(failure.detail, failure.code)
 
     def _file_identity(self) -> tuple:
         """(device, inode) of the database file, its WAL and its shared memory; None for one missing."""
@@ -2293,7 +2295,7 @@ class Store:
             self._note_failure(self._overwritten)
             self._set_wal_aside()
         if self._overwritten is not None:
-            raise self._overwritten
+            raise StorageError(self._overwritten.detail, self._overwritten.code)
 
     def _written_over(self) -> bool:
         """Whether something other than SQLite's checkpoints wrote the database file since the last look."""

@@ -319,7 +319,8 @@ def _backoff_delay(failures: int, base: float, cap: float) -> float:
     return min(cap, delay * random.uniform(0.75, 1.25))
 
 
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# NaN and Infinity are not JSON: refused when encoding, as the server refuses them when reading.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _encode(value: Any) -> str:
@@ -7126,12 +7127,27 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
 _MAX_HEADER_BYTES = 64 << 10
 
 
-class _Request(HTTPRequestParser):
-    """waitress's request parser, noting when the request's first byte came."""
+_LINGER_BYTES = 64 << 20  # most of a refused body read and dropped so that its sender hears the 413
 
-    def __init__(self, adj: Adjustments):
+
+class _Request(HTTPRequestParser):
+    """waitress's request parser, noting when the request's first byte came; a body refused for its
+    Content-Length is left for its connection to drop."""
+
+    def __init__(self, adj: Adjustments, connection: _Connection | None = None):
         super().__init__(adj)
         self.started = time.time()  # waitress's clock for connections
+        self.connection = connection
+
+    def received(self, data: bytes) -> int:
+        consumed = super().received(data)
+        if self.completed and self.error is not None and self.error.code == 413 and self.content_length:
+            # What follows the headers is this body, not a next request.
+            body = min(len(data) - consumed, self.content_length)
+            if self.connection is not None and self.content_length - body <= _LINGER_BYTES:
+                self.connection.unread = self.content_length - body
+            consumed += body
+        return consumed
 
 
 class _Task(WSGITask):
@@ -7162,9 +7178,35 @@ class _Connection(HTTPChannel):
     left for it to send (a client reading slowly).
     """
 
-    parser_class = _Request
     task_class = _Task
     task_writing = False
+    unread = 0  # bytes of a refused body still to read and drop before the connection closes
+
+    def parser_class(self, adj: Adjustments) -> _Request:
+        """waitress makes each request's parser through this."""
+        return _Request(adj, self)
+
+    def received(self, data: bytes) -> bool:
+        """Read a request; or drop the rest of a body refused as too large (up to `_LINGER_BYTES`).
+
+        waitress answers a Content-Length over its limit with 413 before the
+        body, and closes: a client still sending would see the connection
+        reset and never read the answer (a worker would send its result again
+        and again). Reading the body to its end lets it hear the 413.
+        """
+        if self.unread:
+            dropped = min(len(data), self.unread)
+            self.unread -= dropped
+            self.last_activity = time.time()
+            return True
+        return super().received(data)
+
+    def readable(self) -> bool:
+        return bool(self.unread) or super().readable()
+
+    def send_continue(self) -> None:
+        if self.request.error is None:  # a refused request gets its answer, not an invitation to send its body
+            super().send_continue()
 
     def write_soon(self, data: bytes) -> int:
         self.task_writing = True
@@ -7177,6 +7219,8 @@ class _Connection(HTTPChannel):
         return written
 
     def writable(self) -> bool:
+        if self.unread and not self.total_outbufs_len:
+            return False  # the 413 has gone: close once the body is read (or the idle timeout ends it)
         return not self.task_writing and bool(super().writable())
 
     def waiting_since(self) -> tuple[float, str] | None:
@@ -8822,7 +8866,7 @@ class _FunctionRunner:
             how = "stopped"
             if attempt.stop_reason in ("timeout", "shutdown"):
                 outcome = _Outcome("error", {"error": "stopped", "stopped_because": attempt.stop_reason})
-        except Exception as error:  # the function's failure is the job's error
+        except BaseException as error:  # the function's failure is the job's error, even SystemExit's
             how = f"raised {type(error).__name__}"
             trace = traceback.format_exc()
             body = {"error": type(error).__name__, "message": str(error), "traceback": trace}

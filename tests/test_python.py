@@ -263,3 +263,29 @@ def test_work_python_refuses_what_is_not_a_worker(tmp_path):
         timeout=30,
     )
     assert run.returncode == 2 and "not a lazyboss.Worker" in run.stderr
+
+
+def test_what_is_not_a_result_fails_the_job_and_the_slot_goes_on(start_live, run_worker):
+    live = start_live(max_body=64 * 1024)  # waitress refuses more than 1 MiB + 64 KiB before reading it
+    client = lazyboss.Client(live.url)
+    worker = lazyboss.Worker(grace=1)  # one slot: each job must free it for the next
+
+    @worker.task("odd")
+    def odd(params, job):
+        kind = params["kind"]
+        if kind in ("SystemExit", "KeyboardInterrupt"):
+            raise {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}[kind]()
+        return {"nan": float("nan"), "huge": "x" * 5_000_000, "fine": "fine"}[kind]
+
+    kinds = ["SystemExit", "KeyboardInterrupt", "nan", "huge", "fine"]
+    jobs = [client.submit("odd", {"kind": kind}, max_attempts=1) for kind in kinds]
+    run_worker(worker)
+    outcomes = [finished(client, job["id"]) for job in jobs]
+    assert [job["status"] for job in outcomes] == ["failed"] * 4 + ["done"]
+    assert [job["error"]["error"] for job in outcomes[:4]] == [
+        "SystemExit",
+        "KeyboardInterrupt",
+        "TypeError",
+        "too_large",
+    ]
+    assert "not JSON" in outcomes[2]["error"]["message"] and "5000002 bytes" in outcomes[3]["error"]["message"]

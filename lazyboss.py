@@ -3255,6 +3255,8 @@ class Store:
             if not db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount:
                 raise NotFound(f"no token named {name!r}")
         _log.info("token %s revoked", name)
+        if not self.has_tokens():
+            _log.warning("no token is left: a server on loopback is open to anyone on this host until one is made")
         self._revoked()
 
     def _revoked(self) -> None:

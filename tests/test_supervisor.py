@@ -351,3 +351,11 @@ def utc(text):
 def test_next_times_of_known_expressions(every, zone, after, expected):
     tick = lazyboss.parse_every(every, zone).next_after(utc(after))
     assert datetime.fromtimestamp(tick, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") == expected
+
+
+def test_revoking_the_last_token_warns_that_loopback_is_open_again(tmp_path):
+    db = str(tmp_path / "last.sqlite")
+    run_cli("--db", db, "token", "create", "--role", "admin", "--name", "a")
+    run_cli("--db", db, "token", "create", "--role", "worker", "--name", "w")
+    assert "open to anyone" not in run_cli("--db", db, "token", "revoke", "w").stderr
+    assert "open to anyone on this host" in run_cli("--db", db, "token", "revoke", "a").stderr

@@ -328,10 +328,10 @@ def _encode(value: Any) -> str:
     return _COMPACT_JSON.encode(value)
 
 
-def _with_member(document: str, key: str, value: Any) -> str:
-    """A JSON object's text (as SQLite's json_object writes it: no space before its closing brace)
-    with one more member at its end, without parsing it."""
-    return f"{document[:-1]},{_encode(key)}:{_encode(value)}}}"
+def _with_members(document: str, members: dict[str, str]) -> str:
+    """A JSON object's text (as SQLite's json_object writes it: no space before its closing brace) with
+    more members at its end, their values JSON texts, without parsing it."""
+    return document[:-1] + "".join(f",{_encode(name)}:{value}" for name, value in members.items()) + "}"
 
 
 def _id_ranges(ids: list[int]) -> str:
@@ -1452,29 +1452,36 @@ def _sse_message(event_id: int, data: str) -> str:
 
 @dataclass(frozen=True)
 class _Event:
-    """An event of the log as streams send it: the job whole as it was then, and the event as /events
-    sends it (`{id, event, at, job, detail?}`), both JSON texts."""
+    """An event of the log as streams send it: its job's small fields and, of parameters, result and
+    error, those it set (JSON texts); and the event as /events sends it (`{id, event, at, job, detail?}`)."""
 
     id: int
     job_id: int
     type: str
     kind: str
-    job: str
+    small: str
+    changes: dict[str, str]
     data: str
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> _Event:
         """From a row of `id, job_id, type, kind, at, detail` and the columns of `_EVENT_JOB_JSON`."""
-        changed = "".join(f',"{field}":{row[field]}' for field in _EVENT_CHANGES if row[field] is not None)
-        job = row["job"][:-1] + changed + "}"
+        changes = {field: row[field] for field in _EVENT_CHANGES if row[field] is not None}
+        job = _with_members(row["job"], changes)
         detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
         data = f'{{"id":"{row["id"]}","event":"{row["kind"]}","at":"{rfc3339(row["at"])}","job":{job}{detail}}}'
-        return cls(row["id"], row["job_id"], row["type"], row["kind"], job, data)
+        return cls(row["id"], row["job_id"], row["type"], row["kind"], row["job"], changes, data)
+
+    def whole_job(self, large: dict[str, str]) -> str:
+        """The job whole as it was at this event, from `large`, its parameters, result and error as they
+        were before it (JSON texts), which it brings up to date: what a job's stream sends."""
+        large.update(self.changes)
+        return _with_members(self.small, large)
 
     @property
     def size(self) -> int:
         """About the bytes it holds."""
-        return len(self.job) + len(self.data)
+        return len(self.small) + sum(map(len, self.changes.values())) + len(self.data)
 
 
 # --------------------------------------------------------------------------
@@ -2626,6 +2633,17 @@ class Store:
         if row is None:
             raise NotFound(f"no job {job_id}")
         return row[0], row[1], row[2] or 0
+
+    def large_fields_at(self, job_id: str, event_id: int) -> dict[str, str]:
+        """A job's parameters, result and error (JSON texts) as they were at one of its events."""
+        row = self.db.execute(
+            f"""SELECT COALESCE(json(parameters), 'null'), {_recorded("result", "jobs.id", "?")},
+                   {_recorded("error", "jobs.id", "?")} FROM jobs WHERE id = ?""",
+            (event_id, event_id, _parse_id(job_id, "job")),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return dict(zip(_EVENT_CHANGES, row))
 
     def get_job(self, job_id: str) -> dict:
         """One job's view, or NotFound."""
@@ -5246,12 +5264,13 @@ class _Api:
         elif finished and latest <= after:
             bottle.response.status = 204  # nothing more will come: tells EventSource to stop reconnecting
             return ""
+        large = self.store.large_fields_at(job_id, after)
         return self.stream(
             opening,
             after,
             [job_id],
             [],
-            render=lambda event: event.job,  # the job alone, as the spec says
+            render=lambda event: event.whole_job(large),  # the job alone and whole, as the spec says
             last=lambda event: event.kind in FINISHED_STATUSES,
             finished=finished and bool(opening),
         )
@@ -5365,7 +5384,7 @@ class _Api:
         if most is None:  # the single form, as it always was
             bottle.response.set_header("Location", claims[0].location)
             return self.hand_over(claims[0].view, claims)
-        views = ",".join(_with_member(claim.view, "location", claim.location) for claim in claims)
+        views = ",".join(_with_members(claim.view, {"location": _encode(claim.location)}) for claim in claims)
         return self.hand_over(f'{{"jobs":[{views}]}}', claims)
 
     def hand_over(self, answer: str, claims: list[_Claim]) -> Iterator[bytes]:
@@ -7895,9 +7914,7 @@ class Client:
 
     def follow(self, job_id: str) -> Iterator[dict]:
         """The job now, then the job at every change, until it is done, failed or cancelled."""
-        job: dict = {}
-        for _, change in self._stream(f"/jobs/{_quote(job_id)}"):
-            job = {**job, **change}  # an event carries parameters, result and error only when it set them
+        for _, job in self._stream(f"/jobs/{_quote(job_id)}"):
             yield job
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict:
@@ -7906,10 +7923,8 @@ class Client:
         TimeoutError after `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        job: dict = {}
         try:
-            for _, change in self._stream(f"/jobs/{_quote(job_id)}", deadline=deadline):
-                job = {**job, **change}  # as in `follow`
+            for _, job in self._stream(f"/jobs/{_quote(job_id)}", deadline=deadline):
                 if job["status"] in FINISHED_STATUSES:
                     return job
         except TimeoutError:

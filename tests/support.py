@@ -1,5 +1,6 @@
 """Helpers for tests that cross the wire: an HTTP client, a server process, bounded waiting."""
 
+import atexit
 import base64
 import http.client
 import json
@@ -18,6 +19,16 @@ from urllib.parse import urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every lazyboss process the tests start: one a failed test left running is killed when pytest exits.
+_STARTED = []
+atexit.register(lambda: [process.kill() for process in _STARTED if process.poll() is None])
+
+
+def _start(command, **options):
+    process = subprocess.Popen(command, **options)
+    _STARTED.append(process)
+    return process
 
 
 class Response:
@@ -107,7 +118,7 @@ class ServerProcess:
         environment = {**os.environ, **(env or {})}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
+        self.process = _start(
             [sys.executable, str(ROOT / "lazyboss.py"), "--db", str(db), "--port", str(self.port), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -117,7 +128,11 @@ class ServerProcess:
         )
         self.log = []
         threading.Thread(target=self._read, daemon=True).start()
-        wait_until(self._answers, timeout=15, what=f"the server on port {self.port}")
+        try:
+            wait_until(self._answers, timeout=15, what=f"the server on port {self.port}")
+        except BaseException:  # a server that never answered (or the test's time ran out) is not left behind
+            self.process.kill()
+            raise
 
     def _answers(self):
         if self.process.poll() is not None:
@@ -246,7 +261,7 @@ class WorkerProcess:
     """`python lazyboss.py work` in a subprocess, its log lines collected."""
 
     def __init__(self, url, *args, command, env=None, cwd=None):
-        self.process = subprocess.Popen(
+        self.process = _start(
             [sys.executable, str(ROOT / "lazyboss.py"), "work", "--server", url, *args]
             + (["--", *command] if command else []),
             stdin=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ def test_a_job_due_at_the_latest_accepted_time_is_shown_everywhere(app, store, r
     assert job["run_at"] == LATEST
     assert app.get(f"/jobs/{job['id']}").json["run_at"] == LATEST
     assert [listed["run_at"] for listed in app.get("/jobs").json["jobs"]] == [LATEST]
-    assert [event.job for event in store.events_after(0, [], [])][0].count(LATEST) == 1
+    assert [event.data for event in store.events_after(0, [], [])][0].count(LATEST) == 1
     app.post_json("/jobs", [{"type": "far", "run_at": run_at}], headers={"Content-Type": "application/json"})
     assert 'lazyboss_jobs{type="far",status="pending"} 2' in app.get("/metrics").text
     assert app.get("/stats").json

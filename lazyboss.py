@@ -202,15 +202,26 @@ _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _DATABASE_URLS = "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or a plain path"
 
 
+def _refuse_server_url(text: str, origin: str) -> None:
+    """Refuse a URL naming a database server (`postgresql://…`), which no file path looks like; the
+    ValueError names its scheme, never the URL, which may hold a password."""
+    scheme = _URL_SCHEME.match(text)
+    if scheme is None or scheme.group(1).lower() == "sqlite" or not text[scheme.end() :].startswith("//"):
+        return
+    coming = ""
+    if scheme.group(1).lower() in ("postgres", "postgresql"):
+        coming = ' (PostgreSQL is not supported yet: see "The PostgreSQL road" in the README)'
+    raise ValueError(f"{origin} names a {scheme.group(1)}: database{coming}; lazyboss takes {_DATABASE_URLS}")
+
+
 def _database_path(url: str) -> str:
     """The SQLite file that a DATABASE_URL names: `sqlite:///abs/path` (or `sqlite:////abs/path`),
     `sqlite:relative/path`, or a plain path. ValueError says what is supported; it never repeats the
     URL, which may hold a password."""
+    _refuse_server_url(url, "DATABASE_URL")
     scheme = _URL_SCHEME.match(url)
     if scheme is None or (scheme.group(1).lower() != "sqlite" and not url[scheme.end() :].startswith("//")):
         return url  # a plain path (a colon in a file name too)
-    if scheme.group(1).lower() != "sqlite":
-        raise ValueError(f"DATABASE_URL names a {scheme.group(1)}: database; lazyboss takes {_DATABASE_URLS}")
     parts = urllib.parse.urlsplit(url)
     if parts.netloc or "?" in url or "#" in url:
         raise ValueError(f"DATABASE_URL names a host or options, which SQLite has none of; use {_DATABASE_URLS}")
@@ -1940,6 +1951,72 @@ class _Claim:
         return f"/jobs/{self.job}/attempts/{self.attempt}"
 
 
+class _SQLiteEngine:
+    """What only SQLite does for the store: how a connection is opened and set up (WAL mode, the sync
+    level, foreign keys), how a write transaction begins, where the schema's version and the file's
+    mark live, and folding the WAL back into the file. The Store reaches SQLite's own statements only
+    through this object: a second engine is a twin of it (see "The PostgreSQL road" in the README).
+    """
+
+    name = "sqlite"
+    # Takes the write lock at once: nothing a write reads can change before it commits.
+    begin_write = "BEGIN IMMEDIATE"
+
+    def __init__(self, sync: str):
+        if sync not in ("full", "normal"):
+            raise ValueError("sync must be 'full' or 'normal'")
+        self.sync = sync
+
+    def connect(self, address: str, uri: bool = False) -> sqlite3.Connection:
+        """A new connection, set up as all of the store's are."""
+        conn = sqlite3.connect(address, uri=uri, isolation_level=None, timeout=30, check_same_thread=False)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            # After a checkpoint, cut a WAL that grew past this back down.
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def prepare_writer(conn: sqlite3.Connection) -> None:
+        """Set up the connection every write goes through."""
+        conn.execute("PRAGMA temp_store = MEMORY")  # savepoints keep what they may undo in memory, not a file
+
+    @staticmethod
+    def schema_version(db: sqlite3.Connection) -> int:
+        """The number of migrations the database has had."""
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+    @staticmethod
+    def set_schema_version(db: sqlite3.Connection, version: int) -> None:
+        """Note the migrations had, in the running transaction (written even when it is the same number)."""
+        db.execute(f"PRAGMA user_version = {int(version)}")
+
+    @staticmethod
+    def prepare_new(writer: sqlite3.Connection) -> None:
+        """Before the first table: let the reaper give freed pages back (only possible on an empty file)."""
+        writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
+
+    @staticmethod
+    def mark_as_ours(db: sqlite3.Connection) -> None:
+        """Mark the database as lazyboss's (SQLite's application id), in the running transaction."""
+        if db.execute("PRAGMA application_id").fetchone()[0] != _APPLICATION_ID:
+            db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+
+    @staticmethod
+    def checkpoint(db: sqlite3.Connection) -> bool:
+        """Fold the WAL into the file, truncate it, give free pages back; False if readers held it."""
+        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        db.execute("PRAGMA incremental_vacuum").fetchall()
+        return not busy
+
+
 class Store:
     """The jobs database: one SQLite file in WAL mode, shared by threads and processes.
 
@@ -1954,10 +2031,8 @@ class Store:
     """
 
     def __init__(self, path: str, sync: str = "full", clock: Callable[[], float] = time.time):
-        if sync not in ("full", "normal"):
-            raise ValueError("sync must be 'full' or 'normal'")
+        self.engine = _SQLiteEngine(sync)  # every statement only SQLite knows goes through it
         self.path = path
-        self.sync = sync
         self.clock = clock
         self.queue_changed = _Signal()  # a job may have become claimable
         self.events_added = _Signal()  # the event log grew
@@ -2022,22 +2097,10 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         """A new connection to the database, set up as all of the store's are."""
         if self._files is None:  # opening the store: this may create the file
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn = self.engine.connect(self.path)
         else:  # later: the file that is there, never a new one in place of a deleted database
             self.check_file()
-            address = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=rw"
-            conn = sqlite3.connect(address, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 30000")
-            # After a checkpoint, cut a WAL that grew past this back down.
-            conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-        except sqlite3.Error:
-            conn.close()
-            raise
+            conn = self.engine.connect(f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=rw", uri=True)
         with self._connections_lock:
             self._connections.append(conn)
         return conn
@@ -2057,7 +2120,7 @@ class Store:
         """The connection every write goes through, one transaction's turn at a time; opened on first use."""
         if self._writer is None:
             conn = self._connect()
-            conn.execute("PRAGMA temp_store = MEMORY")  # savepoints keep what they may undo in memory, not a file
+            self.engine.prepare_writer(conn)
             self._writer = conn
         return self._writer
 
@@ -2098,7 +2161,7 @@ class Store:
                 if joined:
                     conn.execute("SAVEPOINT write")
                 else:
-                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(self.engine.begin_write)
                     self._group = _Group()
                 group = self._group
                 self._local.tally = tally = Counter()
@@ -2200,15 +2263,13 @@ class Store:
         self._local.notes.append((level, message, args))
 
     def migrate(self) -> None:
-        """Bring the file's schema up to this release (PRAGMA user_version)."""
-        if self.writer.execute("PRAGMA user_version").fetchone()[0] == 0:
-            # Only possible before the first table (which the writer makes): lets the reaper give freed pages back.
-            self.writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        """Bring the database's schema up to this release."""
+        if self.engine.schema_version(self.writer) == 0:
+            self.engine.prepare_new(self.writer)
         with self.transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version = self.engine.schema_version(db)
             _check_schema_version(version)  # again: a newer lazyboss may have migrated it since it was looked at
-            if db.execute("PRAGMA application_id").fetchone()[0] != _APPLICATION_ID:
-                db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+            self.engine.mark_as_ours(db)
             for number in range(version, len(_MIGRATIONS)):
                 migration = _MIGRATIONS[number]
                 if callable(migration):
@@ -2216,7 +2277,7 @@ class Store:
                 else:
                     for statement in _sql_statements(migration):
                         db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number + 1}")
+                self.engine.set_schema_version(db, number + 1)
 
     def close(self) -> None:
         """Save what is noted, checkpoint the WAL and close every connection this store opened."""
@@ -2375,8 +2436,8 @@ class Store:
         if not self.checkpoint():
             return  # readers held the WAL: next round
         with self.transaction() as db:
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            db.execute(f"PRAGMA user_version = {version}")  # the same value, but the header page is written
+            # The same number, but the header page is written.
+            self.engine.set_schema_version(db, self.engine.schema_version(db))
         with self._failure_lock:
             healed, self.failure = self.failure, None
         if healed is not None:
@@ -3839,9 +3900,7 @@ class Store:
         """Fold the WAL into the database file, truncate it, and give free pages back; False if readers held it."""
         self.check_file()  # never fold this WAL into another file put in the database's place
         with self.sqlite_errors():
-            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            self.db.execute("PRAGMA incremental_vacuum").fetchall()
-        return not busy
+            return self.engine.checkpoint(self.db)
 
 
 class _EventFeed:
@@ -9013,12 +9072,15 @@ _STOOD_IN_FOR = {
 
 def _config_from(args: argparse.Namespace) -> Config:
     """The server's settings from the command line. The database is --db, else LAZYBOSS_DB, else the
-    file DATABASE_URL names, else the default; ValueError for a DATABASE_URL lazyboss cannot use.
+    file DATABASE_URL names, else the default; ValueError for a DATABASE_URL lazyboss cannot use, or
+    a database server's URL given as --db.
     With --unix-socket, TCP is served only when --host or --port is given too."""
     values = {item.name: getattr(args, item.name) for item in fields(Config)}
     if values["db"] is None:
         url = os.environ.get("DATABASE_URL", "").strip()
         values["db"] = _database_path(url) if url else Config.db
+    else:
+        _refuse_server_url(values["db"], "--db (or LAZYBOSS_DB)")
     tcp = not values["unix_socket"] or values["host"] is not None or values["port"] is not None
     values["host"] = Config.host if values["host"] is None else values["host"]
     values["port"] = (Config.port if values["port"] is None else values["port"]) if tcp else None

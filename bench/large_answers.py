@@ -4,7 +4,7 @@
     python bench/large_answers.py [--megabytes 1] [--followers 28] [--seconds 10] [--jobs 60] [--readers 16]
                                   [--baseline OLD_LAZYBOSS.py] [--env NAME=VALUE ...]
 
-It starts `lazyboss.py` (--threads 64, --max-body 2 MiB) on a temporary database and measures:
+It starts `lazyboss.py` (--threads 64, --max-body 2 MiB, --heartbeat 1) on a temporary database and measures:
   - firehose: --followers clients follow `/events` while one worker sends progress
     on a job with --megabytes of parameters as fast as it can for --seconds: how
     many progress reports went in, how many MiB the followers received, the
@@ -35,7 +35,7 @@ from throughput import LAZYBOSS, Client, free_port, wait_for_health
 def start(program, db, env):
     port = free_port()
     command = [sys.executable, str(program), "--db", db, "--port", str(port), "--log-level", "warning"]
-    command += ["--threads", "64", "--max-body", str(2 << 20)]
+    command += ["--threads", "64", "--max-body", str(2 << 20), "--heartbeat", "1"]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
     wait_for_health(process, port)
     return process, port
@@ -52,11 +52,12 @@ def raw_get(port, path, headers, received, until=None):
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{lines}\r\n".encode())
-        total, tail = 0, b""
+        total, tail, events = 0, b"", 0
         while data := sock.recv(1 << 20):
             total += len(data)
+            events += (tail + data).count(b"\nid: ") - tail.count(b"\nid: ")
             tail = (tail + data)[-64:]
-            if until is not None and until(tail):
+            if until is not None and until(tail, events):
                 break
         received.append(total)
 
@@ -78,7 +79,7 @@ def firehose(program, args, env):
             received, stop = [], threading.Event()
             followers = in_threads(
                 args.followers,
-                lambda: raw_get(port, "/events", {"Accept": "text/event-stream"}, received, lambda _: stop.is_set()),
+                lambda: raw_get(port, "/events", {"Accept": "text/event-stream"}, received, lambda *_: stop.is_set()),
             )
             while client.call("GET", "/stats")[1]["open_streams"] < args.followers:
                 time.sleep(0.05)
@@ -124,7 +125,7 @@ def readers(program, args, env):
                 "events_replay": (
                     "/events",
                     {"Accept": "text/event-stream", "Last-Event-ID": "0"},
-                    lambda tail: f'"id":"{args.jobs}"'.encode() in tail or tail.endswith(b"keep-alive\n\n"),
+                    lambda tail, events: events >= args.jobs,  # every job's `submitted` came
                 ),
             }
             for name, (path, headers, until) in phases.items():
@@ -157,6 +158,7 @@ def main():
     report = {"settings": {key: value for key, value in vars(args).items() if key != "baseline"}}
     for name, program in programs.items():
         report[name] = {"firehose": firehose(program, args, env), "readers": readers(program, args, env)}
+        print(json.dumps({name: report[name]}), file=sys.stderr, flush=True)  # as it comes: a run is long
     print(json.dumps(report, indent=2, default=str))
 
 

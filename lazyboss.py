@@ -4039,6 +4039,7 @@ class Reaper(threading.Thread):
         self.retain = retain
         self.notifier = notifier or SystemdNotifier({})
         self.last_run: float | None = None
+        self.started_at: float | None = None
         self._halt = threading.Event()
         self._last_checkpoint = time.monotonic()
         self._last_notified = float("-inf")
@@ -4117,9 +4118,15 @@ class Reaper(threading.Thread):
             status += f"; {trouble.code}: {trouble.detail}"
         self.notifier.notify(*(["WATCHDOG=1"] if self.notifier.watchdog_interval else []), status)
 
+    def start(self) -> None:
+        self.started_at = time.time()
+        super().start()
+
     def healthy(self) -> bool:
-        """Whether a round finished recently."""
-        return self.last_run is not None and time.time() - self.last_run < max(10.0, 5 * self.interval)
+        """Whether a round finished recently, or the thread started recently: a server just started is
+        healthy while its first round runs, not 503 to the first `curl /health`."""
+        last = self.last_run or self.started_at
+        return last is not None and time.time() - last < max(10.0, 5 * self.interval)
 
     def stop(self) -> None:
         """Ask the thread to end after its current round."""

@@ -150,6 +150,18 @@ def test_health_is_503_when_the_reaper_does_not_run(store, config):
     assert app.get("/health").json["status"] == "ok"
 
 
+def test_a_reaper_just_started_is_healthy_while_its_first_round_runs(store, monkeypatch):
+    reaper, round_may_end = lazyboss.Reaper(store), threading.Event()
+    monkeypatch.setattr(reaper, "run_once", lambda: round_may_end.wait(10))
+    reaper.start()
+    try:
+        assert reaper.last_run is None and reaper.healthy()
+    finally:
+        reaper.stop()
+        round_may_end.set()
+        reaper.join(10)
+
+
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$')
 
 

@@ -1008,6 +1008,9 @@ def _parse_json(data: bytes | str) -> Any:
 
 # The most jobs one claim may ask for.
 _MAX_CLAIM = 1000
+# The most jobs one batch may submit: its transaction holds every other write back (10,000 take 0.2 s,
+# the 75,000 a 1 MiB body can hold 1.4 s) and its answer lists them all (3 MiB, against 25 MiB).
+_MAX_BATCH = 10_000
 
 # The most values a filter may name: a claim asks SQLite for one compound SELECT term per type,
 # and SQLite allows 500.
@@ -5266,6 +5269,12 @@ class _Api:
         if isinstance(body, list):
             if not body:
                 raise Invalid("an empty batch: send at least one job")
+            if len(body) > _MAX_BATCH:
+                raise LazybossError(
+                    f"a batch holds at most {_MAX_BATCH:,} jobs, not {len(body):,}: send it in several",
+                    "too_many_jobs",
+                    413,
+                )
             specs = [parse_job_spec(item, f"job {index}: ") for index, item in enumerate(body)]
             return "[" + ",".join(self.store.submit_jobs(specs, key, batch=True)) + "]"
         (view,) = self.store.submit_jobs([parse_job_spec(body)], key)
@@ -5874,6 +5883,9 @@ def _list_of(name: str) -> dict:
     return {"type": "array", "items": _schema(name)}
 
 
+_BATCH_SIZE = {"minItems": 1, "maxItems": _MAX_BATCH}
+
+
 def _nullable(schema: dict) -> dict:
     """The schema, or null."""
     return {**schema, "type": [schema["type"], "null"]}
@@ -6431,9 +6443,9 @@ _ROUTES = (
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": {"oneOf": [_schema("JobSpec"), {**_list_of("JobSpec"), "minItems": 1}]}
+                        "schema": {"oneOf": [_schema("JobSpec"), {**_list_of("JobSpec"), **_BATCH_SIZE}]}
                     },
-                    "application/x-ndjson": {"schema": {**_list_of("JobSpec"), "minItems": 1}},
+                    "application/x-ndjson": {"schema": {**_list_of("JobSpec"), **_BATCH_SIZE}},
                 },
             },
             "responses": {
@@ -6449,6 +6461,7 @@ _ROUTES = (
             *_BY_INVALID,
             *_BY_SCHEMA,
             (422, "invalid_parameters", "parameters do not fit the type's parameters_schema (path and rule in detail)"),
+            (413, "too_many_jobs", "a batch of more than 10,000 jobs"),
             (409, "key_reused", "the Idempotency-Key named a submission of another shape"),
             (409, "key_expired", "the Idempotency-Key named a batch some of whose jobs were deleted since"),
         ),

@@ -5,6 +5,7 @@ import json
 import sqlite3
 
 import pytest
+import webtest
 
 import lazyboss
 
@@ -68,6 +69,16 @@ def test_batch_submit_is_one_transaction(app, db_path):
     response = app.post_json("/jobs", [{"type": "a"}, {"type": "b", "priority": "high"}], status=422)
     assert "job 1" in response.json["detail"] and "priority" in response.json["detail"]
     assert count_rows(db_path) == 2
+
+
+def test_a_batch_over_10000_jobs_is_refused_whole(store, db_path):
+    app = webtest.TestApp(lazyboss.make_app(store, lazyboss.Config(max_body=1 << 20)))  # the default limit
+    refused = app.post_json("/jobs", [{"type": "a"}] * 10_001, status=413).json
+    assert refused["error"] == "too_many_jobs" and "at most 10,000 jobs, not 10,001" in refused["detail"]
+    ndjson = b'{"type": "a"}\n' * 10_001
+    assert app.post("/jobs", ndjson, headers={"Content-Type": "application/x-ndjson"}, status=413)
+    assert count_rows(db_path) == 0
+    assert len(app.post_json("/jobs", [{"type": "a"}] * 10_000, status=202).json) == 10_000
 
 
 def test_ndjson_batch(app):

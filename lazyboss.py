@@ -7234,7 +7234,7 @@ class _Request(HTTPRequestParser):
     """waitress's request parser, noting when the request's first byte came; a body refused for its
     Content-Length is left for its connection to drop."""
 
-    def __init__(self, adj: Adjustments, connection: _Connection | None = None):
+    def __init__(self, adj: Adjustments, connection: _Connection):
         super().__init__(adj)
         self.started = time.time()  # waitress's clock for connections
         self.connection = connection
@@ -7244,7 +7244,7 @@ class _Request(HTTPRequestParser):
         if self.completed and self.error is not None and self.error.code == 413 and self.content_length:
             # What follows the headers is this body, not a next request.
             body = min(len(data) - consumed, self.content_length)
-            if self.connection is not None and self.content_length - body <= _LINGER_BYTES:
+            if self.content_length - body <= _LINGER_BYTES:
                 self.connection.unread = self.content_length - body
             consumed += body
         return consumed
@@ -7267,7 +7267,8 @@ class _Task(WSGITask):
 
 
 class _Connection(HTTPChannel):
-    """waitress's connection, with the parser and the task above, and no busy loop while a task writes.
+    """waitress's connection, with the parser and the task above, no busy loop while a task writes, and
+    the rest of a refused body read and dropped (see `received`).
 
     A task sends what it writes itself. While it does, waitress's loop sees
     the buffer hold data, wakes for the socket being writable, finds the
@@ -7295,8 +7296,7 @@ class _Connection(HTTPChannel):
         and again). Reading the body to its end lets it hear the 413.
         """
         if self.unread:
-            dropped = min(len(data), self.unread)
-            self.unread -= dropped
+            self.unread -= min(len(data), self.unread)
             self.last_activity = time.time()
             return True
         return super().received(data)

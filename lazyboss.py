@@ -39,6 +39,7 @@ import base64
 import bisect
 import codecs
 import errno
+import functools
 import hashlib
 import hmac
 import http.client
@@ -2018,6 +2019,175 @@ class _SQLiteEngine:
         busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         db.execute("PRAGMA incremental_vacuum").fetchall()
         return not busy
+
+
+_EVENT_CHANNELS = ("lazyboss_queue", "lazyboss_events")  # NOTIFY channels: a job may be claimable; the log grew
+_SCHEMA_LOCK = 0x6C7A6273  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
+
+
+@functools.lru_cache(maxsize=1024)
+def _format_placeholders(sql: str) -> str:
+    """The store's SQL (`?` placeholders) as psycopg takes it (`%s`, and a literal `%` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PostgresRow(tuple):
+    """A row read by position or by column name, as sqlite3.Row is."""
+
+    names: tuple[str, ...] = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self.names.index(key))
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        """The column names, in order."""
+        return list(self.names)
+
+
+def _postgres_rows(cursor: Any) -> Callable[[Any], _PostgresRow]:
+    """psycopg's row factory for `_PostgresRow`s of the cursor's columns."""
+    names = tuple(column.name for column in cursor.description or ())
+    row_type = type("_PostgresRow", (_PostgresRow,), {"names": names, "__slots__": ()})
+    return lambda values: row_type(values)
+
+
+class _PostgresConnection:
+    """A psycopg connection that the store uses as it uses its sqlite3 ones: `execute` with `?`
+    placeholders on the connection, rows by position or name, explicit BEGIN and COMMIT, `in_transaction`."""
+
+    def __init__(self, conn: Any):
+        self._conn = conn
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        """Run one statement; its cursor."""
+        return self._conn.execute(_format_placeholders(sql), parameters or None)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (BEGIN given, no COMMIT or ROLLBACK yet)."""
+        return self._conn.info.transaction_status != self._conn.info.transaction_status.IDLE
+
+    def notifies(self, timeout: float) -> Iterator[Any]:
+        """NOTIFY messages as they arrive, for at most `timeout` seconds."""
+        return self._conn.notifies(timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+class _PostgresEngine:
+    """What only PostgreSQL does for the store: the twin of `_SQLiteEngine` (a work in progress, see
+    "The PostgreSQL road" in the README), plus what replicas need: event ids numbered in commit order,
+    and NOTIFY for the wake-ups of other replicas."""
+
+    name = "postgresql"
+    begin_write = "BEGIN"
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def connect(self, address: str | None = None, uri: bool = False) -> _PostgresConnection:
+        """A new connection in autocommit mode (the store sends BEGIN and COMMIT itself)."""
+        try:
+            import psycopg
+        except ImportError:
+            raise StorageError("PostgreSQL needs psycopg: pip install 'lazyboss[postgres]'", "cannot_open") from None
+        try:
+            conn = psycopg.connect(address or self.url, autocommit=True, row_factory=_postgres_rows)
+        except psycopg.Error as error:  # its message may repeat the URL's password: only its kind is told
+            raise StorageError(f"cannot connect to PostgreSQL ({type(error).__name__})", "cannot_open") from None
+        return _PostgresConnection(conn)
+
+    @staticmethod
+    def prepare_writer(conn: _PostgresConnection) -> None:
+        """Nothing: each PostgreSQL connection is set up alike."""
+
+    @staticmethod
+    def lock_schema(db: _PostgresConnection) -> None:
+        """Serialise migrations across replicas, until the running transaction ends."""
+        db.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+
+    @staticmethod
+    def schema_version(db: _PostgresConnection) -> int:
+        """The number of migrations the database has had (0: none, not even the version's table)."""
+        if db.execute("SELECT to_regclass('lazyboss_schema')").fetchone()[0] is None:
+            return 0
+        return int(db.execute("SELECT version FROM lazyboss_schema").fetchone()[0])
+
+    @staticmethod
+    def set_schema_version(db: _PostgresConnection, version: int) -> None:
+        """Note the migrations had, in the running transaction."""
+        db.execute("CREATE TABLE IF NOT EXISTS lazyboss_schema (version INTEGER NOT NULL)")
+        db.execute("DELETE FROM lazyboss_schema")
+        db.execute("INSERT INTO lazyboss_schema (version) VALUES (?)", (version,))
+
+    @staticmethod
+    def prepare_new(writer: _PostgresConnection) -> None:
+        """Nothing before the first table."""
+
+    @staticmethod
+    def mark_as_ours(db: _PostgresConnection) -> None:
+        """Nothing: lazyboss's tables are its mark (`lazyboss_schema`)."""
+
+    @staticmethod
+    def checkpoint(db: _PostgresConnection) -> bool:
+        """Nothing: the server checkpoints its own WAL."""
+        return True
+
+    @staticmethod
+    def number_events(db: _PostgresConnection) -> None:
+        """Number the running transaction's events, just before it commits, in commit order.
+
+        The counter row stays locked until the commit: a concurrent writer
+        numbers its own only once this one is committed and visible, so every
+        id a follower sees is below every id committed after it, and no id is
+        skipped or used twice (ids are never reused: retention deletes events,
+        not the counter).
+        """
+        fresh = db.execute("SELECT count(*) FROM events WHERE id IS NULL").fetchone()[0]
+        if not fresh:
+            return
+        last = db.execute("UPDATE event_counter SET last = last + ? RETURNING last", (fresh,)).fetchone()[0]
+        db.execute(
+            """UPDATE events SET id = numbered.id
+               FROM (SELECT seq, ? + row_number() OVER (ORDER BY seq) AS id FROM events WHERE id IS NULL) AS numbered
+               WHERE events.seq = numbered.seq""",
+            (last - fresh,),
+        )
+
+    @staticmethod
+    def notify(db: _PostgresConnection, channel: str) -> None:
+        """Tell every replica, once the running transaction commits (never if it rolls back)."""
+        db.execute("SELECT pg_notify(?, '')", (channel,))
+
+    def listen(self, signals: dict[str, _Signal], stopping: threading.Event) -> threading.Thread:
+        """A thread firing the signal of each channel NOTIFY names, until `stopping` is set; a lost
+        connection is opened again after a pause (meanwhile the event feed's own look goes on)."""
+
+        def run() -> None:
+            while not stopping.is_set():
+                try:
+                    conn = self.connect()
+                    try:
+                        for channel in signals:
+                            conn.execute(f"LISTEN {channel}")
+                        for signal in signals.values():
+                            signal.fire()  # what happened while no one listened
+                        while not stopping.is_set():
+                            for message in conn.notifies(timeout=0.5):
+                                signals[message.channel].fire()
+                    finally:
+                        conn.close()
+                except Exception as error:  # noqa: BLE001 - the listener must outlive any failure
+                    _log.warning("PostgreSQL listener: %s; listening again in a second", type(error).__name__)
+                    stopping.wait(1.0)
+
+        thread = threading.Thread(target=run, name="lazyboss-listen", daemon=True)
+        thread.start()
+        return thread
 
 
 class Store:

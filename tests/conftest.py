@@ -1,13 +1,15 @@
 """Shared fixtures: a store on a temporary SQLite file, the app in-process, and a live server."""
 
 import signal
+import tempfile
 import threading
+import uuid
 
 import pytest
 import webtest
 
 import lazyboss
-from support import Client, ServerProcess, SmallDisk, WorkerProcess
+from support import Client, PostgresCluster, ServerProcess, SmallDisk, WorkerProcess, postgres_binaries
 
 TEST_TIME_LIMIT = 60
 
@@ -150,3 +152,27 @@ def small_disk(tmp_path):
     yield mount
     for disk in disks:
         disk.unmount()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throwaway PostgreSQL cluster for the session; skipped, saying why, without its programs."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[test]'")
+    binaries = postgres_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL's programs are missing: apt-get install -y postgresql")
+    # Not under pytest's own temporary directory: the `postgres` user may not enter root's.
+    cluster = PostgresCluster(binaries, tempfile.mkdtemp(prefix="lazyboss-postgres-")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster):
+    """A fresh, empty database of the session's cluster for one test."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex}"
+    with psycopg.connect(postgres_cluster.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return postgres_cluster.url(name)

@@ -5,6 +5,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -450,3 +451,46 @@ class NotifySocket:
         with suppress(OSError):
             while True:
                 self.received.append(self.socket.recv(4096).decode())
+
+
+def postgres_binaries():
+    """The directory of Debian's newest PostgreSQL server programs, or None."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda path: int(path.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster: `initdb` into a temporary directory as the `postgres` user (root
+    may not run it), listening on 127.0.0.1 at a free port; `stop` removes it."""
+
+    def __init__(self, binaries, directory):
+        self.binaries = Path(binaries)
+        self.directory = Path(directory)
+        self.port = free_port()
+
+    def _run(self, program, *arguments):
+        command = [str(self.binaries / program), *arguments]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+
+    def start(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        data = self.directory / "data"
+        self._run("initdb", "-D", str(data), "-U", "lazyboss", "--auth=trust", "-E", "UTF8", "--no-sync")
+        # fsync off: a test cluster need not survive the host's power loss, and CI's disk is shared.
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.directory}"
+            " -c fsync=off -c max_connections=200"
+        )
+        self._run("pg_ctl", "-D", str(data), "-w", "-l", str(self.directory / "log"), "-o", options, "start")
+        return self
+
+    def stop(self):
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-w", "-m", "immediate", "stop")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def url(self, database="postgres"):
+        return f"postgresql://lazyboss@127.0.0.1:{self.port}/{database}"

@@ -782,6 +782,203 @@ _MIGRATIONS: list = [
 ]
 
 
+# The PostgreSQL schema as of SQLite's migration 13 (one script, not SQLite's history). JSON stays text, as
+# SQLite keeps it (what a client sent is given back as SQLite gives it); the dialect casts it to jsonb where
+# SQL reads into it. Times are Unix seconds (double precision), read from the store's clock as on SQLite.
+_POSTGRES_SCHEMA = """
+CREATE TABLE submissions (
+    id BIGSERIAL PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    batch INTEGER NOT NULL,
+    jobs INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    id BIGSERIAL PRIMARY KEY,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('held', 'pending', 'processing', 'done', 'failed', 'cancelled')),
+    parameters TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    priority INTEGER NOT NULL,
+    run_at DOUBLE PRECISION NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    budget_start INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout DOUBLE PRECISION NOT NULL,
+    backoff_base DOUBLE PRECISION NOT NULL,
+    backoff_max DOUBLE PRECISION NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
+    assignee TEXT,
+    attempt INTEGER,
+    lease_expires_at DOUBLE PRECISION,
+    progress DOUBLE PRECISION,
+    schedule_tick TEXT UNIQUE,
+    submission BIGINT REFERENCES submissions (id),
+    claims TEXT,
+    claim_window DOUBLE PRECISION,
+    reserved_until DOUBLE PRECISION,
+    schedule TEXT
+);
+CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE status = 'processing';
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_type_queue ON jobs (type, priority DESC, run_at, id) WHERE status = 'pending';
+CREATE INDEX jobs_status ON jobs (status, id);
+CREATE INDEX jobs_submission ON jobs (submission) WHERE submission IS NOT NULL;
+CREATE INDEX jobs_open_queue ON jobs (status, priority DESC, run_at, id)
+    WHERE status = 'pending' AND reserved_until IS NULL;
+CREATE INDEX jobs_type_open_queue ON jobs (type, priority DESC, run_at, id)
+    WHERE status = 'pending' AND reserved_until IS NULL;
+CREATE INDEX jobs_reserved ON jobs (status, reserved_until) WHERE status = 'pending' AND reserved_until IS NOT NULL;
+CREATE INDEX jobs_schedule_pending ON jobs (schedule) WHERE schedule IS NOT NULL AND status = 'pending';
+CREATE TABLE attempts (
+    job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    id INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('processing', 'done', 'failed', 'expired', 'cancelled')),
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
+    result TEXT,
+    error TEXT,
+    PRIMARY KEY (job_id, id)
+);
+-- seq orders a transaction's events until `_PostgresEngine.number_events` gives them their ids at commit.
+CREATE TABLE events (
+    seq BIGSERIAL PRIMARY KEY,
+    id BIGINT UNIQUE,
+    job_id BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    job TEXT NOT NULL,
+    detail TEXT,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX events_unnumbered ON events (seq) WHERE id IS NULL;
+CREATE INDEX events_job ON events (job_id, id);
+CREATE INDEX events_results ON events (job_id, id) WHERE result IS NOT NULL;
+CREATE INDEX events_errors ON events (job_id, id) WHERE error IS NOT NULL;
+CREATE TABLE event_counter (last BIGINT NOT NULL);
+INSERT INTO event_counter (last) VALUES (0);
+CREATE TABLE types (
+    name TEXT PRIMARY KEY,
+    timeout DOUBLE PRECISION,
+    max_attempts INTEGER,
+    backoff_base DOUBLE PRECISION,
+    backoff_max DOUBLE PRECISION,
+    paused INTEGER NOT NULL DEFAULT 0,
+    updated_at DOUBLE PRECISION NOT NULL,
+    retain DOUBLE PRECISION,
+    parameters_schema TEXT,
+    result_schema TEXT,
+    labels TEXT,
+    claim_window DOUBLE PRECISION,
+    concurrency INTEGER
+);
+CREATE TABLE progress (
+    job_id BIGINT NOT NULL,
+    attempt_id INTEGER NOT NULL,
+    id BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (job_id, attempt_id, id),
+    FOREIGN KEY (job_id, attempt_id) REFERENCES attempts (job_id, id) ON DELETE CASCADE
+);
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'worker', 'client')),
+    hash TEXT NOT NULL UNIQUE,
+    created_at DOUBLE PRECISION NOT NULL,
+    last_used_at DOUBLE PRECISION
+);
+CREATE TABLE workers (name TEXT PRIMARY KEY, last_seen_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    every TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    next_run_at DOUBLE PRECISION NOT NULL,
+    last_run_at DOUBLE PRECISION,
+    last_job_id BIGINT,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    last_error TEXT
+);
+CREATE TABLE sessions (
+    hash TEXT PRIMARY KEY,
+    token TEXT NOT NULL REFERENCES tokens (name) ON DELETE CASCADE,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX sessions_token ON sessions (token);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+CREATE TABLE job_counts (
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    PRIMARY KEY (type, status)
+);
+CREATE TABLE type_versions (
+    type TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    settings TEXT,
+    changed TEXT NOT NULL,
+    changed_by TEXT NOT NULL,
+    changed_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (type, version)
+);
+CREATE TABLE job_claims (
+    job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    run_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (job_id, key, value)
+);
+CREATE INDEX job_claims_queue ON job_claims (key, value, priority DESC, run_at, job_id);
+-- SQLite's triggers jobs_counted_in/on/out and jobs_reserved_*, as one PL/pgSQL function each.
+CREATE FUNCTION lazyboss_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE job_counts SET number = number - 1 WHERE type = OLD.type AND status = OLD.status;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO job_counts (type, status, number) VALUES (NEW.type, NEW.status, 1)
+            ON CONFLICT (type, status) DO UPDATE SET number = job_counts.number + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_counted_in AFTER INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION lazyboss_count_jobs();
+CREATE TRIGGER jobs_counted_on AFTER UPDATE OF status ON jobs
+    FOR EACH ROW WHEN (OLD.status <> NEW.status) EXECUTE FUNCTION lazyboss_count_jobs();
+CREATE TRIGGER jobs_counted_out AFTER DELETE ON jobs FOR EACH ROW EXECUTE FUNCTION lazyboss_count_jobs();
+CREATE FUNCTION lazyboss_reserve_job() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'pending' AND NEW.claims IS NOT NULL THEN
+        UPDATE jobs SET reserved_until = NEW.run_at + COALESCE(NEW.claim_window, 'Infinity') WHERE id = NEW.id;
+        DELETE FROM job_claims WHERE job_id = NEW.id;
+        INSERT INTO job_claims (job_id, key, value, priority, run_at)
+            SELECT NEW.id, claim.key, COALESCE(choice.value, claim.value #>> '{}'), NEW.priority, NEW.run_at
+            FROM jsonb_each(NEW.claims::jsonb) AS claim
+            LEFT JOIN jsonb_array_elements_text(
+                CASE jsonb_typeof(claim.value) WHEN 'array' THEN claim.value END) AS choice (value) ON true;
+    ELSIF TG_OP = 'UPDATE' AND OLD.status = 'pending' AND NEW.status <> 'pending'
+            AND OLD.reserved_until IS NOT NULL THEN
+        UPDATE jobs SET reserved_until = NULL WHERE id = NEW.id;
+        DELETE FROM job_claims WHERE job_id = NEW.id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_reserved_at_submit AFTER INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION lazyboss_reserve_job();
+CREATE TRIGGER jobs_reserved_again AFTER UPDATE OF status, run_at ON jobs
+    FOR EACH ROW EXECUTE FUNCTION lazyboss_reserve_job();
+"""
+
+
 def _sql_statements(script: str) -> Iterator[str]:
     """The statements of an SQL script, one at a time (a trigger's body holds semicolons too)."""
     statement = ""
@@ -2061,8 +2258,10 @@ class _PostgresConnection:
         self._conn = conn
 
     def execute(self, sql: str, parameters: Any = ()) -> Any:
-        """Run one statement; its cursor."""
-        return self._conn.execute(_format_placeholders(sql), parameters or None)
+        """Run one statement (or, without parameters, a script); its cursor."""
+        if not parameters:  # psycopg reads no placeholders then, nor a doubled `%`
+            return self._conn.execute(sql)
+        return self._conn.execute(_format_placeholders(sql), parameters)
 
     @property
     def in_transaction(self) -> bool:

@@ -32,8 +32,10 @@ def test_the_schema_version_lives_in_its_own_table(engine):
 
 
 def test_rows_read_by_position_and_by_name_with_question_mark_placeholders(engine):
-    row = engine.connect().execute("SELECT ? AS answer, '100%' AS share", (42,)).fetchone()
+    db = engine.connect()
+    row = db.execute("SELECT ? AS answer, '100%' AS share", (42,)).fetchone()
     assert (row[0], row["answer"], row["share"], row.keys()) == (42, 42, "100%", ["answer", "share"])
+    assert db.execute("SELECT '100%' AS share").fetchone()["share"] == "100%"  # no parameters: no placeholders
 
 
 def test_a_bad_url_is_refused_without_repeating_its_password(postgres_cluster):
@@ -166,3 +168,24 @@ def test_claims_with_skip_locked_hand_each_job_out_exactly_once(engine):
     every = sorted(job for jobs in claimed.values() for job in jobs)
     assert every == list(range(1, 2001))  # none twice, none left
     assert len(claimed) > 1
+
+
+def test_the_schema_applies_and_its_triggers_keep_counts_and_claim_keys(engine):
+    db = engine.connect()
+    db.execute(lazyboss._POSTGRES_SCHEMA)
+    insert = """INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout, backoff_base,
+                                  backoff_max, created_at, updated_at, claims, claim_window)
+                VALUES ('t', 'pending', '{}', 0, 100, 3, 300, 1, 600, 100, 100, ?, ?) RETURNING id"""
+    plain = db.execute(insert, (None, None)).fetchone()[0]
+    claimed = db.execute(insert, ('{"zone": ["a", "b"], "gpu": "yes"}', 5)).fetchone()[0]
+    counts = "SELECT status, number FROM job_counts WHERE number > 0 ORDER BY status"
+    assert db.execute(counts).fetchall() == [("pending", 2)]
+    claim_keys = "SELECT key, value FROM job_claims WHERE job_id = ? ORDER BY key, value"
+    assert db.execute(claim_keys, (claimed,)).fetchall() == [("gpu", "yes"), ("zone", "a"), ("zone", "b")]
+    assert db.execute("SELECT reserved_until FROM jobs WHERE id = ?", (claimed,)).fetchone()[0] == 105
+    db.execute("UPDATE jobs SET status = 'processing' WHERE id IN (?, ?)", (plain, claimed))
+    assert db.execute(counts).fetchall() == [("processing", 2)]
+    assert db.execute(claim_keys, (claimed,)).fetchall() == []
+    assert db.execute("SELECT reserved_until FROM jobs WHERE id = ?", (claimed,)).fetchone()[0] is None
+    db.execute("DELETE FROM jobs WHERE id = ?", (plain,))
+    assert db.execute(counts).fetchall() == [("processing", 1)]

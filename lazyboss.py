@@ -990,63 +990,9 @@ def _sql_statements(script: str) -> Iterator[str]:
             statement = ""
 
 
-def _sql_time(column: str) -> str:
-    """SQL rendering a Unix-time column as RFC 3339 UTC with milliseconds."""
-    return f"strftime('%Y-%m-%dT%H:%M:%fZ', {column}, 'unixepoch')"
-
-
-# The public shapes of a job and an attempt, built by SQLite itself so that an
-# event's snapshot, a batch's answer and a GET all come from one definition.
-def _job_json(parameters: str, result: str, error: str) -> str:
-    """SQL for a job's public shape from a row of `jobs`, with these expressions for its large fields."""
-    return f"""json_object(
-    'id', CAST(id AS TEXT), 'type', type, 'status', status,
-    'parameters', {parameters}, 'result', {result}, 'error', {error},
-    'priority', priority, 'run_at', {_sql_time("run_at")}, 'attempts', attempts,
-    'max_attempts', max_attempts, 'timeout', timeout, 'created_at', {_sql_time("created_at")},
-    'updated_at', {_sql_time("updated_at")}, 'finished_at', {_sql_time("finished_at")},
-    'assignee', assignee, 'attempt', CAST(attempt AS TEXT), 'progress', progress,
-    'claims', json(claims), 'claim_window', claim_window)"""
-
-
-_JOB_JSON = _job_json("json(parameters)", "json(result)", "json(error)")
-# A claimed job as the worker gets it: `startedAt` is when its attempt began.
-_CLAIMED_JOB_JSON = f"json_set({_JOB_JSON}, '$.startedAt', {_sql_time('updated_at')})"
-
-
-def _recorded(field: str, job: str, up_to: str = "") -> str:
-    """SQL for the `result` or `error` (JSON text) that a job's events last recorded, up to event `up_to`."""
-    bound = f"AND change.id <= {up_to}" if up_to else ""
-    return f"""COALESCE((SELECT change.{field} FROM events AS change
-        WHERE change.job_id = {job} {bound} AND change.{field} IS NOT NULL ORDER BY change.id DESC LIMIT 1), 'null')"""
-
-
-# What an event stores (INSERT ... SELECT from `jobs`): the job without its large
-# fields, and its result and error only when they changed since its last event.
-_EVENT_COLUMNS = f"""{_job_json("NULL", "NULL", "NULL")},
-    NULLIF(COALESCE(jobs.result, 'null'), {_recorded("result", "jobs.id")}),
-    NULLIF(COALESCE(jobs.error, 'null'), {_recorded("error", "jobs.id")})"""
-# A new job's first event: it has no result or error yet, nor earlier events to compare with.
-_SUBMITTED_EVENT_COLUMNS = f"{_job_json('NULL', 'NULL', 'NULL')}, NULL, NULL"
-# An event's job as streams send it (from `events LEFT JOIN jobs`), as columns that `_Event.from_row` joins: its
-# small fields, and of the large ones only those the event set: all three with `submitted`, a result or an
-# error with the event that changed it. A follower of a 1 MB job gets its megabyte once, not with every
-# progress event; merging each event onto the job before rebuilds the job as it was then.
-_EVENT_JOB_JSON = """json_remove(events.job, '$.parameters', '$.result', '$.error') AS job,
-    CASE events.kind WHEN 'submitted' THEN json(jobs.parameters) END AS parameters,
-    CASE events.kind WHEN 'submitted' THEN IFNULL(json(events.result), 'null') ELSE json(events.result) END AS result,
-    CASE events.kind WHEN 'submitted' THEN IFNULL(json(events.error), 'null') ELSE json(events.error) END AS error"""
-_EVENT_CHANGES = ("parameters", "result", "error")
-_ATTEMPT_JSON = f"""json_object(
-    'id', CAST(id AS TEXT), 'job', CAST(job_id AS TEXT), 'worker', worker, 'status', status,
-    'started_at', {_sql_time("started_at")}, 'finished_at', {_sql_time("finished_at")},
-    'result', json(result), 'error', json(error))"""
-_SCHEDULE_JSON = f"""json_object(
-    'name', name, 'type', type, 'parameters', json(parameters), 'every', every, 'timezone', timezone,
-    'next_run_at', {_sql_time("next_run_at")}, 'last_run_at', {_sql_time("last_run_at")},
-    'last_job', CAST(last_job_id AS TEXT), 'last_error', json(last_error), 'created_at', {_sql_time("created_at")})"""
+# The queue, in SQL both engines speak.
 _QUEUE_ORDER = "ORDER BY priority DESC, run_at, id"
-_PAUSED_TYPES = "SELECT name FROM types WHERE paused"
+_PAUSED_TYPES = "SELECT name FROM types WHERE paused <> 0"
 _UNPAUSED = f"jobs.type NOT IN ({_PAUSED_TYPES})"
 # A type with a concurrency limit has a free slot while fewer of its jobs are processing (counted in
 # `job_counts`, which triggers keep in the same transaction: exact across threads and processes).
@@ -1057,73 +1003,321 @@ _HAS_ROOM = f"jobs.type NOT IN ({_FULL_TYPES})"
 _ROOM_LEFT = f"(SELECT concurrency - COALESCE({_PROCESSING}, 0) FROM types WHERE types.name = jobs.type)"
 _DUE = f"jobs.status = 'pending' AND jobs.run_at <= ? AND {_UNPAUSED} AND {_HAS_ROOM}"
 # Which jobs a claim may take: open ones (no claims, or their window passed), and those reserved for the
-# worker's labels. Each piece is found through its own index; `_next_jobs` takes the best of them.
+# worker's labels. Each piece is found through its own index; `next_jobs` takes the best of them.
 _OPEN = "jobs.reserved_until IS NULL"  # the indexes jobs_open_queue and jobs_type_open_queue
 _LAPSED = "jobs.reserved_until <= ?"  # the window passed, but the reaper has not opened the job yet: jobs_reserved
-# Every claim of the job satisfied by the labels `?` (a JSON object): the label's value is the claim's,
-# or one of the claim's list.
-_LABELS_MATCH = """NOT EXISTS (SELECT 1 FROM json_each(jobs.claims) AS claim
-    WHERE json_extract(?, '$."' || claim.key || '"') IS NULL
-    OR json_extract(?, '$."' || claim.key || '"') NOT IN
-        (SELECT value FROM json_each(CASE claim.type WHEN 'array' THEN claim.value
-                                     ELSE json_array(claim.value) END)))"""
+_EVENT_CHANGES = ("parameters", "result", "error")
+# The columns of a new job, as submitting gives them, with their SQL types.
+_JOB_COLUMNS = {
+    "type": "TEXT",
+    "status": "TEXT",
+    "parameters": "TEXT",
+    "priority": "INTEGER",
+    "run_at": "DOUBLE PRECISION",
+    "max_attempts": "INTEGER",
+    "timeout": "DOUBLE PRECISION",
+    "backoff_base": "DOUBLE PRECISION",
+    "backoff_max": "DOUBLE PRECISION",
+    "created_at": "DOUBLE PRECISION",
+    "updated_at": "DOUBLE PRECISION",
+    "submission": "BIGINT",
+    "schedule": "TEXT",
+    "schedule_tick": "TEXT",
+    "claims": "TEXT",
+    "claim_window": "DOUBLE PRECISION",
+}
 
 
-def _next_jobs(types: list[str] | None, labels: dict[str, str], now: float, limit: int) -> tuple[str, list]:
-    """SQL for the ids of the most urgent due jobs a worker may claim (at most `limit`), with its parameters.
+class _SQLiteSQL:
+    """The SQL that SQLite and PostgreSQL spell differently, as SQLite spells it.
 
-    Of any type, or of the given ones: then each type is looked up in its
-    own index and the best of their heads win, so a backlog of other types
-    is never scanned. Reserved jobs are looked up by each of the worker's
-    labels in `job_claims`, so jobs reserved for others are never read.
+    The primitives come first (static methods and two texts); `_PostgresSQL`
+    overrides them, and nothing else. The pieces the store's statements are
+    made of are built from them below: the public shapes of a job, an attempt
+    and a schedule (built by the database itself, so that an event's snapshot,
+    a batch's answer and a GET all come from one definition), what an event
+    stores and streams send, and the claim's queries. Each engine is one of
+    these (`store.engine`): the store's statements are the same text for both
+    but for what its engine gives.
     """
 
-    def head(where: str, order: str = _QUEUE_ORDER, source: str = "jobs") -> str:
-        return f"SELECT * FROM (SELECT jobs.id, jobs.priority, jobs.run_at FROM {source} WHERE {where} {order} LIMIT ?)"
+    # -- the primitives
 
-    heads, parameters = [], []
-    if types:
-        opened = " UNION ALL ".join([head(f"jobs.type = ? AND {_DUE} AND {_OPEN}")] * len(types))
-        heads.append(f"SELECT * FROM ({opened})")
-        parameters += [value for job_type in types for value in (job_type, now, limit)]
-        of_types = f"AND jobs.type IN ({', '.join('?' * len(types))})"
-    else:
-        heads.append(head(f"{_DUE} AND {_OPEN}"))
-        parameters += [now, limit]
-        of_types = ""
-    heads.append(head(f"{_DUE} AND {_LAPSED} {of_types}"))
-    parameters += [now, now, *(types or []), limit]
-    for key, value in labels.items():
-        heads.append(
-            head(
-                f"job_claims.key = ? AND job_claims.value = ? AND {_DUE} AND jobs.reserved_until > ? {of_types} "
-                f"AND {_LABELS_MATCH}",
-                "ORDER BY job_claims.priority DESC, job_claims.run_at, job_claims.job_id",
-                "job_claims CROSS JOIN jobs ON jobs.id = job_claims.job_id",  # CROSS: job_claims leads, in its order
-            )
+    @staticmethod
+    def time(column: str) -> str:
+        """SQL rendering a Unix-time column as RFC 3339 UTC with milliseconds."""
+        return f"strftime('%Y-%m-%dT%H:%M:%fZ', {column}, 'unixepoch')"
+
+    @staticmethod
+    def json(text: str) -> str:
+        """SQL for a column of JSON text as a JSON value (inside an object: not a string)."""
+        return f"json({text})"
+
+    building_objects = "json_object"  # the function building a JSON object from names and values
+    greatest = "MAX"  # the function giving the greatest of its arguments
+
+    def object(self, **members: str | None) -> str:
+        """SQL building a JSON object's text from its members' names and SQL values (None: left out)."""
+        pairs = (f"'{name}', {value}" for name, value in members.items() if value is not None)
+        return f"{self.building_objects}({', '.join(pairs)})"
+
+    @staticmethod
+    def member(document: str, name: str) -> str:
+        """SQL for the member `name` (a plain word) of a JSON object's text, as an SQL value."""
+        return f"json_extract({document}, '$.{name}')"
+
+    @staticmethod
+    def listed(sql_type: str, array: str = "?") -> str:
+        """A query of the items of a JSON array's text (numbers or strings, of `sql_type`), as `value`."""
+        return f"SELECT value FROM json_each({array})"
+
+    @staticmethod
+    def rows(columns: dict[str, str], array: str = "?") -> str:
+        """A query of a JSON array of arrays as rows: `ordinal`, their order, then `columns` (name: SQL type)."""
+        picked = "".join(f", json_extract(value, '$[{number}]') AS {name}" for number, name in enumerate(columns))
+        return f"SELECT key AS ordinal{picked} FROM json_each({array})"
+
+    @staticmethod
+    def members_of(document: str) -> str:
+        """A table of a JSON object's members, as `key` and `value` (text)."""
+        return f"json_each({document})"
+
+    @staticmethod
+    def claims_met(labels: dict[str, str]) -> tuple[str, list]:
+        """SQL true when `labels` meet every claim of the row of `jobs` (a label's value is the claim's, or
+        one of the claim's list), and its parameters."""
+        labels_json = _encode(labels)
+        return (
+            """NOT EXISTS (SELECT 1 FROM json_each(jobs.claims) AS claim
+            WHERE json_extract(?, '$."' || claim.key || '"') IS NULL
+            OR json_extract(?, '$."' || claim.key || '"') NOT IN
+                (SELECT value FROM json_each(CASE claim.type WHEN 'array' THEN claim.value
+                                             ELSE json_array(claim.value) END)))""",
+            [labels_json, labels_json],
         )
-        parameters += [key, value, now, now, *(types or []), _encode(labels), _encode(labels), limit]
-    return f"SELECT id FROM ({' UNION '.join(heads)}) {_QUEUE_ORDER} LIMIT ?", [*parameters, limit]
+
+    @staticmethod
+    def lock_claimable(ids: str) -> str:
+        """A query of the jobs (ids from the query `ids`) a claim takes: all of them here, where the one
+        writer claims alone."""
+        return ids
+
+    # What `events.job` holds (the job without its large fields), and what streams read of it.
+    stores_large_members = True  # their members are there, as nulls: old files have them filled in
+    small_event_job = "json_remove(events.job, '$.parameters', '$.result', '$.error')"
+
+    # -- the pieces built from them
+
+    def __init__(self) -> None:
+        json = self.json
+        self.job_json = self.job_view(json("parameters"), json("result"), json("error"))
+        # A claimed job as the worker gets it: `startedAt` is when its attempt began.
+        self.claimed_job_json = self.job_view(
+            json("parameters"), json("result"), json("error"), startedAt=self.time("updated_at")
+        )
+        # A job in flight on the status page: with when its attempt began.
+        self.running_job_json = self.job_view(
+            json("parameters"),
+            json("result"),
+            json("error"),
+            started_at=f"(SELECT {self.time('started_at')} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)",
+        )
+        # What an event stores (INSERT ... SELECT from `jobs`): the job without its large fields, and its
+        # result and error only when they changed since its last event.
+        large = "NULL" if self.stores_large_members else None
+        small = self.job_view(large, large, large)
+        self.event_columns = f"""{small},
+            NULLIF(COALESCE(jobs.result, 'null'), {self.recorded("result", "jobs.id")}),
+            NULLIF(COALESCE(jobs.error, 'null'), {self.recorded("error", "jobs.id")})"""
+        # A new job's first event: it has no result or error yet, nor earlier events to compare with.
+        self.submitted_event_columns = f"{small}, NULL, NULL"
+        # An event's job as streams send it (from `events LEFT JOIN jobs`), as columns that `_Event.from_row`
+        # joins: its small fields, and of the large ones only those the event set: all three with `submitted`,
+        # a result or an error with the event that changed it. A follower of a 1 MB job gets its megabyte
+        # once, not with every progress event; merging each event onto the job before rebuilds the job as
+        # it was then.
+        self.event_job_json = f"""{self.small_event_job} AS job,
+            CASE events.kind WHEN 'submitted' THEN {json("jobs.parameters")} END AS parameters,
+            CASE events.kind WHEN 'submitted' THEN COALESCE({json("events.result")}, 'null')
+                ELSE {json("events.result")} END AS result,
+            CASE events.kind WHEN 'submitted' THEN COALESCE({json("events.error")}, 'null')
+                ELSE {json("events.error")} END AS error"""
+        self.attempt_json = self.object(
+            id="CAST(id AS TEXT)",
+            job="CAST(job_id AS TEXT)",
+            worker="worker",
+            status="status",
+            started_at=self.time("started_at"),
+            finished_at=self.time("finished_at"),
+            result=json("result"),
+            error=json("error"),
+        )
+        self.schedule_json = self.object(
+            name="name",
+            type="type",
+            parameters=json("parameters"),
+            every="every",
+            timezone="timezone",
+            next_run_at=self.time("next_run_at"),
+            last_run_at=self.time("last_run_at"),
+            last_job="CAST(last_job_id AS TEXT)",
+            last_error=json("last_error"),
+            created_at=self.time("created_at"),
+        )
+
+    def job_view(self, parameters: str | None, result: str | None, error: str | None, **more: str) -> str:
+        """SQL for a job's public shape from a row of `jobs`, with these expressions for its large fields
+        (None: left out) and `more` members at its end."""
+        time = self.time
+        return self.object(
+            id="CAST(id AS TEXT)",
+            type="type",
+            status="status",
+            parameters=parameters,
+            result=result,
+            error=error,
+            priority="priority",
+            run_at=time("run_at"),
+            attempts="attempts",
+            max_attempts="max_attempts",
+            timeout="timeout",
+            created_at=time("created_at"),
+            updated_at=time("updated_at"),
+            finished_at=time("finished_at"),
+            assignee="assignee",
+            attempt="CAST(attempt AS TEXT)",
+            progress="progress",
+            claims=self.json("claims"),
+            claim_window="claim_window",
+            **more,
+        )
+
+    @staticmethod
+    def recorded(field: str, job: str, up_to: str = "") -> str:
+        """SQL for the `result` or `error` (JSON text) that a job's events last recorded, up to event `up_to`."""
+        bound = f"AND change.id <= {up_to}" if up_to else ""
+        return f"""COALESCE((SELECT change.{field} FROM events AS change
+            WHERE change.job_id = {job} {bound} AND change.{field} IS NOT NULL
+            ORDER BY change.id DESC LIMIT 1), 'null')"""
+
+    def next_jobs(self, types: list[str] | None, labels: dict[str, str], now: float, limit: int) -> tuple[str, list]:
+        """SQL for the ids of the most urgent due jobs a worker may claim (at most `limit`), with its parameters.
+
+        Of any type, or of the given ones: then each type is looked up in its
+        own index and the best of their heads win, so a backlog of other types
+        is never scanned. Reserved jobs are looked up by each of the worker's
+        labels in `job_claims`, so jobs reserved for others are never read.
+        """
+
+        def head(where: str, order: str = _QUEUE_ORDER, source: str = "jobs") -> str:
+            return (
+                f"SELECT * FROM (SELECT jobs.id, jobs.priority, jobs.run_at FROM {source} WHERE {where} {order} "
+                "LIMIT ?) AS head"
+            )
+
+        heads, parameters = [], []
+        if types:
+            opened = " UNION ALL ".join([head(f"jobs.type = ? AND {_DUE} AND {_OPEN}")] * len(types))
+            heads.append(f"SELECT * FROM ({opened}) AS opened")
+            parameters += [value for job_type in types for value in (job_type, now, limit)]
+            of_types = f"AND jobs.type IN ({', '.join('?' * len(types))})"
+        else:
+            heads.append(head(f"{_DUE} AND {_OPEN}"))
+            parameters += [now, limit]
+            of_types = ""
+        heads.append(head(f"{_DUE} AND {_LAPSED} {of_types}"))
+        parameters += [now, now, *(types or []), limit]
+        claims_met, met_parameters = self.claims_met(labels)
+        for key, value in labels.items():
+            heads.append(
+                head(
+                    f"job_claims.key = ? AND job_claims.value = ? AND {_DUE} AND jobs.reserved_until > ? {of_types} "
+                    f"AND {claims_met}",
+                    "ORDER BY job_claims.priority DESC, job_claims.run_at, job_claims.job_id",
+                    # CROSS: job_claims leads, in its order
+                    "job_claims CROSS JOIN jobs ON jobs.id = job_claims.job_id",
+                )
+            )
+            parameters += [key, value, now, now, *(types or []), *met_parameters, limit]
+        return f"SELECT id FROM ({' UNION '.join(heads)}) AS heads {_QUEUE_ORDER} LIMIT ?", [*parameters, limit]
+
+    def claimable(
+        self, types: list[str] | None, labels: dict[str, str], now: float, limit: int, budget: int
+    ) -> tuple[str, list]:
+        """SQL for the ids of the jobs a claim takes, with its parameters: `next_jobs`'s, no more of a type
+        than it has free slots, and up to the one whose parameters fill `budget` bytes (the first is always
+        taken), so that a batch of large jobs stays about that size."""
+        query, parameters = self.next_jobs(types, labels, now, limit)
+        return (
+            self.lock_claimable(
+                f"""SELECT id FROM (SELECT id, SUM(length(parameters)) OVER ({_QUEUE_ORDER}) - length(parameters)
+                    AS before, ROW_NUMBER() OVER (PARTITION BY type {_QUEUE_ORDER}) AS nth, {_ROOM_LEFT} AS room
+                FROM jobs WHERE id IN ({query})) AS fitting WHERE before < ? AND (room IS NULL OR nth <= room)"""
+            ),
+            [*parameters, budget],
+        )
 
 
-def _claimable(
-    types: list[str] | None, labels: dict[str, str], now: float, limit: int, budget: int
-) -> tuple[str, list]:
-    """SQL for the ids of the jobs a claim takes, with its parameters: `_next_jobs`'s, no more of a type
-    than it has free slots, and up to the one whose parameters fill `budget` bytes (the first is always
-    taken), so that a batch of large jobs stays about that size."""
-    query, parameters = _next_jobs(types, labels, now, limit)
-    return (
-        f"""SELECT id FROM (SELECT id, SUM(length(parameters)) OVER ({_QUEUE_ORDER}) - length(parameters) AS before,
-            ROW_NUMBER() OVER (PARTITION BY type {_QUEUE_ORDER}) AS nth, {_ROOM_LEFT} AS room
-        FROM jobs WHERE id IN ({query})) WHERE before < ? AND (room IS NULL OR nth <= room)""",
-        [*parameters, budget],
-    )
+class _PostgresSQL(_SQLiteSQL):
+    """The SQL that PostgreSQL spells its own way: `_SQLiteSQL`'s primitives, in PostgreSQL's words.
 
+    JSON is kept as text, as on SQLite (what a client sent is given back as
+    it came), and read as `json` where SQL looks into it; `json` (not `jsonb`)
+    keeps a job's members in their order.
+    """
 
-# The jobs of a list of ids (a JSON array: one parameter however long), in the list's order.
-_LISTED_JOBS = "(SELECT key AS listed_rank, value AS listed_id FROM json_each(?)) JOIN jobs ON jobs.id = listed_id"
-_LISTED_ORDER = "ORDER BY listed_rank"
+    @staticmethod
+    def time(column: str) -> str:
+        return f"""to_char(to_timestamp({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+    @staticmethod
+    def json(text: str) -> str:
+        return f"CAST({text} AS json)"
+
+    building_objects = "json_build_object"  # read back as text: see `_PostgresEngine.connect`
+    greatest = "GREATEST"
+
+    @staticmethod
+    def member(document: str, name: str) -> str:
+        return f"(CAST({document} AS json) ->> '{name}')"
+
+    @staticmethod
+    def listed(sql_type: str, array: str = "?") -> str:
+        return f"SELECT CAST(value AS {sql_type}) AS value FROM json_array_elements_text(CAST({array} AS json))"
+
+    @staticmethod
+    def rows(columns: dict[str, str], array: str = "?") -> str:
+        picked = "".join(
+            f", CAST(item ->> {number} AS {sql_type}) AS {name}"
+            for number, (name, sql_type) in enumerate(columns.items())
+        )
+        items = f"json_array_elements(CAST({array} AS json)) WITH ORDINALITY AS listed (item, ordinal)"
+        return f"SELECT ordinal{picked} FROM {items}"
+
+    @staticmethod
+    def members_of(document: str) -> str:
+        return f"json_each_text(CAST({document} AS json))"
+
+    @staticmethod
+    def claims_met(labels: dict[str, str]) -> tuple[str, list]:
+        return (
+            """NOT EXISTS (SELECT 1 FROM jsonb_each(CAST(jobs.claims AS jsonb)) AS claim
+            WHERE NOT CASE jsonb_typeof(claim.value) WHEN 'array' THEN claim.value
+                          ELSE jsonb_build_array(claim.value) END
+                @> jsonb_build_array(CAST(? AS jsonb) -> claim.key))""",
+            [_encode(labels)],
+        )
+
+    @staticmethod
+    def lock_claimable(ids: str) -> str:
+        # Replicas claim concurrently: each takes the rows it locks first and passes over those another
+        # holds. Locking checks the row again as it is once locked, so a job claimed and committed
+        # meanwhile (no longer pending) is not taken twice.
+        return f"SELECT id FROM jobs WHERE id IN ({ids}) AND status = 'pending' FOR UPDATE SKIP LOCKED"
+
+    # A new database: events store the job without its large members at all.
+    stores_large_members = False
+    small_event_job = "events.job"
 
 
 # --------------------------------------------------------------------------
@@ -1677,7 +1871,7 @@ class _Event:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> _Event:
-        """From a row of `id, job_id, type, kind, at, detail` and the columns of `_EVENT_JOB_JSON`."""
+        """From a row of `id, job_id, type, kind, at, detail` and the columns of the engine's `event_job_json`."""
         changes = {field: row[field] for field in _EVENT_CHANGES if row[field] is not None}
         job = _with_members(row["job"], changes)
         detail = "" if row["detail"] is None else f',"detail":{row["detail"]}'
@@ -2152,11 +2346,12 @@ class _Claim:
         return f"/jobs/{self.job}/attempts/{self.attempt}"
 
 
-class _SQLiteEngine:
-    """What only SQLite does for the store: how a connection is opened and set up (WAL mode, the sync
-    level, foreign keys), how a write transaction begins, where the schema's version and the file's
-    mark live, and folding the WAL back into the file. The Store reaches SQLite's own statements only
-    through this object: a second engine is a twin of it (see "The PostgreSQL road" in the README).
+class _SQLiteEngine(_SQLiteSQL):
+    """What only SQLite does for the store: its SQL (`_SQLiteSQL`), how a connection is opened and set
+    up (WAL mode, the sync level, foreign keys), how a write transaction begins, where the schema's
+    version and the file's mark live, and folding the WAL back into the file. The Store reaches SQLite's
+    own statements only through this object; `_PostgresEngine` is its twin (see "The PostgreSQL road"
+    in the README).
     """
 
     name = "sqlite"
@@ -2166,6 +2361,7 @@ class _SQLiteEngine:
     def __init__(self, sync: str):
         if sync not in ("full", "normal"):
             raise ValueError("sync must be 'full' or 'normal'")
+        super().__init__()
         self.sync = sync
 
     def connect(self, address: str, uri: bool = False) -> sqlite3.Connection:
@@ -2277,7 +2473,7 @@ class _PostgresConnection:
         self._conn.close()
 
 
-class _PostgresEngine:
+class _PostgresEngine(_PostgresSQL):
     """What only PostgreSQL does for the store: the twin of `_SQLiteEngine` (a work in progress, see
     "The PostgreSQL road" in the README), plus what replicas need: event ids numbered in commit order,
     and NOTIFY for the wake-ups of other replicas."""
@@ -2286,6 +2482,7 @@ class _PostgresEngine:
     begin_write = "BEGIN"
 
     def __init__(self, url: str):
+        super().__init__()
         self.url = url
 
     def connect(self, address: str | None = None, uri: bool = False) -> _PostgresConnection:
@@ -2867,15 +3064,13 @@ class Store:
         """Append an event for each (job id, kind), in this order, with what changed in the job (and `detail`)."""
         if not changes:
             return
+        changed = self.engine.rows({"changed_id": "BIGINT", "kind": "TEXT"})
         recorded = db.execute(
             f"""INSERT INTO events (job_id, type, kind, at, detail, job, result, error)
-                SELECT id, type, json_extract(?, '$[' || listed_rank || ']'), updated_at, ?, {_EVENT_COLUMNS}
-                FROM {_LISTED_JOBS} {_LISTED_ORDER} RETURNING type, kind""",
-            (
-                _encode([kind for _, kind in changes]),
-                None if detail is None else _encode(detail),
-                _encode([job_id for job_id, _ in changes]),
-            ),
+                SELECT id, type, changed.kind, updated_at, ?, {self.engine.event_columns}
+                FROM ({changed}) AS changed JOIN jobs ON jobs.id = changed.changed_id ORDER BY changed.ordinal
+                RETURNING type, kind""",
+            (None if detail is None else _encode(detail), _encode(changes)),
         ).fetchall()
         for (job_type, kind), number in Counter(map(tuple, recorded)).items():
             if kind in _EVENT_COUNTERS:
@@ -2891,13 +3086,15 @@ class Store:
             else:
                 self._log_committed(level, "%d jobs %s: %s%s", len(ids), kind, _id_ranges(ids), extra)
 
-    @staticmethod
-    def _views(db: sqlite3.Connection, ids: list[int], shape: str = _JOB_JSON) -> dict[int, str]:
-        """The views of these jobs (as `shape` builds them) as JSON texts, by id."""
+    def _views(self, db: sqlite3.Connection, ids: list[int], shape: str | None = None) -> dict[int, str]:
+        """The views of these jobs (as `shape` builds them, the job's JSON by default) as JSON texts, by id."""
         if not ids:
             return {}
         return dict(
-            db.execute(f"SELECT id, {shape} FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (_encode(ids),))
+            db.execute(
+                f"SELECT id, {shape or self.engine.job_json} FROM jobs WHERE id IN ({self.engine.listed('BIGINT')})",
+                (_encode(ids),),
+            )
         )
 
     def _committed(self, queue_changed: bool) -> None:
@@ -2965,7 +3162,9 @@ class Store:
                             "resend that same submission, or use a new key",
                             "key_reused",
                         )
-                    rows = db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE submission = ? ORDER BY id", (known["id"],))
+                    rows = db.execute(
+                        f"SELECT {self.engine.job_json} FROM jobs WHERE submission = ? ORDER BY id", (known["id"],)
+                    )
                     views = [row[0] for row in rows]
                     if len(views) < known["jobs"]:
                         raise Conflict(
@@ -2976,13 +3175,13 @@ class Store:
                         )
                     return views
                 submission = db.execute(
-                    "INSERT INTO submissions (key, batch, jobs) VALUES (?, ?, ?)",
+                    "INSERT INTO submissions (key, batch, jobs) VALUES (?, ?, ?) RETURNING id",
                     (idempotency_key, batch, len(specs)),
-                ).lastrowid
+                ).fetchone()[0]
             ids = self._insert_jobs(db, specs, submission=submission)
-            views = [row[0] for row in db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id >= ? ORDER BY id", (ids[0],))]
+            views = self._views(db, ids)
         self._committed(queue_changed=True)
-        return views
+        return [views[job_id] for job_id in ids]
 
     def _insert_jobs(
         self,
@@ -3032,26 +3231,23 @@ class Store:
                     spec.claim_window if spec.claim_window is not None else claim_window,
                 )
             )
-        newest_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
         # One statement for the lot (the rows as one JSON array): far cheaper than one per job, triggers and all.
-        columns = ", ".join(f"json_extract(value, '$[{number}]')" for number in range(len(rows[0])))
-        db.execute(
-            f"""INSERT INTO jobs (type, status, parameters, priority, run_at, max_attempts, timeout,
-                    backoff_base, backoff_max, created_at, updated_at, submission, schedule, schedule_tick, claims,
-                    claim_window)
-                SELECT {columns} FROM json_each(?) ORDER BY key""",
+        inserted = db.execute(
+            f"""INSERT INTO jobs ({", ".join(_JOB_COLUMNS)})
+                SELECT {", ".join(_JOB_COLUMNS)} FROM ({self.engine.rows(_JOB_COLUMNS)}) AS submitted
+                ORDER BY ordinal RETURNING id""",
             (_encode(rows),),
-        )
-        # Ids only grow (AUTOINCREMENT), so the new jobs are those above the old maximum.
+        ).fetchall()
+        ids = sorted(row[0] for row in inserted)
         recorded = db.execute(
             f"""INSERT INTO events (job_id, type, kind, at, job, result, error)
-                SELECT id, type, 'submitted', updated_at, {_SUBMITTED_EVENT_COLUMNS} FROM jobs WHERE id > ?
+                SELECT id, type, 'submitted', updated_at, {self.engine.submitted_event_columns}
+                FROM jobs WHERE id IN ({self.engine.listed("BIGINT")}) ORDER BY id
                 RETURNING job_id, type""",
-            (newest_before,),
+            (_encode(ids),),
         ).fetchall()
         for job_type, number in Counter(row["type"] for row in recorded).items():
             self._count("jobs_submitted", job_type, number)
-        ids = sorted(row["job_id"] for row in recorded)
         self._log_committed(logging.INFO, "job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
         return ids
 
@@ -3060,7 +3256,8 @@ class Store:
     def follow_job(self, job_id: str) -> tuple[str, str, int]:
         """A job's view as JSON text, its status and the id of its latest event (0 if none), read as one."""
         row = self.db.execute(
-            f"SELECT {_JOB_JSON}, status, (SELECT MAX(id) FROM events WHERE job_id = jobs.id) FROM jobs WHERE id = ?",
+            f"""SELECT {self.engine.job_json}, status, (SELECT MAX(id) FROM events WHERE job_id = jobs.id)
+                FROM jobs WHERE id = ?""",
             (_parse_id(job_id, "job"),),
         ).fetchone()
         if row is None:
@@ -3070,8 +3267,9 @@ class Store:
     def large_fields_at(self, job_id: str, event_id: int) -> dict[str, str]:
         """A job's parameters, result and error (JSON texts) as they were at one of its events."""
         row = self.db.execute(
-            f"""SELECT COALESCE(json(parameters), 'null'), {_recorded("result", "jobs.id", "?")},
-                   {_recorded("error", "jobs.id", "?")} FROM jobs WHERE id = ?""",
+            f"""SELECT COALESCE({self.engine.json("parameters")}, 'null'),
+                   {self.engine.recorded("result", "jobs.id", "?")}, {self.engine.recorded("error", "jobs.id", "?")}
+                FROM jobs WHERE id = ?""",
             (event_id, event_id, _parse_id(job_id, "job")),
         ).fetchone()
         if row is None:
@@ -3080,7 +3278,9 @@ class Store:
 
     def get_job(self, job_id: str) -> dict:
         """One job's view, or NotFound."""
-        row = self.db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id = ?", (_parse_id(job_id, "job"),)).fetchone()
+        row = self.db.execute(
+            f"SELECT {self.engine.job_json} FROM jobs WHERE id = ?", (_parse_id(job_id, "job"),)
+        ).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id}")
         return json.loads(row[0])
@@ -3115,7 +3315,7 @@ class Store:
         while True:
             clause, values = below(before)
             rows = self.db.execute(
-                f"SELECT id, {_JOB_JSON} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*values, limit)
+                f"SELECT id, {self.engine.job_json} FROM jobs {clause} ORDER BY id DESC LIMIT ?", (*values, limit)
             )
             page = self._within_budget(rows, lambda row: len(row[1]))
             views = [row[1] for row in page]
@@ -3136,7 +3336,9 @@ class Store:
         """A job's attempts, oldest first."""
         with self.snapshot() as db:
             row = self._job_row(db, job_id)
-            rows = db.execute(f"SELECT {_ATTEMPT_JSON} FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],))
+            rows = db.execute(
+                f"SELECT {self.engine.attempt_json} FROM attempts WHERE job_id = ? ORDER BY id", (row["id"],)
+            )
             return [json.loads(attempt[0]) for attempt in rows]
 
     def get_attempt(self, job_id: str, attempt_id: str) -> dict:
@@ -3144,7 +3346,8 @@ class Store:
         with self.snapshot() as db:
             row = self._attempt_row(db, job_id, attempt_id)
             view = db.execute(
-                f"SELECT {_ATTEMPT_JSON} FROM attempts WHERE job_id = ? AND id = ?", (row["job_id"], row["id"])
+                f"SELECT {self.engine.attempt_json} FROM attempts WHERE job_id = ? AND id = ?",
+                (row["job_id"], row["id"]),
             ).fetchone()
         return json.loads(view[0])
 
@@ -3183,7 +3386,7 @@ class Store:
             limited = db.execute("SELECT EXISTS (SELECT 1 FROM types WHERE concurrency IS NOT NULL)").fetchone()[0]
             # A batch that a type's slots cut short looks again, among the types that still have room.
             while len(rows) < limit and budget > 0:
-                claimable, parameters = _claimable(types, labels or {}, now, limit - len(rows), budget)
+                claimable, parameters = self.engine.claimable(types, labels or {}, now, limit - len(rows), budget)
                 taken = db.execute(
                     f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
                            attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
@@ -3202,12 +3405,12 @@ class Store:
             ids = [row["id"] for row in rows]
             db.execute(
                 f"""INSERT INTO attempts (job_id, id, worker, status, started_at)
-                    SELECT id, attempt, ?, 'processing', ? FROM {_LISTED_JOBS}""",
+                    SELECT id, attempt, ?, 'processing', ? FROM jobs WHERE id IN ({self.engine.listed("BIGINT")})""",
                 (worker, now, _encode(ids)),
             )
             context = {"attempt": rows[0]["attempt"]} if len(rows) == 1 else {}
             self._record_all(db, [(job_id, "claimed") for job_id in ids], worker=worker, **context)
-            views = self._views(db, ids, _CLAIMED_JOB_JSON)
+            views = self._views(db, ids, self.engine.claimed_job_json)
         self._committed(queue_changed=False)
         return [_Claim(str(row["id"]), str(row["attempt"]), views[row["id"]]) for row in rows]
 
@@ -3225,7 +3428,7 @@ class Store:
         types = self._types_to_read(db, types)
         if types == []:
             return float("inf")
-        query, parameters = _next_jobs(types, labels or {}, now, 1)
+        query, parameters = self.engine.next_jobs(types, labels or {}, now, 1)
         if db.execute(query, parameters).fetchone():
             return 0.0  # the claim's own query: found through the queue's indexes
         waiting = f"jobs.status = 'pending' AND {_UNPAUSED} AND {_HAS_ROOM}"
@@ -3299,10 +3502,9 @@ class Store:
                     )
                 ]
             )
-            db.execute("DELETE FROM job_claims WHERE job_id IN (SELECT value FROM json_each(?))", (lapsed,))
-            return db.execute(
-                "UPDATE jobs SET reserved_until = NULL WHERE id IN (SELECT value FROM json_each(?))", (lapsed,)
-            ).rowcount
+            listed = self.engine.listed("BIGINT")
+            db.execute(f"DELETE FROM job_claims WHERE job_id IN ({listed})", (lapsed,))
+            return db.execute(f"UPDATE jobs SET reserved_until = NULL WHERE id IN ({listed})", (lapsed,)).rowcount
 
     def release_claims(self, claims: list[_Claim]) -> None:
         """Put jobs back at once when the answer to their claim never left: the worker was gone before it knew.
@@ -3496,8 +3698,8 @@ class Store:
             fresh = []
             for item in items:
                 inserted = db.execute(
-                    """INSERT OR IGNORE INTO progress (job_id, attempt_id, id, event, data, at)
-                       VALUES (?, ?, ?, ?, ?, ?)""",
+                    """INSERT INTO progress (job_id, attempt_id, id, event, data, at)
+                       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
                     (job["id"], attempt["id"], item.id, item.event, item.data, now),
                 ).rowcount
                 if inserted:
@@ -3541,7 +3743,7 @@ class Store:
 
     def events_after(self, after: int, jobs: list[str], types: list[str], limit: int = 500) -> list[_Event]:
         """Events newer than `after`, oldest first, of these jobs and types, each with its job as the
-        event changed it (see `_EVENT_JOB_JSON`).
+        event changed it (see the engine's `event_job_json`).
 
         At most `limit` of them and about _WRITE_BUDGET bytes (one at least):
         a replay of large jobs is read and sent a bounded piece at a time.
@@ -3556,7 +3758,7 @@ class Store:
             args += types
         rows = self.db.execute(
             f"""SELECT events.id, events.job_id, events.type, events.kind, events.at, events.detail,
-                    {_EVENT_JOB_JSON}
+                    {self.engine.event_job_json}
                 FROM events LEFT JOIN jobs ON jobs.id = events.job_id
                 WHERE {" AND ".join(where)} ORDER BY events.id LIMIT ?""",
             (*args, limit),
@@ -3603,32 +3805,30 @@ class Store:
         self._committed(queue_changed=freed)
         return view
 
-    @staticmethod
-    def _limits_any(db: sqlite3.Connection, job_types: set[str]) -> bool:
+    def _limits_any(self, db: sqlite3.Connection, job_types: set[str]) -> bool:
         """Whether one of these types has a concurrency limit: a job of it that stops processing frees a
         slot, and the caller wakes waiting workers for it."""
         return (
             bool(job_types)
             and db.execute(
-                """SELECT EXISTS (SELECT 1 FROM types
-                   WHERE concurrency IS NOT NULL AND name IN (SELECT value FROM json_each(?)))""",
+                f"""SELECT EXISTS (SELECT 1 FROM types
+                   WHERE concurrency IS NOT NULL AND name IN ({self.engine.listed("TEXT")}))""",
                 (_encode(sorted(job_types)),),
             ).fetchone()[0]
-            == 1
         )
 
     def _cancel(self, db: sqlite3.Connection, ids: list[int], now: float, detail: Any = None, **context: Any) -> None:
         """Cancel these jobs (held, pending or processing: the caller checked) and their running attempts, each
         with a `cancelled` event, in the running transaction."""
-        listed = _encode(ids)
+        listed, ids_listed = _encode(ids), self.engine.listed("BIGINT")
         db.execute(
-            """UPDATE attempts SET status = 'cancelled', finished_at = ? WHERE (job_id, id) IN (SELECT id, attempt
-                   FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = 'processing')""",
+            f"""UPDATE attempts SET status = 'cancelled', finished_at = ? WHERE (job_id, id) IN (SELECT id, attempt
+                   FROM jobs WHERE id IN ({ids_listed}) AND status = 'processing')""",
             (now, listed),
         )
         db.execute(
-            """UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_expires_at = NULL
-               WHERE id IN (SELECT value FROM json_each(?))""",
+            f"""UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_expires_at = NULL
+               WHERE id IN ({ids_listed})""",
             (now, now, listed),
         )
         self._record_all(db, [(job_id, "cancelled") for job_id in ids], detail, **context)
@@ -3695,8 +3895,14 @@ class Store:
     def list_tokens(self) -> list[dict]:
         """Every token's name, role and times; never a secret."""
         rows = self.db.execute(
-            f"""SELECT json_object('name', name, 'role', role, 'created_at', {_sql_time("created_at")},
-                   'last_used_at', {_sql_time("last_used_at")}) FROM tokens ORDER BY name"""
+            f"""SELECT {
+                self.engine.object(
+                    name="name",
+                    role="role",
+                    created_at=self.engine.time("created_at"),
+                    last_used_at=self.engine.time("last_used_at"),
+                )
+            } FROM tokens ORDER BY name"""
         )
         return [json.loads(row[0]) for row in rows]
 
@@ -3803,7 +4009,7 @@ class Store:
         with self.transaction() as db:
             now = self.clock()
             before = self.type_settings(db, name)
-            db.execute("INSERT OR IGNORE INTO types (name, updated_at) VALUES (?, ?)", (name, now))
+            db.execute("INSERT INTO types (name, updated_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, now))
             for column, value in columns.items():
                 db.execute(f"UPDATE types SET {column} = ? WHERE name = ?", (value, name))
             after = self.type_settings(db, name)
@@ -3850,8 +4056,15 @@ class Store:
     def type_versions(self, name: str) -> list[dict]:
         """Every version of a type's settings, oldest first; NotFound for a type that never had one."""
         rows = self.db.execute(
-            f"""SELECT json_object('version', version, 'changed_by', changed_by,
-                   'changed_at', {_sql_time("changed_at")}, 'changed', json(changed), 'settings', json(settings))
+            f"""SELECT {
+                self.engine.object(
+                    version="version",
+                    changed_by="changed_by",
+                    changed_at=self.engine.time("changed_at"),
+                    changed=self.engine.json("changed"),
+                    settings=self.engine.json("settings"),
+                )
+            }
                 FROM type_versions WHERE type = ? ORDER BY version""",
             (name,),
         ).fetchall()
@@ -3873,13 +4086,17 @@ class Store:
     def list_types(self, labels: dict[str, str] | None = None) -> list[dict]:
         """Every configured type or type with jobs, with settings and counts; with `labels`, only the
         configured types that carry all of them."""
-        matching = "EXISTS (SELECT 1 FROM json_each(types.labels) WHERE key = wanted.key AND value = wanted.value)"
+        matching = (
+            f"EXISTS (SELECT 1 FROM {self.engine.members_of('types.labels')} AS label "
+            "WHERE label.key = wanted.key AND label.value = wanted.value)"
+        )
         with self.snapshot() as db:
             counts = self.count_jobs()
             rows = {
                 row["name"]: row
                 for row in db.execute(
-                    f"SELECT * FROM types WHERE NOT EXISTS (SELECT 1 FROM json_each(?) AS wanted WHERE NOT {matching})",
+                    f"""SELECT * FROM types WHERE NOT EXISTS
+                        (SELECT 1 FROM {self.engine.members_of("?")} AS wanted WHERE NOT {matching})""",
                     (_encode(labels or {}),),
                 )
             }
@@ -3902,8 +4119,8 @@ class Store:
         try:
             with self.transaction() as db:
                 db.executemany(
-                    """INSERT INTO workers (name, last_seen_at) VALUES (?, ?) ON CONFLICT (name)
-                       DO UPDATE SET last_seen_at = MAX(last_seen_at, excluded.last_seen_at)""",
+                    f"""INSERT INTO workers (name, last_seen_at) VALUES (?, ?) ON CONFLICT (name) DO UPDATE
+                        SET last_seen_at = {self.engine.greatest}(workers.last_seen_at, excluded.last_seen_at)""",
                     contacts.items(),
                 )
         except StorageError:
@@ -3927,7 +4144,7 @@ class Store:
         current: dict[str, list] = {}
         for row in db.execute(
             f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT),
-                   (SELECT {_sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
+                   (SELECT {self.engine.time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
                 FROM jobs WHERE status = 'processing' {only} ORDER BY id""",
             tuple(workers or ()),
         ):
@@ -3979,14 +4196,14 @@ class Store:
 
     def get_schedule(self, name: str) -> dict:
         """One schedule, with its next run and last job."""
-        row = self.db.execute(f"SELECT {_SCHEDULE_JSON} FROM schedules WHERE name = ?", (name,)).fetchone()
+        row = self.db.execute(f"SELECT {self.engine.schedule_json} FROM schedules WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no schedule named {name!r}")
         return json.loads(row[0])
 
     def list_schedules(self, limit: int = -1) -> list[dict]:
         """Every schedule (or the first `limit`), by name."""
-        rows = self.db.execute(f"SELECT {_SCHEDULE_JSON} FROM schedules ORDER BY name LIMIT ?", (limit,))
+        rows = self.db.execute(f"SELECT {self.engine.schedule_json} FROM schedules ORDER BY name LIMIT ?", (limit,))
         return [json.loads(row[0]) for row in rows]
 
     def delete_schedule(self, name: str, keep_pending: bool = False) -> int:
@@ -4037,7 +4254,7 @@ class Store:
             spec = JobSpec(type=row["type"], parameters=json.loads(row["parameters"]))
             (job_id,) = self._insert_jobs(db, [spec], schedule=name, tick=key)
         db.execute("UPDATE schedules SET last_run_at = ?, last_job_id = ? WHERE name = ?", (self.clock(), job_id, name))
-        return json.loads(db.execute(f"SELECT {_JOB_JSON} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+        return json.loads(db.execute(f"SELECT {self.engine.job_json} FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
 
     def fire_due_schedules(self) -> int:
         """Submit one job for each schedule whose tick has come, and move it to its next tick; return how many
@@ -4059,8 +4276,8 @@ class Store:
                 with self.transaction() as db:
                     now = self.clock()
                     due = db.execute(
-                        """SELECT name, next_run_at, every, timezone FROM schedules
-                           WHERE next_run_at <= ? AND name NOT IN (SELECT value FROM json_each(?))
+                        f"""SELECT name, next_run_at, every, timezone FROM schedules
+                           WHERE next_run_at <= ? AND name NOT IN ({self.engine.listed("TEXT")})
                            ORDER BY next_run_at LIMIT 1""",
                         (now, _encode(handled)),
                     ).fetchone()
@@ -4091,7 +4308,7 @@ class Store:
         with self.transaction() as db:
             now = self.clock()
             row = db.execute(
-                "SELECT next_run_at, every, timezone, json_extract(last_error, '$.detail') AS known "
+                f"SELECT next_run_at, every, timezone, {self.engine.member('last_error', 'detail')} AS known "
                 "FROM schedules WHERE name = ? AND next_run_at <= ?",
                 (name, now),
             ).fetchone()
@@ -4118,9 +4335,7 @@ class Store:
     def jobs_in_flight(self, limit: int) -> list[dict]:
         """The first `limit` processing jobs, oldest first, each with its attempt's `started_at`."""
         rows = self.db.execute(
-            f"""SELECT json_set({_JOB_JSON}, '$.started_at',
-                   (SELECT {_sql_time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt))
-                FROM jobs WHERE status = 'processing' ORDER BY id LIMIT ?""",
+            f"""SELECT {self.engine.running_job_json} FROM jobs WHERE status = 'processing' ORDER BY id LIMIT ?""",
             (limit,),
         )
         return [json.loads(row[0]) for row in rows]
@@ -4128,7 +4343,7 @@ class Store:
     def latest_failures(self, limit: int) -> list[dict]:
         """The `limit` newest failed jobs (by id, which their index gives in order)."""
         rows = self.db.execute(
-            f"SELECT {_JOB_JSON} FROM jobs WHERE status = 'failed' ORDER BY id DESC LIMIT ?", (limit,)
+            f"SELECT {self.engine.job_json} FROM jobs WHERE status = 'failed' ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [json.loads(row[0]) for row in rows]
 
@@ -4158,7 +4373,7 @@ class Store:
 
     def paused_types(self) -> list[str]:
         """The names of the paused job types."""
-        return [row[0] for row in self.db.execute("SELECT name FROM types WHERE paused ORDER BY name")]
+        return [row[0] for row in self.db.execute("SELECT name FROM types WHERE paused <> 0 ORDER BY name")]
 
     def concurrency_limits(self) -> dict[str, int]:
         """The concurrency limit of each type that has one."""
@@ -4198,8 +4413,8 @@ class Store:
                 ids = [
                     row[0]
                     for row in db.execute(
-                        """SELECT id FROM jobs WHERE status IN (SELECT value FROM json_each(?))
-                               AND type IN (SELECT value FROM json_each(?)) AND id <= ?
+                        f"""SELECT id FROM jobs WHERE status IN ({self.engine.listed("TEXT")})
+                               AND type IN ({self.engine.listed("TEXT")}) AND id <= ?
                                AND COALESCE(finished_at, created_at) <= ? LIMIT ?""",
                         (_encode(statuses), _encode(types), newest, now - (older_than or 0), _PURGE_BATCH),
                     )
@@ -4211,18 +4426,16 @@ class Store:
         _log.info("purged %d jobs: type=%s status=%s", deleted, ",".join(types), ",".join(statuses))
         return deleted
 
-    @staticmethod
-    def _delete_jobs(db: sqlite3.Connection, ids: list[int]) -> None:
+    def _delete_jobs(self, db: sqlite3.Connection, ids: list[int]) -> None:
         """Delete these jobs, their attempts and progress (by cascade) and their events, in the running
         transaction; an idempotency key is forgotten with the last job of its submission."""
-        listed = _encode(ids)
+        listed, ids_listed = _encode(ids), self.engine.listed("BIGINT")
         submissions = db.execute(
-            """SELECT DISTINCT submission FROM jobs
-               WHERE id IN (SELECT value FROM json_each(?)) AND submission IS NOT NULL""",
+            f"SELECT DISTINCT submission FROM jobs WHERE id IN ({ids_listed}) AND submission IS NOT NULL",
             (listed,),
         ).fetchall()
-        db.execute("DELETE FROM events WHERE job_id IN (SELECT value FROM json_each(?))", (listed,))
-        db.execute("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))", (listed,))
+        db.execute(f"DELETE FROM events WHERE job_id IN ({ids_listed})", (listed,))
+        db.execute(f"DELETE FROM jobs WHERE id IN ({ids_listed})", (listed,))
         db.executemany(
             "DELETE FROM submissions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM jobs WHERE submission = ?)",
             [(submission, submission) for (submission,) in submissions],

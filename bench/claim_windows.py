@@ -82,7 +82,7 @@ def measure(queue: str, jobs: int, claims: int) -> dict:
                 swept["sweep_ms"] = round((time.perf_counter() - started) * 1000)
             query_times = []
             for _ in range(claims):
-                query, parameters = lazyboss._claimable(["t"], WORKER, clock.now, 1)
+                query, parameters = store.engine.claimable(["t"], WORKER, clock.now, 1, lazyboss._WRITE_BUDGET)
                 started = time.perf_counter()
                 store.db.execute(query, parameters).fetchall()
                 query_times.append(time.perf_counter() - started)

@@ -108,7 +108,7 @@ def test_events_of_an_older_file_lose_their_copies_and_replay_the_same(db_path):
         ("retried", "status = 'pending', result = NULL"),
     ]
     # The job as lazyboss wrote it then: before claims (migration 9).
-    old_job_json = lazyboss._JOB_JSON.replace(",\n    'claims', json(claims), 'claim_window', claim_window", "")
+    old_job_json = lazyboss._SQLiteSQL().job_json.replace(", 'claims', json(claims), 'claim_window', claim_window", "")
     assert "claims" not in old_job_json
     with sqlite3.connect(db_path) as db:
         for migration in lazyboss._MIGRATIONS[:4]:

@@ -149,7 +149,7 @@ def test_the_claim_is_one_statement_that_reads_through_indexes(store):
     store.submit_jobs([lazyboss.JobSpec(type="t", claims={"host": "a"}), lazyboss.JobSpec(type="t")])
     for types in (None, ["t", "u"]):
         labels = {"host": "a", "arch": "x"}
-        query, parameters = lazyboss._claimable(types, labels, store.clock(), 5, lazyboss._WRITE_BUDGET)
+        query, parameters = store.engine.claimable(types, labels, store.clock(), 5, lazyboss._WRITE_BUDGET)
         plan = [row[3] for row in store.db.execute(f"EXPLAIN QUERY PLAN {query}", parameters)]
         assert not [step for step in plan if step.startswith("SCAN jobs")], plan
         assert sum("job_claims_queue (key=? AND value=?)" in step for step in plan) == 2, plan

@@ -263,6 +263,6 @@ def test_a_blocked_types_backlog_is_not_read_by_the_claims_of_others(store):
     store.put_type("backup", {"concurrency": None})
     store.put_type("report", {"paused": 0})
     assert store._types_to_read(store.db, None) is None  # nothing blocked: the queue's own index, whole
-    query, parameters = lazyboss._next_jobs(["mail", "sms"], {}, store.clock(), 1)
+    query, parameters = store.engine.next_jobs(["mail", "sms"], {}, store.clock(), 1)
     plan = [row[3] for row in store.db.execute(f"EXPLAIN QUERY PLAN {query}", parameters)]
     assert not [step for step in plan if step.startswith("SCAN jobs")], plan

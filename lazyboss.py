@@ -2606,6 +2606,7 @@ class Store:
         self.queue_changed = _Signal()  # a job may have become claimable
         self.events_added = _Signal()  # the event log grew
         self.credentials_revoked = _Signal()  # a token was revoked or a session ended: their streams end
+        self.jobs_purged = _Signal()  # jobs were deleted before they finished: their streams end
         self.feed = _EventFeed(self)  # the newest events, read once for every stream
         self.stopping = threading.Event()  # the server shuts down: no claims, no waiting
         self._local = threading.local()
@@ -3275,6 +3276,10 @@ class Store:
         if row is None:
             raise NotFound(f"no job {job_id}")
         return dict(zip(_EVENT_CHANGES, row))
+
+    def has_job(self, job_id: str) -> bool:
+        """Whether the job is (still) in the database."""
+        return self.db.execute("SELECT 1 FROM jobs WHERE id = ?", (_parse_id(job_id, "job"),)).fetchone() is not None
 
     def get_job(self, job_id: str) -> dict:
         """One job's view, or NotFound."""
@@ -4423,6 +4428,9 @@ class Store:
             deleted += len(ids)
             if len(ids) < _PURGE_BATCH:
                 break
+        if deleted:
+            self.jobs_purged.fire()
+            self.events_added.fire()  # wakes the streams, which then look whether their job is still there
         _log.info("purged %d jobs: type=%s status=%s", deleted, ",".join(types), ",".join(statuses))
         return deleted
 
@@ -5930,6 +5938,7 @@ class _Api:
             render=lambda event: event.whole_job(large),  # the job alone and whole, as the spec says
             last=lambda event: event.kind in FINISHED_STATUSES,
             finished=finished and bool(opening),
+            present=lambda: self.store.has_job(job_id),
         )
 
     def events(self) -> Any:
@@ -5953,11 +5962,15 @@ class _Api:
         render: Callable[[_Event], str],
         last: Callable[[_Event], bool],
         finished: bool = False,
+        present: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         """A text/event-stream of events after `after`, each as `render` makes its data.
 
         It ends after the event for which `last` is true, at shutdown, or when
         the client goes; `finished` ends it right after the opening events.
+        A job's stream also ends once `present()` says its job was purged (it has
+        no event to say so): at once after a purge by this server, else within
+        a heartbeat. Asked again, it answers 404.
         """
         response = bottle.response
         response.content_type = "text/event-stream"
@@ -5974,6 +5987,7 @@ class _Api:
                 if finished:
                     return
                 cursor, quiet_since = after, time.monotonic()
+                purges = store.jobs_purged.generation
                 while not store.stopping.is_set() and not gone():
                     seen = store.events_added.generation
                     rows = store.feed.events_after(cursor, jobs, types)
@@ -5988,7 +6002,12 @@ class _Api:
                     if rows:
                         quiet_since = time.monotonic()
                         continue
-                    if time.monotonic() - quiet_since >= heartbeat:
+                    beat = time.monotonic() - quiet_since >= heartbeat
+                    if present is not None and (beat or purges != store.jobs_purged.generation):
+                        purges = store.jobs_purged.generation
+                        if not present():
+                            return
+                    if beat:
                         yield ": keep-alive\n\n"
                         quiet_since = time.monotonic()
                     store.events_added.wait(seen, min(_FOREIGN_WRITE_POLL, heartbeat))

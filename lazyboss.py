@@ -203,14 +203,21 @@ _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _DATABASE_URLS = "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or a plain path"
 
 
+# Database servers' schemes (and SQLAlchemy's `dialect+driver` forms of them), refused even with their
+# `//` forgotten (`postgresql:me:secret@db/jobs`): that is no file name, and repeating it would show the password.
+_SERVER_SCHEMES = {"postgres", "postgresql", "mysql", "mariadb", "oracle", "mssql", "cockroachdb", "redis"}
+
+
 def _refuse_server_url(text: str, origin: str) -> None:
     """Refuse a URL naming a database server (`postgresql://…`), which no file path looks like; the
     ValueError names its scheme, never the URL, which may hold a password."""
     scheme = _URL_SCHEME.match(text)
-    if scheme is None or scheme.group(1).lower() == "sqlite" or not text[scheme.end() :].startswith("//"):
+    if scheme is None or scheme.group(1).lower() == "sqlite":
+        return
+    if not text[scheme.end() :].startswith("//") and scheme.group(1).lower().split("+")[0] not in _SERVER_SCHEMES:
         return
     coming = ""
-    if scheme.group(1).lower() in ("postgres", "postgresql"):
+    if scheme.group(1).lower().split("+")[0] in ("postgres", "postgresql"):
         coming = ' (PostgreSQL is not supported yet: see "The PostgreSQL road" in the README)'
     raise ValueError(f"{origin} names a {scheme.group(1)}: database{coming}; lazyboss takes {_DATABASE_URLS}")
 
@@ -226,7 +233,9 @@ def _database_path(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.netloc or "?" in url or "#" in url:
         raise ValueError(f"DATABASE_URL names a host or options, which SQLite has none of; use {_DATABASE_URLS}")
-    path = urllib.parse.unquote(parts.path)
+    path = os.fsdecode(urllib.parse.unquote_to_bytes(parts.path))  # %FF is that byte, as the file system has it
+    if "\0" in path:
+        raise ValueError("DATABASE_URL's path holds a NUL byte (%00), which no file name may")
     if path.startswith("//"):  # sqlite:////abs/path, as SQLAlchemy writes an absolute path
         path = "/" + path.lstrip("/")
     if not path.strip("/") or path == ":memory:":
@@ -279,6 +288,8 @@ def _parse_setting(name: str, text: str) -> Any:
         return value
     if name in _SETTING_CHOICES and text not in _SETTING_CHOICES[name]:
         raise ValueError(f"{text!r} is not one of {', '.join(_SETTING_CHOICES[name])}")
+    if name == "db" and not text:
+        raise ValueError("no database file named")
     if name == "retain":
         parse_duration(text)
     if name == "session_ttl" and parse_duration(text) <= 0:
@@ -2179,6 +2190,11 @@ def _check_schema_version(version: int) -> None:
         )
 
 
+def _file_uri(path: str, mode: str) -> str:
+    """SQLite's URI for a file opened in `mode` (ro, rw): the path's bytes as the file system has them."""
+    return f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(path)))}?mode={mode}"
+
+
 def _refuse_unfit_file(path: str) -> None:
     """Raise StorageError, before anything writes to it, if lazyboss must not use the file at `path`:
     one this user may not write, not SQLite, damaged, another program's database, or a newer schema.
@@ -2199,9 +2215,8 @@ def _refuse_unfit_file(path: str) -> None:
             )
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return  # a new database, made by opening it
-    address = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
     try:
-        with closing(sqlite3.connect(address, uri=True, isolation_level=None)) as db:
+        with closing(sqlite3.connect(_file_uri(path, "ro"), uri=True, isolation_level=None)) as db:
             application_id = db.execute("PRAGMA application_id").fetchone()[0]
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
@@ -2670,7 +2685,7 @@ class Store:
             conn = self.engine.connect(self.path)
         else:  # later: the file that is there, never a new one in place of a deleted database
             self.check_file()
-            conn = self.engine.connect(f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=rw", uri=True)
+            conn = self.engine.connect(_file_uri(self.path, "rw"), uri=True)
         with self._connections_lock:
             self._connections.append(conn)
         return conn

@@ -1,10 +1,13 @@
 """Issue 16's controls at their edges, as a hostile client or a careless operator meets them: what a purge
 does to those following a job, odd DATABASE_URLs, odd flags."""
 
+import os
 import subprocess
 import sys
 import threading
 import time
+
+import pytest
 
 import lazyboss
 from support import ROOT, EventStream, wait_until
@@ -75,3 +78,65 @@ def test_release_wait_on_the_command_line_ends_when_the_job_is_purged(server):
     finally:
         waiting.kill()
     assert waiting.returncode == 3 and f"no job {job['id']}" in stderr
+
+
+# -- DATABASE_URL and --db
+
+
+def without_database_settings():
+    return {key: value for key, value in os.environ.items() if key not in ("LAZYBOSS_DB", "DATABASE_URL")}
+
+
+def token_list(cwd, *args, env):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "lazyboss.py"), *args, "token", "list"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**without_database_settings(), **env},
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:lazy:hunter2@db.example/jobs",  # the two slashes forgotten
+        "postgres:lazy:hunter2@db.example",
+        "postgresql+psycopg://lazy:hunter2@db.example/jobs",  # SQLAlchemy's dialect+driver
+        "mysql:root:hunter2@localhost/jobs",
+    ],
+)
+def test_a_database_servers_url_without_its_slashes_is_refused_without_its_password(tmp_path, url):
+    for refused in (token_list(tmp_path, env={"DATABASE_URL": url}), token_list(tmp_path, "--db", url, env={})):
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "hunter2" not in refused.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nul_in_a_database_url_is_refused_in_one_line(tmp_path):
+    refused = token_list(tmp_path, env={"DATABASE_URL": f"sqlite:///{tmp_path}/a%00b.sqlite"})
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "NUL" in refused.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["url", "flag"])
+def test_a_file_name_that_is_not_utf_8_is_made_and_opened_again(tmp_path, how):
+    name = b"caf\xc3\xa9-\xff.sqlite"
+    args, env = ([], {"DATABASE_URL": f"sqlite:///{tmp_path}/caf%C3%A9-%FF.sqlite"})
+    if how == "flag":
+        args, env = ["--db", os.fsdecode(os.fsencode(tmp_path) + b"/" + name)], {}
+    for _ in ("made", "opened again"):
+        done = token_list(tmp_path, *args, env=env)
+        assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == [name]
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_an_empty_db_setting_is_refused_at_start(tmp_path, how):
+    args, env = (["--db", ""], {}) if how == "flag" else ([], {"LAZYBOSS_DB": " "})
+    refused = token_list(tmp_path, *args, env=env)
+    assert refused.returncode == 2 and "LAZYBOSS_DB" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert list(tmp_path.iterdir()) == []

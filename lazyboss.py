@@ -10086,8 +10086,10 @@ def _command_purge(args: argparse.Namespace, client: Client) -> int:
             args.command_parser.error(f"--older-than: {error}")
     if not args.yes:
         counts = client.stats()["jobs_by_type"]
-        now = sum(counts.get(job_type, {}).get(status, 0) for job_type in args.types for status in args.statuses)
-        which = f"{' or '.join(args.statuses)} jobs of type {' or '.join(args.types)}"
+        types = list(dict.fromkeys(part for listed in args.types for part in listed.split(",") if part))  # as served
+        statuses = list(dict.fromkeys(args.statuses))
+        now = sum(counts.get(job_type, {}).get(status, 0) for job_type in types for status in statuses)
+        which = f"{' or '.join(statuses)} jobs of type {' or '.join(types)}"
         older = f" older than {args.older_than}" if args.older_than else ""
         print(f"Delete the {which}{older} (of {now:,} now)? [y/N] ", end="", file=sys.stderr, flush=True)
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):

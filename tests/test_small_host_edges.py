@@ -10,7 +10,7 @@ import time
 import pytest
 
 import lazyboss
-from support import ROOT, EventStream, wait_until
+from support import ROOT, EventStream, run_cli, wait_until
 
 # -- a purged job's followers
 
@@ -140,3 +140,14 @@ def test_an_empty_db_setting_is_refused_at_start(tmp_path, how):
     assert refused.returncode == 2 and "LAZYBOSS_DB" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# -- lazyboss purge
+
+
+def test_purge_asks_about_the_jobs_it_would_delete_when_types_are_listed_with_commas(server):
+    server.client().request("POST", "/jobs", [{"type": "thumb"}, {"type": "resize"}, {"type": "resize"}])
+    asked = run_cli("purge", "--type", "thumb,resize", "--status", "pending", "--server", server.url, input="n\n")
+    assert asked.returncode == 1
+    assert "pending jobs of type thumb or resize (of 3 now)?" in asked.stderr
+    assert server.client().request("GET", "/stats").json["jobs"]["pending"] == 3

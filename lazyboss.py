@@ -5620,6 +5620,21 @@ def _header(name: str, default: str | None = None) -> str | None:
         raise LazybossError(f"the {name} header is not UTF-8", "bad_header") from None
 
 
+def _query_values(name: str) -> list[str]:
+    """Every value of a query parameter as text: WSGI hands the query over as Latin-1, clients send UTF-8
+    (`label=site:z%C3%BCrich`); 400 when its bytes are not UTF-8."""
+    try:
+        return [value.encode("latin-1").decode("utf-8") for value in bottle.request.query.getall(name)]
+    except UnicodeError:
+        raise LazybossError(f"the query parameter {name!r} is not UTF-8", "bad_query") from None
+
+
+def _query(name: str, default: str | None = None) -> str | None:
+    """A query parameter as text (the last one given), as `_query_values` reads it."""
+    values = _query_values(name)
+    return values[-1] if values else default
+
+
 def _read_credentials() -> tuple[str | None, str | None]:
     """(name, secret) from `Authorization`: Basic gives both, Bearer only the secret."""
     scheme, _, value = (_header("Authorization") or "").partition(" ")
@@ -5819,7 +5834,7 @@ class _Api:
 
     def query_number(self, name: str, default: float, low: float, high: float) -> float:
         """A numeric query parameter within bounds, or 422."""
-        text = bottle.request.query.get(name)
+        text = _query(name)
         if text is None or text == "":
             return default
         try:
@@ -5830,7 +5845,7 @@ class _Api:
 
     def query_count(self, name: str, high: int) -> int | None:
         """A whole-number query parameter from 1 to `high`, None when absent, or 422."""
-        text = bottle.request.query.get(name)
+        text = _query(name)
         if text is None or text == "":
             return None
         number = _as_id(text)
@@ -5840,7 +5855,7 @@ class _Api:
 
     def last_event_id(self) -> int | None:
         """The Last-Event-ID header (or `last_event_id` query parameter) as a number."""
-        text = _header("Last-Event-ID") or bottle.request.query.get("last_event_id")
+        text = _header("Last-Event-ID") or _query("last_event_id")
         if text is None or text.strip() == "":
             return None
         number = _as_id(text.strip())
@@ -5858,7 +5873,7 @@ class _Api:
     def query_list(self, name: str) -> list[str]:
         """A repeatable query parameter, also accepting comma-separated values."""
         values = []
-        for item in bottle.request.query.getall(name):
+        for item in _query_values(name):
             values += [part for part in item.split(",") if part]
         return _distinct(values, name)
 
@@ -5891,7 +5906,7 @@ class _Api:
         statuses = self.query_list("status")
         self.check_statuses(statuses)
         limit = self.query_count("limit", 1000) or 50
-        cursor = bottle.request.query.get("cursor") or None
+        cursor = _query("cursor") or None
         before = None
         if cursor:
             try:
@@ -5923,7 +5938,7 @@ class _Api:
         if not types or not statuses:
             raise Invalid("name the jobs to delete by type= and status= (both; each may repeat)")
         self.check_statuses(statuses)
-        older_than = bottle.request.query.get("older_than")
+        older_than = _query("older_than")
         if older_than is not None:
             try:
                 older_than = parse_duration(older_than)
@@ -6262,7 +6277,7 @@ class _Api:
 
     def delete_schedule(self, name: str) -> str:
         """DELETE /schedules/{name}[?keep_pending=true]: no more ticks, and its pending jobs cancelled (or kept)."""
-        keep = bottle.request.query.get("keep_pending", "false")
+        keep = _query("keep_pending", "false")
         if keep not in ("true", "false"):
             raise Invalid(f"keep_pending must be true or false, not {keep!r}")
         return _encode({"name": name, "cancelled": self.store.delete_schedule(name, keep_pending=keep == "true")})
@@ -6293,7 +6308,7 @@ class _Api:
             _csrf_token(caller.session) if caller.session else "",
             open_mode=not self.store.has_tokens(),
         )
-        job_id = bottle.request.query.get("job")
+        job_id = _query("job")
         tag = _page_tag(self.store, viewer, job_id)
         if _header("If-None-Match") == tag:  # the script looks often; mostly nothing changed
             bottle.response.status = 304
@@ -6889,6 +6904,7 @@ _BY_CHANGE = (
     (400, "bad_header", "a header is not UTF-8"),
     (403, "cross_origin", "a browser sent it for a page of another site (Origin is not Host)"),
 )
+_BY_QUERY = ((400, "bad_query", "a query parameter is not UTF-8"),)
 _BY_SESSION_CHANGE = ((403, "csrf", "made with the session cookie, without its X-CSRF-Token"),)
 _BY_BODY = (
     (413, "too_large", "the body is over --max-body"),
@@ -7727,6 +7743,8 @@ def _operation(route: _Route) -> dict:
                 raise ValueError(f"{where}: describe the path parameter {name!r}")
             parameters.insert(0, common[name])
     refusals = list(route.refusals)
+    if any(parameter["in"] == "query" for parameter in parameters):
+        refusals += _BY_QUERY
     change = route.method not in _SAFE_METHODS
     if change:
         refusals += _BY_CHANGE

@@ -85,7 +85,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer, UnixWSGIServer
-from waitress.task import WSGITask
+from waitress.task import ErrorTask, WSGITask
 
 __all__ = [
     "__version__",
@@ -7043,8 +7043,10 @@ Open mode: while no token exists, the server listens on loopback only and anyone
 without credentials.
 
 Every refusal is JSON `{"error": code, "detail": sentence}`; each response lists its codes. Besides those, \
-an unknown path gets 404 `not_found`, a method a path lacks 405 `method_not_allowed` (with Allow), and a \
-body over 4 times --max-body is refused before it is read (plain-text 413)."""
+an unknown path gets 404 `not_found`, a method a path lacks 405 `method_not_allowed` (with Allow), a \
+body over 4 times --max-body 413 `too_large` before it is read, a request line and headers over 64 KiB 431 \
+`headers_too_large`, a malformed request 400 `bad_request`, and a transfer coding other than chunked 501 \
+`not_implemented`."""
 
 
 # The API: `make_app` serves these routes, GET /openapi.json describes them. To add a route, add its
@@ -7900,8 +7902,25 @@ class _Task(WSGITask):
         return super().build_response_header()
 
 
+class _Refusal(ErrorTask):
+    """waitress's answer to a request it refuses before lazyboss sees it (a body over its limit, a request
+    line and headers over 64 KiB, a malformed request or chunk, a transfer coding it lacks) in lazyboss's
+    shape: JSON `{error, detail}`, not waitress's plain text."""
+
+    CODES = {400: "bad_request", 413: "too_large", 431: "headers_too_large", 501: "not_implemented"}
+
+    def execute(self) -> None:
+        error = self.request.error
+        body = _encode({"error": self.CODES.get(error.code, "internal_error"), "detail": error.body}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class _Connection(HTTPChannel):
-    """waitress's connection, with the parser and the task above, no busy loop while a task writes, and
+    """waitress's connection, with the parser and the tasks above, no busy loop while a task writes, and
     the rest of a refused body read and dropped (see `received`).
 
     A task sends what it writes itself. While it does, waitress's loop sees
@@ -7914,6 +7933,7 @@ class _Connection(HTTPChannel):
     """
 
     task_class = _Task
+    error_task_class = _Refusal
     task_writing = False
     unread = 0  # bytes of a refused body still to read and drop before the connection closes
 

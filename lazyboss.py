@@ -194,7 +194,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", re.ASCII)
+# ASCII digits and spaces only, spelt out so that the OpenAPI document's regular expressions mean the same.
+_DURATION_FORM = r"[ \t\n\r\f\v]*([0-9]+(?:\.[0-9]+)?)[ \t\n\r\f\v]*(ms|s|m|h|d|w)?[ \t\n\r\f\v]*"
+_DURATION = re.compile(_DURATION_FORM)
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _LONGEST_DURATION = 100 * 366 * 86400.0
 
@@ -6774,6 +6776,7 @@ _OPENAPI_SCHEMAS = {
                 "retain": {
                     "description": "a duration such as 12h or 7d, or seconds; null: --retain",
                     "type": ["string", "number", "null"],
+                    "pattern": f"^{_DURATION_FORM}$",
                     "minimum": 0,
                     "maximum": _LONGEST_DURATION,
                 },
@@ -7139,7 +7142,7 @@ _ROUTES = (
                     "query",
                     "older_than",
                     "Only jobs older than this, such as 7d: finished ones since they finished, others since submitted.",
-                    {"type": "string"},
+                    {"type": "string", "pattern": f"^{_DURATION_FORM}$"},
                 ),
             ],
             "responses": {

@@ -5,7 +5,12 @@ import http.client
 import json
 import socket
 
+import pytest
+
+import lazyboss
 from test_openapi import document_of
+
+jsonschema = pytest.importorskip("jsonschema")
 
 
 def query_operations(document):
@@ -71,3 +76,27 @@ def test_refusals_waitress_makes_itself_are_json_too(start_live):
     status, media, body = raw_answer(live, b"POST /jobs HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n")
     assert (status, media, body["error"]) == (501, "application/json", "not_implemented")
     assert live.client().request("GET", "/jobs").json["jobs"] == []
+
+
+def duration_schemas(app):
+    """Validators of the document's two durations: DELETE /jobs?older_than= and a type's retain."""
+    document = document_of(app)
+    (older_than,) = [p for p in document["paths"]["/jobs"]["delete"]["parameters"] if p["name"] == "older_than"]
+    retain = document["components"]["schemas"]["TypeSettings"]["properties"]["retain"]
+    return [jsonschema.Draft202012Validator(schema) for schema in (older_than["schema"], retain)]
+
+
+@pytest.mark.parametrize("text", ["", "soon", "7 days", "1e3", "-5m", "٣d", "7d\u00a0"])
+def test_a_duration_the_server_refuses_is_refused_by_the_document_too(app, text):
+    """schemathesis sent older_than= and retain strings the document allowed and the server refused (422):
+    the document now gives a duration's form."""
+    with pytest.raises(ValueError):
+        lazyboss.parse_duration(text)
+    assert not any(schema.is_valid(text) for schema in duration_schemas(app))
+    assert app.put_json("/types/a", {"retain": text}, status=422).json["error"] == "invalid"
+
+
+@pytest.mark.parametrize("text", ["90", "30s", " 1.5 h ", "250ms", "2w", "7d"])
+def test_a_duration_the_server_takes_is_one_the_document_allows(app, text):
+    assert all(schema.is_valid(text) for schema in duration_schemas(app))
+    assert app.put_json("/types/a", {"retain": text}).json["retain"] == lazyboss.parse_duration(text)

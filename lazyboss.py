@@ -6326,7 +6326,7 @@ class _Api:
         content_type = bottle.request.content_type.split(";")[0].strip().lower()
         if content_type == "application/x-www-form-urlencoded":
             try:
-                form = dict(urllib.parse.parse_qsl(self.read_body().decode("utf-8")))
+                form = dict(urllib.parse.parse_qsl(self.read_body().decode("utf-8"), errors="strict"))
             except UnicodeDecodeError:
                 raise LazybossError("the form is not UTF-8", "bad_form") from None
         else:

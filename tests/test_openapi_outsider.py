@@ -100,3 +100,14 @@ def test_a_duration_the_server_refuses_is_refused_by_the_document_too(app, text)
 def test_a_duration_the_server_takes_is_one_the_document_allows(app, text):
     assert all(schema.is_valid(text) for schema in duration_schemas(app))
     assert app.put_json("/types/a", {"retain": text}).json["retain"] == lazyboss.parse_duration(text)
+
+
+def test_a_login_form_whose_escapes_are_not_utf8_is_a_bad_form(app, store):
+    """token=%FF decoded to U+FFFD and was answered 401 (wrong token), where the document says 400 bad_form."""
+    store.create_token("me", "admin")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    refused = app.post("/login", b"token=%FF", headers=form, status=400).json
+    assert refused["error"] == "bad_form"
+    described = document_of(app)["paths"]["/login"]["post"]["responses"]["400"]["content"]["application/json"]
+    assert refused["error"] in described["schema"]["properties"]["error"]["enum"]
+    assert app.post("/login", b"token=nope", headers=form, status=401).json["error"] == "unauthorized"

@@ -7824,6 +7824,9 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
             _log.error("internal error on %s %s: %s", bottle.request.method, bottle.request.path, error.exception)
         codes = {404: "not_found", 405: "method_not_allowed"}
         detail = {404: f"no such resource: {bottle.request.path}", 405: error.body}.get(error.status_code)
+        allowed = set(filter(None, bottle.response.get_header("Allow", "").split(",")))
+        if "GET" in allowed:  # Bottle answers HEAD wherever GET is, and lists only the routes' methods
+            bottle.response.set_header("Allow", ",".join(sorted(allowed | {"HEAD"})))
         bottle.response.content_type = "application/json"
         return _encode({"error": codes.get(error.status_code, "internal_error"), "detail": detail or str(error.body)})
 

@@ -3,6 +3,7 @@ request-by-request comparison of the document with the answers found, each fixed
 
 import http.client
 import json
+import re
 import socket
 
 import pytest
@@ -111,3 +112,15 @@ def test_a_login_form_whose_escapes_are_not_utf8_is_a_bad_form(app, store):
     described = document_of(app)["paths"]["/login"]["post"]["responses"]["400"]["content"]["application/json"]
     assert refused["error"] in described["schema"]["properties"]["error"]["enum"]
     assert app.post("/login", b"token=nope", headers=form, status=401).json["error"] == "unauthorized"
+
+
+def test_allow_names_every_method_a_path_answers_head_too(app):
+    """A path with GET answers HEAD (as HTTP wants), but a 405's Allow left HEAD out."""
+    document = document_of(app)
+    for path, operations in document["paths"].items():
+        concrete = re.sub(r"\{\w+\}", "1", path)
+        refused = app.request(concrete, method="PATCH", expect_errors=True)
+        assert refused.status_int == 405 and refused.json["error"] == "method_not_allowed", path
+        documented = {method.upper() for method in operations} | ({"HEAD"} if "get" in operations else set())
+        assert set(refused.headers["Allow"].split(",")) == documented, path
+    assert app.head("/jobs").status_int == 200

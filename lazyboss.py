@@ -6903,6 +6903,8 @@ _BY_CREDENTIALS = (
     (403, "forbidden", "the credential's role is below the one the operation needs"),
     (403, "host", "open mode: the request is for a host other than 127.0.0.1, localhost or ::1"),
 )
+# The 401 that comes with a challenge (WWW-Authenticate); the login form's wrong token comes without.
+_CHALLENGED = _BY_CREDENTIALS[2]
 _BY_CHANGE = (
     (400, "bad_header", "a header is not UTF-8"),
     (403, "cross_origin", "a browser sent it for a page of another site (Origin is not Host)"),
@@ -6961,7 +6963,7 @@ def _refusal_responses(refusals: list[tuple[int, str, str]], media_types: tuple[
                 for media in media_types
             },
         }
-        if status in _REFUSAL_HEADERS:
+        if status in _REFUSAL_HEADERS and (status != 401 or _CHALLENGED in refusals):
             response["headers"] = _headers(_REFUSAL_HEADERS[status])
         responses[str(status)] = response
     return responses

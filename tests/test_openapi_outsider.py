@@ -124,3 +124,16 @@ def test_allow_names_every_method_a_path_answers_head_too(app):
         documented = {method.upper() for method in operations} | ({"HEAD"} if "get" in operations else set())
         assert set(refused.headers["Allow"].split(",")) == documented, path
     assert app.head("/jobs").status_int == 200
+
+
+def test_a_401_lists_www_authenticate_where_the_server_sends_it(app, store):
+    """A wrong token at the login form is told so without a challenge (a browser would open its Basic
+    prompt); the document listed WWW-Authenticate there too."""
+    store.create_token("me", "admin")
+    document = document_of(app)
+    login = app.post_json("/login", {"token": "nope"}, status=401)
+    assert "WWW-Authenticate" not in login.headers
+    assert "headers" not in document["paths"]["/login"]["post"]["responses"]["401"]
+    listing = app.get("/jobs", status=401)
+    assert listing.headers["WWW-Authenticate"].startswith("Basic")
+    assert "WWW-Authenticate" in document["paths"]["/jobs"]["get"]["responses"]["401"]["headers"]

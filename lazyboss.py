@@ -1558,7 +1558,7 @@ _MAX_LABEL_VALUE = 200
 
 def _check_labels(value: Any, name: str) -> dict[str, str]:
     """Labels (or claims' keys): an object of at most `_MAX_LABELS` keys of letters, digits, `_.-`, each with
-    a string of up to `_MAX_LABEL_VALUE` characters; else Invalid naming the field."""
+    a string of up to `_MAX_LABEL_VALUE` characters without NUL; else Invalid naming the field."""
     if not isinstance(value, dict) or len(value) > _MAX_LABELS:
         raise Invalid(f"{name!r} must be an object of at most {_MAX_LABELS} keys, each with a string")
     for key, text in value.items():
@@ -1566,6 +1566,8 @@ def _check_labels(value: Any, name: str) -> dict[str, str]:
             raise Invalid(f"{name}: key {key!r} is not 1-64 letters, digits, '_', '.' or '-'")
         if not isinstance(text, str) or len(text) > _MAX_LABEL_VALUE:
             raise Invalid(f"{name}.{key} must be a string of at most {_MAX_LABEL_VALUE} characters")
+        if "\0" in text:  # SQLite's JSON functions end a text there: "a\0x" would be matched as "a"
+            raise Invalid(f"{name}.{key} must not hold NUL (U+0000)")
     return value
 
 
@@ -6581,7 +6583,7 @@ _TYPE_NAME_SCHEMA = {"type": "string", "pattern": f"^{_TYPE_NAME.pattern}$"}
 _NAME_SCHEMA = {"type": "string", "pattern": f"^{_TOKEN_NAME.pattern}$"}
 _REPORTED_ID = {"type": "string", "description": "as the claim gave it; another gets its own 404"}
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
-_LABEL_VALUE = {"type": "string", "maxLength": _MAX_LABEL_VALUE}
+_LABEL_VALUE = {"type": "string", "maxLength": _MAX_LABEL_VALUE, "pattern": "^[^\\u0000]*$"}
 _LABELS = {
     "type": "object",
     "maxProperties": _MAX_LABELS,

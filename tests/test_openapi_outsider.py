@@ -137,3 +137,21 @@ def test_a_401_lists_www_authenticate_where_the_server_sends_it(app, store):
     listing = app.get("/jobs", status=401)
     assert listing.headers["WWW-Authenticate"].startswith("Basic")
     assert "WWW-Authenticate" in document["paths"]["/jobs"]["get"]["responses"]["401"]["headers"]
+
+
+def test_a_label_value_with_a_nul_is_refused_not_a_server_error(app):
+    """schemathesis found a 500: SQLite's JSON functions end a text at U+0000, so the claims ["a\\0x", "a\\0y"]
+    were one value twice in job_claims (UNIQUE failed), and a worker labelled "a" would match a claim for
+    "a\\0x". A label or claim value is text without NUL, in the server and in the document."""
+    nul = "a\u0000x"
+    batch = [{"type": "a"}, {"type": "a", "claims": {"k": nul}}]
+    for body in ({"type": "a", "claims": {"k": [nul, "a\u0000y"]}}, batch):
+        refused = app.post_json("/jobs", body, status=422).json
+        assert refused["error"] == "invalid" and "NUL" in refused["detail"]
+    assert app.post_json("/jobs/attempt", {"labels": {"k": nul}}, status=422).json["error"] == "invalid"
+    assert app.post("/jobs/attempt?label=k:a%00x", status=422).json["error"] == "invalid"
+    assert app.put_json("/types/a", {"labels": {"k": nul}}, status=422).json["error"] == "invalid"
+    assert app.get("/jobs").json["jobs"] == []
+    value = document_of(app)["components"]["schemas"]["JobSpec"]["properties"]["claims"]
+    assert not jsonschema.Draft202012Validator(value).is_valid({"k": nul})
+    assert jsonschema.Draft202012Validator(value).is_valid({"k": ["a", "b"]})

@@ -26,7 +26,8 @@ _STARTED = []
 atexit.register(lambda: [process.kill() for process in _STARTED if process.poll() is None])
 
 
-def _start(command, **options):
+def start_process(command, **options):
+    """subprocess.Popen, and the process is killed when pytest exits if a failed test left it running."""
     process = subprocess.Popen(command, **options)
     _STARTED.append(process)
     return process
@@ -119,7 +120,7 @@ class ServerProcess:
         environment = {**os.environ, **(env or {})}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = _start(
+        self.process = start_process(
             [sys.executable, str(ROOT / "lazyboss.py"), "--db", str(db), "--port", str(self.port), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -262,7 +263,7 @@ class WorkerProcess:
     """`python lazyboss.py work` in a subprocess, its log lines collected."""
 
     def __init__(self, url, *args, command, env=None, cwd=None):
-        self.process = _start(
+        self.process = start_process(
             [sys.executable, str(ROOT / "lazyboss.py"), "work", "--server", url, *args]
             + (["--", *command] if command else []),
             stdin=subprocess.DEVNULL,

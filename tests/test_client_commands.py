@@ -10,7 +10,7 @@ import time
 import pytest
 
 import lazyboss
-from support import ROOT, free_port, run_cli, submit, wait_until
+from support import ROOT, free_port, run_cli, start_process, submit, wait_until
 
 
 def streams_open(server):
@@ -21,7 +21,7 @@ def streams_open(server):
 def test_ctrl_c_exits_130_without_a_traceback(server, command):
     if command[0] == "follow":
         command = ["follow", submit(server, "t")]
-    process = subprocess.Popen(
+    process = start_process(
         [sys.executable, str(ROOT / "lazyboss.py"), *command, "--server", server.url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -45,7 +45,7 @@ def test_follow_goes_past_an_undone_failure_to_the_real_end(server):
 
     attempt("error", {"reason": "first"}, "one")  # the job fails for good
     client.request("POST", f"/jobs/{job_id}/retry")
-    follow = subprocess.Popen(
+    follow = start_process(
         [sys.executable, str(ROOT / "lazyboss.py"), "follow", job_id, "--server", server.url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

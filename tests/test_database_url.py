@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import lazyboss
-from support import ROOT, Client, free_port, run_cli, wait_until
+from support import ROOT, Client, free_port, run_cli, start_process, wait_until
 
 
 def token_create(cwd, *args, env):
@@ -81,7 +81,7 @@ def test_anything_else_is_refused_in_one_line_that_repeats_no_secret(tmp_path, u
 def test_serve_uses_database_url(tmp_path):
     port = free_port()
     environment = {key: value for key, value in os.environ.items() if key != "LAZYBOSS_DB"}
-    process = subprocess.Popen(
+    process = start_process(
         [sys.executable, str(ROOT / "lazyboss.py"), "--port", str(port)],
         env={**environment, "DATABASE_URL": f"sqlite:///{tmp_path}/served.sqlite"},
         cwd=tmp_path,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import lazyboss
-from support import ROOT, Client, EventStream, NotifySocket, ServerProcess, wait_until
+from support import ROOT, Client, EventStream, NotifySocket, ServerProcess, start_process, wait_until
 
 # -- shutdown
 
@@ -88,7 +88,7 @@ def test_socket_activation_serves_on_the_handed_socket(tmp_path):
         "os.execv(sys.executable, [sys.executable] + sys.argv[2:])"
     )
     arguments = [str(ROOT / "lazyboss.py"), "--db", str(tmp_path / "a.sqlite"), "--port", "1"]
-    process = subprocess.Popen(
+    process = start_process(
         [sys.executable, "-c", handover, str(listener.fileno()), *arguments],
         pass_fds=[listener.fileno()],
         stderr=subprocess.PIPE,

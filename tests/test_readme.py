@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, ServerProcess
+from support import ROOT, ServerProcess, start_process
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"^```sh\n(.*?)^```", README, flags=re.S | re.M)
@@ -32,7 +32,7 @@ def test_a_readme_block_runs_against_a_fresh_server(block, tmp_path):
         "LAZYBOSS_URL": server.url,
     }
     environment.pop("LAZYBOSS_TOKEN", None)
-    process = subprocess.Popen(
+    process = start_process(
         ["sh", "-c", PRELUDE + script],
         cwd=tmp_path,
         env=environment,

@@ -12,7 +12,7 @@ import pytest
 import webtest
 
 import lazyboss
-from support import ROOT, Client, ServerProcess, free_port, run_cli, wait_until
+from support import ROOT, Client, ServerProcess, free_port, run_cli, start_process, wait_until
 
 
 def bearer(secret):
@@ -61,7 +61,7 @@ def test_a_token_allows_listening_beyond_loopback(tmp_path):
     assert run_cli("--db", str(db), "--host", "0.0.0.0").returncode == 2
     run_cli("--db", str(db), "token", "create", "--role", "admin", "--name", "me")
     port = free_port()
-    process = subprocess.Popen(
+    process = start_process(
         [sys.executable, str(ROOT / "lazyboss.py"), "--db", str(db), "--host", "0.0.0.0", "--port", str(port)],
         stderr=subprocess.PIPE,
         text=True,

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import lazyboss
-from support import ROOT, Client, free_port, run_cli, wait_until
+from support import ROOT, Client, free_port, run_cli, start_process, wait_until
 
 
 class UnixServer:
@@ -21,7 +21,7 @@ class UnixServer:
     def __init__(self, db, path, *args):
         self.path = str(path)
         self.url = f"unix:{self.path}"
-        self.process = subprocess.Popen(
+        self.process = start_process(
             [sys.executable, str(ROOT / "lazyboss.py"), "--db", str(db), "--unix-socket", self.path, *args],
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -155,7 +155,7 @@ def test_the_client_the_command_line_and_the_worker_take_unix_urls(start_unix, t
     submitted = run_cli("submit", "echo", '{"word": "hi"}', "--server", server.url)
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
-    worker = subprocess.Popen(
+    worker = start_process(
         [sys.executable, str(ROOT / "lazyboss.py"), "work", "--server", server.url, "--type", "echo"]
         + ["--json-result", "--", "sh", "-c", 'printf "{\\"url\\": \\"%s\\"}" "$LAZYBOSS_URL"'],
         stdin=subprocess.DEVNULL,

@@ -3,20 +3,23 @@
 
 Clients submit jobs over HTTP, workers claim them by long polling and report
 progress, results and errors; lazyboss remembers what went to whom and when,
-and steps in when a worker goes silent. One SQLite file holds everything.
+and steps in when a worker goes silent. One SQLite file holds everything (or,
+for several replicas, one PostgreSQL database).
 
 The module reads top to bottom, each section using only those above it:
 
 - Settings and small parsers: `Config`, durations, times, compact JSON.
 - Errors: `LazybossError` and its kinds, each carrying an HTTP status and code.
-- Schema and SQL: the migrations and the SQL that builds a job's JSON (also
-  as it was at one of its events) and picks the next job.
+- Schema and SQL: the migrations (SQLite's, and PostgreSQL's schema) and the
+  SQL that builds a job's JSON (also as it was at one of its events) and picks
+  the next job, in each engine's words (`_SQLiteSQL`, `_PostgresSQL`).
 - Validation and SSE encoding: what a submission, a type's settings and a
   progress stream may hold; JSON Schemas (the optional `schema` extra); how
   events go on the wire.
 - Schedules: intervals and cron lines, and when they next fire.
-- Store: the SQLite file, every read and every transaction; the feed that reads new
-  events once for every stream.
+- Store: the engines (`_SQLiteEngine`, `_PostgresEngine`: what only one of them
+  does), every read and every transaction; the feed that reads new events once
+  for every stream.
 - Reaper and systemd: the housekeeping thread, sd_notify, socket activation.
 - Metrics: Prometheus' text format and the request histogram.
 - Status page: `GET /` for browsers, one page whose style sheet and script are
@@ -202,7 +205,15 @@ _LONGEST_DURATION = 100 * 366 * 86400.0
 
 
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-_DATABASE_URLS = "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or a plain path"
+_DATABASE_URLS = "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH, a plain path, or postgresql://USER@HOST/NAME"
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_POSTGRES_EXTRA = "lazyboss[postgres]"
+
+
+def _is_postgres_url(text: str) -> bool:
+    """Whether a database address is a PostgreSQL server's URL (postgresql://…, postgres://…)."""
+    scheme = _URL_SCHEME.match(text)
+    return scheme is not None and scheme.group(1).lower() in _POSTGRES_SCHEMES and text[scheme.end() :][:2] == "//"
 
 
 # Database servers' schemes (and SQLAlchemy's `dialect+driver` forms of them), refused even with their
@@ -211,17 +222,23 @@ _SERVER_SCHEMES = {"postgres", "postgresql", "mysql", "mariadb", "oracle", "mssq
 
 
 def _refuse_server_url(text: str, origin: str) -> None:
-    """Refuse a URL naming a database server (`postgresql://…`), which no file path looks like; the
-    ValueError names its scheme, never the URL, which may hold a password."""
+    """Refuse a URL naming a database server lazyboss cannot use (another than PostgreSQL, or PostgreSQL
+    without psycopg installed), which no file path looks like; the ValueError names its scheme, never the
+    URL, which may hold a password."""
     scheme = _URL_SCHEME.match(text)
     if scheme is None or scheme.group(1).lower() == "sqlite":
         return
     if not text[scheme.end() :].startswith("//") and scheme.group(1).lower().split("+")[0] not in _SERVER_SCHEMES:
         return
-    coming = ""
-    if scheme.group(1).lower().split("+")[0] in ("postgres", "postgresql"):
-        coming = ' (PostgreSQL is not supported yet: see "The PostgreSQL road" in the README)'
-    raise ValueError(f"{origin} names a {scheme.group(1)}: database{coming}; lazyboss takes {_DATABASE_URLS}")
+    if _is_postgres_url(text):
+        try:
+            import psycopg  # noqa: F401 - only whether it is there
+        except ImportError:
+            raise ValueError(
+                f"{origin} names a PostgreSQL database, which needs psycopg: pip install '{_POSTGRES_EXTRA}'"
+            ) from None
+        return
+    raise ValueError(f"{origin} names a {scheme.group(1)}: database; lazyboss takes {_DATABASE_URLS}")
 
 
 def _database_path(url: str) -> str:
@@ -229,6 +246,8 @@ def _database_path(url: str) -> str:
     `sqlite:relative/path`, or a plain path. ValueError says what is supported; it never repeats the
     URL, which may hold a password."""
     _refuse_server_url(url, "DATABASE_URL")
+    if _is_postgres_url(url):
+        return url
     scheme = _URL_SCHEME.match(url)
     if scheme is None or (scheme.group(1).lower() != "sqlite" and not url[scheme.end() :].startswith("//")):
         return url  # a plain path (a colon in a file name too)
@@ -1244,11 +1263,10 @@ class _SQLiteSQL:
         for key, value in labels.items():
             heads.append(
                 head(
-                    f"job_claims.key = ? AND job_claims.value = ? AND {_DUE} AND jobs.reserved_until > ? {of_types} "
-                    f"AND {claims_met}",
+                    f"job_claims.key = ? AND job_claims.value = ? AND jobs.id = job_claims.job_id AND {_DUE} "
+                    f"AND jobs.reserved_until > ? {of_types} AND {claims_met}",
                     "ORDER BY job_claims.priority DESC, job_claims.run_at, job_claims.job_id",
-                    # CROSS: job_claims leads, in its order
-                    "job_claims CROSS JOIN jobs ON jobs.id = job_claims.job_id",
+                    "job_claims CROSS JOIN jobs",  # CROSS: SQLite reads job_claims first, in its order
                 )
             )
             parameters += [key, value, now, now, *(types or []), *met_parameters, limit]
@@ -1281,7 +1299,9 @@ class _PostgresSQL(_SQLiteSQL):
 
     @staticmethod
     def time(column: str) -> str:
-        return f"""to_char(to_timestamp({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+        # Rounded to the millisecond, as SQLite's strftime rounds (to_char would cut the microseconds off).
+        rounded = f"to_timestamp(round(CAST({column} AS numeric), 3)) AT TIME ZONE 'UTC'"
+        return f"""to_char({rounded}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
     @staticmethod
     def json(text: str) -> str:
@@ -2184,12 +2204,12 @@ _APPLICATION_ID = 0x6C7A6273  # "lzbs"
 _LAZYBOSS_TABLES = {"jobs", "attempts", "events"}
 
 
-def _check_schema_version(version: int) -> None:
-    """Refuse a file whose schema a later release wrote: this one would misread it."""
-    if version > len(_MIGRATIONS):
+def _check_schema_version(version: int, latest: int = len(_MIGRATIONS)) -> None:
+    """Refuse a database whose schema a later release wrote: this one would misread it."""
+    if version > latest:
         raise StorageError(
             f"its schema is version {version}, newer than lazyboss {__version__} knows (version "
-            f"{len(_MIGRATIONS)}): run a newer lazyboss",
+            f"{latest}): run a newer lazyboss",
             "schema_too_new",
         )
 
@@ -2376,12 +2396,22 @@ class _SQLiteEngine(_SQLiteSQL):
     name = "sqlite"
     # Takes the write lock at once: nothing a write reads can change before it commits.
     begin_write = "BEGIN IMMEDIATE"
+    begin_snapshot = "BEGIN"  # a read transaction sees the file as its first read does
+    # One file that lazyboss guards (see `Store.check_file`), written by one connection whose writes
+    # share commits (see `Store.transaction`).
+    keeps_a_file = True
+    migrations = _MIGRATIONS
+    errors: Any = sqlite3.Error
 
-    def __init__(self, sync: str):
+    def __init__(self, path: str, sync: str = "full"):
         if sync not in ("full", "normal"):
             raise ValueError("sync must be 'full' or 'normal'")
         super().__init__()
+        self.path = path
         self.sync = sync
+
+    def __str__(self) -> str:
+        return self.path
 
     def connect(self, address: str, uri: bool = False) -> sqlite3.Connection:
         """A new connection, set up as all of the store's are."""
@@ -2403,6 +2433,70 @@ class _SQLiteEngine(_SQLiteSQL):
     def prepare_writer(conn: sqlite3.Connection) -> None:
         """Set up the connection every write goes through."""
         conn.execute("PRAGMA temp_store = MEMORY")  # savepoints keep what they may undo in memory, not a file
+
+    @staticmethod
+    def usable(conn: sqlite3.Connection) -> bool:
+        """Whether a connection still serves (a file's always does)."""
+        return True
+
+    @staticmethod
+    def storage_error(error: Exception) -> StorageError | None:
+        """What an error of this engine says about the database, if anything (else it is a bug)."""
+        return _storage_error(error)
+
+    @staticmethod
+    def apply(db: sqlite3.Connection, migration: Any) -> None:
+        """Run one migration in the running transaction."""
+        if callable(migration):
+            migration(db)
+        else:
+            for statement in _sql_statements(migration):
+                db.execute(statement)
+
+    @staticmethod
+    def before_commit(db: sqlite3.Connection) -> None:
+        """Nothing: events are numbered as they are written, and this process wakes its own waiters."""
+
+    def listen(self, signals: dict[str, _Signal]) -> None:
+        """Nothing: the processes on one file see each other's writes by looking (see `_EventFeed`)."""
+
+    def close(self) -> None:
+        """Nothing: the store closes its connections."""
+
+    @staticmethod
+    def last_ids(db: sqlite3.Connection) -> dict[str, int]:
+        """The last id ever given to a job, an event and a submission (AUTOINCREMENT's, for the first two)."""
+        given = dict(db.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+        return {table: int(given.get(table, 0)) for table in ("jobs", "events", "submissions")}
+
+    @staticmethod
+    def continue_ids(db: sqlite3.Connection, last: dict[str, int]) -> None:
+        """Give ids after `last` (by table) from now on, in the running transaction."""
+        for table in ("jobs", "events"):  # AUTOINCREMENT's; a submission's id is the next after the highest
+            db.execute("DELETE FROM sqlite_sequence WHERE name = ? AND seq < ?", (table, last[table]))
+            db.execute(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM sqlite_sequence WHERE name = ?)",
+                (table, last[table], table),
+            )
+
+    def disk_free(self) -> int | None:
+        """Bytes free for lazyboss on the file system holding the database (None if it cannot be told)."""
+        try:
+            file_system = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            return None
+        return file_system.f_bavail * file_system.f_frsize
+
+    def file_sizes(self) -> dict[str, int]:
+        """Bytes on disk of the database file and its WAL."""
+        sizes = {}
+        for name, path in (("database", self.path), ("wal", self.path + "-wal")):
+            try:
+                sizes[name] = os.path.getsize(path)
+            except OSError:
+                sizes[name] = 0
+        return sizes
 
     @staticmethod
     def schema_version(db: sqlite3.Connection) -> int:
@@ -2433,8 +2527,22 @@ class _SQLiteEngine(_SQLiteSQL):
         return not busy
 
 
+# What `Store.copy_into` copies, parents first (job counts and claim keys are rebuilt by triggers).
+_COPIED_TABLES = (
+    "submissions",
+    "jobs",
+    "attempts",
+    "progress",
+    "events",
+    "types",
+    "type_versions",
+    "tokens",
+    "sessions",
+    "workers",
+    "schedules",
+)
 _EVENT_CHANNELS = ("lazyboss_queue", "lazyboss_events")  # NOTIFY channels: a job may be claimable; the log grew
-_SCHEMA_LOCK = 0x6C7A6273  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
+_WRITE_LOCK = 0x6C7A6273  # pg_advisory_xact_lock key: one write at a time across replicas (migrations too)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -2483,6 +2591,16 @@ class _PostgresConnection:
         """Whether a transaction is open (BEGIN given, no COMMIT or ROLLBACK yet)."""
         return self._conn.info.transaction_status != self._conn.info.transaction_status.IDLE
 
+    def executemany(self, sql: str, rows: Any) -> None:
+        """Run one statement for each row of parameters."""
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_format_placeholders(sql), list(rows))
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection ended (closed, or lost)."""
+        return bool(self._conn.closed)
+
     def notifies(self, timeout: float) -> Iterator[Any]:
         """NOTIFY messages as they arrive, for at most `timeout` seconds."""
         return self._conn.notifies(timeout=timeout)
@@ -2493,37 +2611,90 @@ class _PostgresConnection:
 
 
 class _PostgresEngine(_PostgresSQL):
-    """What only PostgreSQL does for the store: the twin of `_SQLiteEngine` (a work in progress, see
-    "The PostgreSQL road" in the README), plus what replicas need: event ids numbered in commit order,
-    and NOTIFY for the wake-ups of other replicas."""
+    """What only PostgreSQL does for the store: the twin of `_SQLiteEngine`, plus what replicas need:
+    writes one at a time across every replica, event ids numbered in commit order, NOTIFY for the
+    wake-ups of other replicas, and a connection lost then tried again with back-off."""
 
     name = "postgresql"
-    begin_write = "BEGIN"
+    # One answer's reads see the database as their first one does.
+    begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    keeps_a_file = False  # the server keeps its files: no file of lazyboss's to guard
+    migrations = [_POSTGRES_SCHEMA]
+    _RETRY_FIRST, _RETRY_MOST = 0.5, 30.0  # seconds between attempts to connect, doubling while none succeeds
 
     def __init__(self, url: str):
         super().__init__()
         self.url = url
+        self._stopping = threading.Event()
+        self._retry_lock = threading.Lock()
+        self._retry_at = 0.0  # no connection is attempted before (monotonic): the back-off after a failure
+        self._retry_pause = 0.0
+
+    def __str__(self) -> str:
+        """The URL without its password (a URL is logged, its password never)."""
+        parts = urllib.parse.urlsplit(self.url)
+        netloc = parts.netloc if parts.password is None else parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+    @property
+    def errors(self) -> Any:
+        """The base class of psycopg's errors."""
+        import psycopg
+
+        return psycopg.Error
 
     def connect(self, address: str | None = None, uri: bool = False) -> _PostgresConnection:
-        """A new connection in autocommit mode (the store sends BEGIN and COMMIT itself)."""
+        """A new connection in autocommit mode (the store sends BEGIN and COMMIT itself). While the server
+        cannot be reached, attempts are spaced by a back-off (StorageError at once in between)."""
         try:
             import psycopg
         except ImportError:
-            raise StorageError("PostgreSQL needs psycopg: pip install 'lazyboss[postgres]'", "cannot_open") from None
+            raise StorageError(f"PostgreSQL needs psycopg: pip install '{_POSTGRES_EXTRA}'", "cannot_open") from None
+        with self._retry_lock:
+            if time.monotonic() < self._retry_at:
+                raise StorageError("cannot connect to PostgreSQL (trying again shortly)", "database_unavailable")
         try:
-            conn = psycopg.connect(address or self.url, autocommit=True, row_factory=_postgres_rows)
+            conn = psycopg.connect(address or self.url, autocommit=True, row_factory=_postgres_rows, connect_timeout=10)
         except psycopg.Error as error:  # its message may repeat the URL's password: only its kind is told
-            raise StorageError(f"cannot connect to PostgreSQL ({type(error).__name__})", "cannot_open") from None
+            with self._retry_lock:
+                self._retry_pause = min(max(self._retry_pause * 2, self._RETRY_FIRST), self._RETRY_MOST)
+                self._retry_at = time.monotonic() + self._retry_pause
+            raise StorageError(
+                f"cannot connect to PostgreSQL ({type(error).__name__})", "database_unavailable"
+            ) from None
+        with self._retry_lock:
+            self._retry_pause, self._retry_at = 0.0, 0.0
+        # json values (a job, built by the server) are read as the text they are, as SQLite gives them.
+        for json_type in ("json", "jsonb"):
+            conn.adapters.register_loader(json_type, psycopg.types.string.TextLoader)
         return _PostgresConnection(conn)
 
     @staticmethod
-    def prepare_writer(conn: _PostgresConnection) -> None:
-        """Nothing: each PostgreSQL connection is set up alike."""
+    def usable(conn: _PostgresConnection) -> bool:
+        """Whether a connection still serves: one the server dropped is opened anew."""
+        return not conn.closed
+
+    def storage_error(self, error: Exception) -> StorageError | None:
+        """A lost connection, or a server that shuts down, is StorageError (503); other errors are bugs."""
+        import psycopg
+
+        if isinstance(error, psycopg.OperationalError):
+            return StorageError(
+                f"the PostgreSQL server is not reachable ({type(error).__name__})", "database_unavailable"
+            )
+        return None
 
     @staticmethod
-    def lock_schema(db: _PostgresConnection) -> None:
-        """Serialise migrations across replicas, until the running transaction ends."""
-        db.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+    def begin(db: _PostgresConnection) -> None:
+        """Begin a write: one at a time across every replica, as SQLite's BEGIN IMMEDIATE does on one file.
+
+        The lock is taken first, before anything is read: what a write decides
+        on cannot change before it commits, as on SQLite, and so every rule of
+        the store holds across replicas (a job claimed, expired or reported once).
+        """
+        db.execute("BEGIN")
+        db.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
 
     @staticmethod
     def schema_version(db: _PostgresConnection) -> int:
@@ -2540,12 +2711,13 @@ class _PostgresEngine(_PostgresSQL):
         db.execute("INSERT INTO lazyboss_schema (version) VALUES (?)", (version,))
 
     @staticmethod
-    def prepare_new(writer: _PostgresConnection) -> None:
-        """Nothing before the first table."""
-
-    @staticmethod
     def mark_as_ours(db: _PostgresConnection) -> None:
         """Nothing: lazyboss's tables are its mark (`lazyboss_schema`)."""
+
+    @staticmethod
+    def apply(db: _PostgresConnection, migration: str) -> None:
+        """Run one migration (a script, sent whole) in the running transaction."""
+        db.execute(migration)
 
     @staticmethod
     def checkpoint(db: _PostgresConnection) -> bool:
@@ -2553,8 +2725,40 @@ class _PostgresEngine(_PostgresSQL):
         return True
 
     @staticmethod
-    def number_events(db: _PostgresConnection) -> None:
-        """Number the running transaction's events, just before it commits, in commit order.
+    def last_ids(db: _PostgresConnection) -> dict[str, int]:
+        """The last id ever given to a job, an event and a submission."""
+        last = {"events": db.execute("SELECT last FROM event_counter").fetchone()[0]}
+        for table in ("jobs", "submissions"):
+            row = db.execute(f"SELECT last_value, is_called FROM {table}_id_seq").fetchone()
+            last[table] = row[0] if row[1] else 0
+        return last
+
+    @staticmethod
+    def continue_ids(db: _PostgresConnection, last: dict[str, int]) -> None:
+        """Give ids after `last` (by table) from now on, in the running transaction."""
+        for table in ("jobs", "submissions"):
+            db.execute(f"SELECT setval('{table}_id_seq', GREATEST(?, 1), ? > 0)", (last[table], last[table]))
+        db.execute("UPDATE event_counter SET last = GREATEST(last, ?)", (last["events"],))
+
+    @staticmethod
+    def disk_free() -> None:
+        """Not told: the server's disk is its own."""
+        return None
+
+    @staticmethod
+    def file_sizes() -> dict[str, int]:
+        """None: the server's files are its own."""
+        return {}
+
+    def before_commit(self, db: _PostgresConnection) -> None:
+        """Number the transaction's events, and tell every replica once it commits."""
+        if self.number_events(db):
+            for channel in _EVENT_CHANNELS:
+                self.notify(db, channel)
+
+    @staticmethod
+    def number_events(db: _PostgresConnection) -> int:
+        """Number the running transaction's events, just before it commits, in commit order; how many.
 
         The counter row stays locked until the commit: a concurrent writer
         numbers its own only once this one is committed and visible, so every
@@ -2564,7 +2768,7 @@ class _PostgresEngine(_PostgresSQL):
         """
         fresh = db.execute("SELECT count(*) FROM events WHERE id IS NULL").fetchone()[0]
         if not fresh:
-            return
+            return 0
         last = db.execute("UPDATE event_counter SET last = last + ? RETURNING last", (fresh,)).fetchone()[0]
         db.execute(
             """UPDATE events SET id = numbered.id
@@ -2572,18 +2776,19 @@ class _PostgresEngine(_PostgresSQL):
                WHERE events.seq = numbered.seq""",
             (last - fresh,),
         )
+        return fresh
 
     @staticmethod
     def notify(db: _PostgresConnection, channel: str) -> None:
         """Tell every replica, once the running transaction commits (never if it rolls back)."""
         db.execute("SELECT pg_notify(?, '')", (channel,))
 
-    def listen(self, signals: dict[str, _Signal], stopping: threading.Event) -> threading.Thread:
-        """A thread firing the signal of each channel NOTIFY names, until `stopping` is set; a lost
-        connection is opened again after a pause (meanwhile the event feed's own look goes on)."""
+    def listen(self, signals: dict[str, _Signal]) -> threading.Thread:
+        """A thread firing the signal of each channel NOTIFY names, until `close`; a lost connection is
+        opened again after a pause (meanwhile the event feed's own look goes on)."""
 
         def run() -> None:
-            while not stopping.is_set():
+            while not self._stopping.is_set():
                 try:
                     conn = self.connect()
                     try:
@@ -2591,18 +2796,31 @@ class _PostgresEngine(_PostgresSQL):
                             conn.execute(f"LISTEN {channel}")
                         for signal in signals.values():
                             signal.fire()  # what happened while no one listened
-                        while not stopping.is_set():
+                        while not self._stopping.is_set():
                             for message in conn.notifies(timeout=0.5):
                                 signals[message.channel].fire()
                     finally:
                         conn.close()
                 except Exception as error:  # noqa: BLE001 - the listener must outlive any failure
+                    if self._stopping.is_set():
+                        return
                     _log.warning("PostgreSQL listener: %s; listening again in a second", type(error).__name__)
-                    stopping.wait(1.0)
+                    self._stopping.wait(1.0)
 
         thread = threading.Thread(target=run, name="lazyboss-listen", daemon=True)
         thread.start()
         return thread
+
+    def close(self) -> None:
+        """End the listener."""
+        self._stopping.set()
+
+
+def _engine_for(address: str, sync: str = "full") -> _SQLiteEngine | _PostgresEngine:
+    """The engine a database address names: a PostgreSQL URL (postgresql://, postgres://), else a file."""
+    if _is_postgres_url(address):
+        return _PostgresEngine(address)
+    return _SQLiteEngine(address, sync)
 
 
 class Store:
@@ -2616,10 +2834,14 @@ class Store:
     everything it decides on inside its transaction, once it holds the lock:
     time spent waiting must not age a lease, and nothing read before may have
     changed. Reads that make one answer are one statement or one `snapshot`.
+
+    On PostgreSQL (a `postgresql://` address) the same rules hold across
+    replicas: each write is its own transaction, and writes take turns under
+    the engine's lock (see `_write_alone`).
     """
 
     def __init__(self, path: str, sync: str = "full", clock: Callable[[], float] = time.time):
-        self.engine = _SQLiteEngine(sync)  # every statement only SQLite knows goes through it
+        self.engine = _engine_for(path, sync)  # every statement only one engine knows goes through it
         self.path = path
         self.clock = clock
         self.queue_changed = _Signal()  # a job may have become claimable
@@ -2650,6 +2872,23 @@ class Store:
         self._failure_lock = threading.Lock()
         self._validators: dict[str, Any] = {}  # a schema's JSON text -> its compiled validator
         self._validators_lock = threading.Lock()
+        self._orphan_saved = False
+        self._opened = False  # until then, whoever opens the store says why it cannot
+        if self.engine.keeps_a_file:
+            self._open_file()
+        else:
+            try:
+                with self.database_errors():
+                    self.migrate()
+            except StorageError:
+                self._close_connections()
+                raise
+            self._opened = True
+        self.engine.listen(dict(zip(_EVENT_CHANNELS, (self.queue_changed, self.events_added))))
+
+    def _open_file(self) -> None:
+        """Open an SQLite file, refusing one lazyboss must not use, and migrate it."""
+        path = self.path
         kind = _file_system_type(path)
         if kind in _NETWORK_FILE_SYSTEMS:
             raise StorageError(
@@ -2660,12 +2899,15 @@ class Store:
         made = [name for name in (f"{path}-wal", f"{path}-shm") if not os.path.exists(name)]
         try:
             _refuse_unfit_file(path)
-            with self.sqlite_errors():
+            with self.database_errors():
+                if self.engine.schema_version(self.writer) == 0:
+                    self.engine.prepare_new(self.writer)
                 self.migrate()
                 self._files = self._file_identity()
                 # Open until `close`, unused: while it is, SQLite never deletes the WAL and shared
                 # memory, even when the writer's connection is closed after a failed ROLLBACK.
                 self._keeper = self._connect()
+            self._opened = True
             with suppress(OSError):
                 self._shared_memory = os.open(f"{path}-shm", os.O_RDONLY)
             with suppress(StorageError):  # noted: /health says it from the first request on
@@ -2679,7 +2921,6 @@ class Store:
             if reason is not None:
                 raise StorageError(reason, error.code) from None
             raise
-        self._orphan_saved = False
 
     # -- connections and transactions
 
@@ -2696,13 +2937,30 @@ class Store:
 
     @property
     def db(self) -> sqlite3.Connection:
-        """This thread's connection for reads, opened on first use; inside a transaction, the writer."""
-        if getattr(self._local, "writing", False):
-            return self.writer
+        """This thread's connection for reads, opened on first use (and again if the server dropped it);
+        inside a transaction, the transaction's."""
+        writing = getattr(self._local, "writing", None)
+        if writing is not None:
+            return writing
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
+        if conn is None or not self.engine.usable(conn):
+            if conn is not None:
+                self._forget(conn)
+            try:
+                conn = self._local.conn = self._connect()
+            except StorageError as failure:
+                raise self._note_failure(failure) from None
         return conn
+
+    def _forget(self, conn: Any) -> None:
+        """Close a connection that no longer serves, and open a new one in its place when next needed."""
+        with self._connections_lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with suppress(Exception):  # it may have ended already
+            conn.close()
 
     @property
     def writer(self) -> sqlite3.Connection:
@@ -2731,21 +2989,37 @@ class Store:
         What `_count` tallies and `_log_committed` notes inside it reach
         `counters` and the log only once committed: a write rolled back (by its
         own error, or with its group when the commit fails) leaves no trace.
-        SQLite's complaints about the file come out as StorageError (see
-        `sqlite_errors`). A transaction opened inside another on the same
+        The database's complaints come out as StorageError (see
+        `database_errors`). A transaction opened inside another on the same
         thread is a RuntimeError at once: the write lock is not reentrant.
+
+        On a database server (PostgreSQL) there is no commit to share: each
+        write is its own transaction on the thread's connection (see `_write_alone`).
         """
-        if getattr(self._local, "writing", False):
+        if getattr(self._local, "writing", None) is not None:
             raise RuntimeError("Store.transaction inside another on the same thread would wait for itself forever")
+        self._local.tally = tally = Counter()
+        self._local.notes = notes = []
+        with self._write_in_group() if self.engine.keeps_a_file else self._write_alone() as conn:
+            yield conn
+        if tally:
+            with self._counters_lock:
+                self.counters.update(tally)
+        for level, message, args in notes:
+            _log.log(level, message, *args)
+
+    @contextmanager
+    def _write_in_group(self) -> Iterator[sqlite3.Connection]:
+        """A write to the SQLite file: in the open group's transaction, once this thread's turn came, and
+        answered once the group is committed (see `transaction`)."""
         with self._queued_lock:
             self._queued += 1
         self._write_lock.acquire()
         with self._queued_lock:
             self._queued -= 1
-        self._local.writing = True
         try:
-            with self.sqlite_errors():
-                conn = self.writer
+            with self.database_errors():
+                conn = self._local.writing = self.writer
                 joined = self._group is not None  # the first write of a group needs no savepoint: it is alone
                 if joined:
                     conn.execute("SAVEPOINT write")
@@ -2753,8 +3027,6 @@ class Store:
                     conn.execute(self.engine.begin_write)
                     self._group = _Group()
                 group = self._group
-                self._local.tally = tally = Counter()
-                self._local.notes = notes = []
                 try:
                     yield conn
                     if joined:
@@ -2764,18 +3036,35 @@ class Store:
                     raise
                 group.size += 1
         finally:
-            self._local.writing = False
+            self._local.writing = None
             try:
                 if self._group is not None and (self._queued == 0 or self._group.size >= _GROUP_LIMIT):
                     self._commit_group()
             finally:
                 self._write_lock.release()
         group.wait()
-        if tally:
-            with self._counters_lock:
-                self.counters.update(tally)
-        for level, message, args in notes:
-            _log.log(level, message, *args)
+
+    @contextmanager
+    def _write_alone(self) -> Iterator[Any]:
+        """A write to a database server: its own transaction on this thread's connection, begun by the
+        engine (one write at a time across replicas), its events numbered and the other replicas told
+        just before it commits. It returns once committed: nothing is acknowledged that was not."""
+        with self.database_errors():
+            conn = self._local.writing = self.db
+            try:
+                self.engine.begin(conn)
+                try:
+                    yield conn
+                    self.engine.before_commit(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except self.engine.errors:
+                        self._forget(conn)  # lost, or in a state no one should inherit
+                    raise
+            finally:
+                self._local.writing = None
 
     def _undo_write(self, conn: sqlite3.Connection, joined: bool, error: BaseException) -> None:
         """Roll a failed write back to its savepoint, leaving the group's other writes as they are
@@ -2799,7 +3088,7 @@ class Store:
         """Commit the open group, or roll it back if that fails; then release its writers."""
         conn = self.writer
         try:
-            with self.sqlite_errors():
+            with self.database_errors():
                 self.check_file()  # acknowledge nothing written to a file that is no longer the database
                 conn.execute("COMMIT")
         except BaseException as error:
@@ -2837,7 +3126,7 @@ class Store:
         if conn.in_transaction:
             yield conn
             return
-        conn.execute("BEGIN")
+        conn.execute(self.engine.begin_snapshot)
         try:
             yield conn
         finally:
@@ -2853,19 +3142,15 @@ class Store:
 
     def migrate(self) -> None:
         """Bring the database's schema up to this release."""
-        if self.engine.schema_version(self.writer) == 0:
-            self.engine.prepare_new(self.writer)
+        migrations = self.engine.migrations
         with self.transaction() as db:
             version = self.engine.schema_version(db)
-            _check_schema_version(version)  # again: a newer lazyboss may have migrated it since it was looked at
+            # Again: a newer lazyboss may have migrated it since it was looked at (on PostgreSQL, `begin`'s
+            # lock makes replicas starting together migrate one after the other).
+            _check_schema_version(version, len(migrations))
             self.engine.mark_as_ours(db)
-            for number in range(version, len(_MIGRATIONS)):
-                migration = _MIGRATIONS[number]
-                if callable(migration):
-                    migration(db)
-                else:
-                    for statement in _sql_statements(migration):
-                        db.execute(statement)
+            for number in range(version, len(migrations)):
+                self.engine.apply(db, migrations[number])
                 self.engine.set_schema_version(db, number + 1)
 
     def close(self) -> None:
@@ -2878,6 +3163,7 @@ class Store:
             _log.warning("final checkpoint failed: %s", error.detail)
             if error.code == "database_gone":
                 self._save_orphaned()
+        self.engine.close()
         self._close_connections()
 
     def _close_connections(self) -> None:
@@ -2894,12 +3180,12 @@ class Store:
     # -- the file's health
 
     @contextmanager
-    def sqlite_errors(self) -> Iterator[None]:
+    def database_errors(self) -> Iterator[None]:
         """Raise SQLite's complaints about the file as StorageError, noted for /health until `recover`."""
         try:
             yield
-        except sqlite3.Error as error:
-            failure = _storage_error(error)
+        except self.engine.errors as error:
+            failure = self.engine.storage_error(error)
             if failure is None:
                 raise
             if failure.code != "database_busy":  # another process's lock says nothing about the file
@@ -2913,7 +3199,7 @@ class Store:
             failure = self._overwritten or failure  # then whatever SQLite says follows from it
             changed = self.failure is None or self.failure.code != failure.code
             self.failure = type(failure)(failure.detail, failure.code)  # without the traceback's frames
-        if changed and self._files is not None:  # before, whoever opens the store says why it cannot
+        if changed and self._opened:  # before, whoever opens the store says why it cannot
             _log.error("database trouble: %s (%s); /health answers 503 until it is over", failure.detail, failure.code)
         return type(failure)(failure.detail, failure.code)
 
@@ -3064,7 +3350,7 @@ class Store:
     def trouble(self) -> StorageError | None:
         """What keeps the database from working, if anything: a quick look, for /health."""
         try:
-            with self.sqlite_errors():
+            with self.database_errors():
                 self.check_file()
                 self.db.execute("SELECT COUNT(*) FROM types").fetchone()
         except StorageError:
@@ -3196,7 +3482,7 @@ class Store:
                     return views
                 submission = db.execute(
                     "INSERT INTO submissions (key, batch, jobs) VALUES (?, ?, ?) RETURNING id",
-                    (idempotency_key, batch, len(specs)),
+                    (idempotency_key, int(batch), len(specs)),
                 ).fetchone()[0]
             ids = self._insert_jobs(db, specs, submission=submission)
             views = self._views(db, ids)
@@ -3463,7 +3749,7 @@ class Store:
                 SELECT MIN(run_at) AS next FROM jobs WHERE {waiting} AND {_OPEN}
                 UNION ALL SELECT MIN(reserved_until) FROM jobs WHERE {waiting} AND jobs.reserved_until IS NOT NULL
                 UNION ALL SELECT MIN(run_at) FROM jobs
-                    WHERE {waiting} AND jobs.reserved_until IS NOT NULL AND run_at > ?)""",
+                    WHERE {waiting} AND jobs.reserved_until IS NOT NULL AND run_at > ?) AS due""",
             (*(types or ()), *(types or ()), *(types or ()), now),
         ).fetchone()
         return float("inf") if row[0] is None else max(0.0, row[0] - now)
@@ -4225,7 +4511,7 @@ class Store:
             raise NotFound(f"no schedule named {name!r}")
         return json.loads(row[0])
 
-    def list_schedules(self, limit: int = -1) -> list[dict]:
+    def list_schedules(self, limit: int = 1 << 62) -> list[dict]:
         """Every schedule (or the first `limit`), by name."""
         rows = self.db.execute(f"SELECT {self.engine.schedule_json} FROM schedules ORDER BY name LIMIT ?", (limit,))
         return [json.loads(row[0]) for row in rows]
@@ -4491,28 +4777,57 @@ class Store:
         return {"pending": 0, "processing": 0, **dict(rows.fetchall())}
 
     def file_sizes(self) -> dict[str, int]:
-        """Bytes on disk of the database file and its WAL."""
-        sizes = {}
-        for name, path in (("database", self.path), ("wal", self.path + "-wal")):
-            try:
-                sizes[name] = os.path.getsize(path)
-            except OSError:
-                sizes[name] = 0
-        return sizes
+        """Bytes on disk of the database's files (none for a database server)."""
+        return self.engine.file_sizes()
 
     def disk_free(self) -> int | None:
-        """Bytes free for lazyboss on the file system holding the database (None if it cannot be told)."""
-        try:
-            file_system = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
-        except OSError:
-            return None
-        return file_system.f_bavail * file_system.f_frsize
+        """Bytes free for lazyboss where the database is (None if it cannot be told, as for a server)."""
+        return self.engine.disk_free()
 
     def checkpoint(self) -> bool:
         """Fold the WAL into the database file, truncate it, and give free pages back; False if readers held it."""
         self.check_file()  # never fold this WAL into another file put in the database's place
-        with self.sqlite_errors():
+        with self.database_errors():
             return self.engine.checkpoint(self.db)
+
+    # -- copying to another database
+
+    def copy_into(self, target: Store, batch: int = 1000) -> dict[str, int]:
+        """Copy everything this database holds into `target`, an empty database (of either engine), in one
+        transaction of the target; return how many rows of each table went.
+
+        The target's triggers count the jobs and index their claims again as
+        they go in; its ids go on after the copied ones (after the last ever
+        given, for jobs and events: an id is never given twice).
+        """
+        with target.transaction() as out, self.snapshot() as db:
+            for table in _COPIED_TABLES:
+                if out.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+                    raise Conflict(f"the target database is not empty (it holds {table}): copy into a new one")
+            copied = {}
+            for table in _COPIED_TABLES:
+                wanted = {column[0] for column in out.execute(f"SELECT * FROM {table} LIMIT 0").description}
+                source = db.execute(f"SELECT * FROM {table} LIMIT 0").description
+                columns = [column[0] for column in source if column[0] in wanted]
+                listed = ", ".join(columns)
+                insert = f"INSERT INTO {table} ({listed}) VALUES ({', '.join('?' * len(columns))})"
+                # An event's job goes without the nulls SQLite keeps in place of its large members: PostgreSQL
+                # reads it as it is, SQLite takes them out when it reads it anyway.
+                small = columns.index("job") if table == "events" else None
+                rows = db.execute(f"SELECT {listed} FROM {table}")
+                copied[table] = 0
+                while chunk := rows.fetchmany(batch):
+                    values = [list(row) for row in chunk]
+                    for row in values if small is not None else ():
+                        job = json.loads(row[small])
+                        row[small] = _encode({key: job[key] for key in job if key not in _EVENT_CHANGES})
+                    out.executemany(insert, values)
+                    copied[table] += len(chunk)
+            last = self.engine.last_ids(db)
+            for table in last:
+                last[table] = max(last[table], db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])
+            target.engine.continue_ids(out, last)
+        return copied
 
 
 class _EventFeed:
@@ -4663,7 +4978,7 @@ class Reaper(threading.Thread):
             self.run_once()
             pause = self.interval
             if "schedules" not in self._failing:
-                with suppress(sqlite3.Error, StorageError):
+                with suppress(self.store.engine.errors, StorageError):
                     pause = min(pause, self.store.seconds_until_next_schedule())
             self._halt.wait(max(self.MIN_PAUSE, pause))
 
@@ -4723,7 +5038,7 @@ class Reaper(threading.Thread):
         try:
             depth = self.store.queue_depth()
             status = f"STATUS={depth['pending']} pending, {depth['processing']} processing"
-        except (sqlite3.Error, StorageError):  # the watchdog is petted all the same: the reaper is not stuck
+        except (self.store.engine.errors, StorageError):  # the watchdog is petted all the same: not stuck
             status = "STATUS=the database cannot be read"
         trouble = self.store.trouble()
         if trouble is not None:
@@ -6483,7 +6798,7 @@ class _ApiPlugin:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
-                with self.handlers.store.sqlite_errors():
+                with self.handlers.store.database_errors():
                     if bottle.request.method not in _SAFE_METHODS:
                         self.handlers.check_origin()
                     if needed:
@@ -8290,7 +8605,7 @@ def _open_store(config: Config) -> Store | int:
     try:
         return Store(config.db, config.sync)
     except StorageError as error:
-        print(f"lazyboss: cannot use the database {config.db}: {error.detail}", file=sys.stderr)
+        print(f"lazyboss: cannot use the database {_engine_for(config.db)}: {error.detail}", file=sys.stderr)
         return 2 if error.code in _UNFIT_FILES else _EXIT_CANNOT_START
 
 
@@ -8334,7 +8649,7 @@ def serve(config: Config) -> int:
         store.close()
         print(
             f"lazyboss: refusing to listen on {config.host}: no token exists, so anyone could take jobs. "
-            f"Create one first (lazyboss --db {config.db} token create --role admin --name me) "
+            f"Create one first (lazyboss --db {store.engine} token create --role admin --name me) "
             "or listen on 127.0.0.1.",
             file=sys.stderr,
         )
@@ -8360,7 +8675,7 @@ def serve(config: Config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, shut_down)
     reaper.start()
-    _log.info("lazyboss %s serving %s on %s", __version__, config.db, " and ".join(server.addresses))
+    _log.info("lazyboss %s serving %s on %s", __version__, store.engine, " and ".join(server.addresses))
     notifier.notify("READY=1", f"STATUS=serving on {' and '.join(server.addresses)}")
     try:
         server.run()
@@ -9867,6 +10182,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     command("serve", "serve the HTTP API (the default)", remote=False)
+    copy = command("copy", "copy a database into a new, empty one: SQLite to PostgreSQL, or back", remote=False)
+    copy.add_argument("--from", dest="source", required=True, help="the database copied: a file or postgresql://…")
+    copy.add_argument("--to", dest="target", required=True, help="an empty database: a new file or postgresql://…")
     token = command("token", "create, list or revoke credentials (on the --db file)", remote=False)
     token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = token_commands.add_parser("create", help="make a token and print its secret, once")
@@ -10009,6 +10327,36 @@ def _command_token(args: argparse.Namespace, config: Config) -> int:
         return _EXIT_USAGE if isinstance(error, Invalid) else _EXIT_SERVER
     finally:
         store.close()
+    return _EXIT_OK
+
+
+def _command_copy(args: argparse.Namespace, config: Config) -> int:
+    """lazyboss copy --from A --to B: every job, attempt, log, event, type, schedule and token of A into an
+    empty B, in one transaction of B (A is migrated to this release first, as any start does)."""
+    try:
+        _refuse_server_url(args.source, "--from")
+        _refuse_server_url(args.target, "--to")
+        if not _is_postgres_url(args.source) and not os.path.isfile(args.source):
+            raise ValueError(f"--from: there is no database file {args.source}")
+    except ValueError as error:
+        print(f"lazyboss: {error}", file=sys.stderr)
+        return _EXIT_USAGE
+    stores: list[Store] = []
+    try:
+        for address in (args.source, args.target):
+            store = _open_store(replace(config, db=address))
+            if isinstance(store, int):
+                return store
+            stores.append(store)
+        copied = stores[0].copy_into(stores[1])
+    except LazybossError as error:
+        print(f"lazyboss: {error.detail}", file=sys.stderr)
+        return _EXIT_USAGE if isinstance(error, Conflict) else _EXIT_SERVER
+    finally:
+        for store in stores:
+            store.close()
+    rows = ", ".join(f"{number} {table}" for table, number in copied.items())
+    print(f"lazyboss: copied {stores[0].engine} into {stores[1].engine}: {rows}", file=sys.stderr)
     return _EXIT_OK
 
 
@@ -10493,6 +10841,8 @@ def main(argv: list[str] | None = None) -> int:
         os.umask(int(config.umask, 8))
         if args.command == "token":
             return _command_token(args, config)
+        if args.command == "copy":
+            return _command_copy(args, config)
         return serve(config)
     except KeyboardInterrupt:
         return _EXIT_INTERRUPTED

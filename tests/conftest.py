@@ -1,9 +1,9 @@
-"""Shared fixtures: a store on a temporary SQLite file, the app in-process, and a live server."""
+"""Shared fixtures: a store on a temporary SQLite file (or, for the modules of BOTH_ENGINES, on a fresh
+PostgreSQL database too), the app in-process, and a live server."""
 
 import signal
 import tempfile
 import threading
-import uuid
 
 import pytest
 import webtest
@@ -12,6 +12,20 @@ import lazyboss
 from support import Client, PostgresCluster, ServerProcess, SmallDisk, WorkerProcess, postgres_binaries
 
 TEST_TIME_LIMIT = 60
+
+# Test modules whose store-level and live-server tests run on both engines: each test that uses the
+# `database` fixture (through `store`, `app`, `live`…) runs once per engine, PostgreSQL's skipped where
+# no cluster can be started. A test about SQLite's file itself is marked `sqlite_only`.
+BOTH_ENGINES = {"test_api", "test_batches", "test_streams", "test_supervisor"}
+
+
+def pytest_generate_tests(metafunc):
+    if (
+        metafunc.module.__name__ in BOTH_ENGINES
+        and "database" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("sqlite_only") is None
+    ):
+        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +66,16 @@ def clock():
 
 
 @pytest.fixture
-def store(db_path, clock):
-    store = lazyboss.Store(db_path, clock=clock)
+def database(request, db_path):
+    """Where the test's store lives: the SQLite file `db_path`, or (parametrised) a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return db_path
+    return request.getfixturevalue("postgres_store_url")
+
+
+@pytest.fixture
+def store(database, clock):
+    store = lazyboss.Store(database, clock=clock)
     yield store
     store.close()
 
@@ -83,8 +105,8 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_store(db_path):
-    store = lazyboss.Store(db_path)
+def live_store(database):
+    store = lazyboss.Store(database)
     yield store
     store.close()
 
@@ -170,9 +192,10 @@ def postgres_cluster():
 @pytest.fixture
 def postgres_url(postgres_cluster):
     """A fresh, empty database of the session's cluster for one test."""
-    import psycopg
+    return postgres_cluster.create_database()
 
-    name = f"test_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres_cluster.url(), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    return postgres_cluster.url(name)
+
+@pytest.fixture
+def postgres_store_url(postgres_cluster):
+    """The session's database with lazyboss's tables, empty: the same for every test, emptied before each."""
+    return postgres_cluster.lazyboss_database()

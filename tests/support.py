@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -495,3 +496,40 @@ class PostgresCluster:
 
     def url(self, database="postgres"):
         return f"postgresql://lazyboss@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self):
+        """A new, empty database's URL."""
+        import psycopg
+
+        name = f"test_{uuid.uuid4().hex}"
+        with psycopg.connect(self.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def lazyboss_database(self):
+        """The URL of the session's database with lazyboss's tables, emptied for each test (TRUNCATE: far
+        cheaper than a new database, which copies the whole catalog)."""
+        import psycopg
+
+        import lazyboss
+
+        name = "lazyboss_tests"
+        if not getattr(self, "_tables", None):
+            with psycopg.connect(self.url(), autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {name}")
+            engine = lazyboss._PostgresEngine(self.url(name))
+            db = engine.connect()
+            try:
+                engine.begin(db)
+                for number, migration in enumerate(engine.migrations):
+                    engine.apply(db, migration)
+                    engine.set_schema_version(db, number + 1)
+                db.execute("COMMIT")
+                rows = db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+            finally:
+                db.close()
+            self._tables = [row[0] for row in rows if row[0] not in ("lazyboss_schema", "event_counter")]
+        with psycopg.connect(self.url(name), autocommit=True) as db:
+            db.execute(f"TRUNCATE {', '.join(self._tables)} RESTART IDENTITY")
+            db.execute("UPDATE event_counter SET last = 0")
+        return self.url(name)

@@ -1,4 +1,4 @@
-"""The job API in-process (webtest) on a real SQLite file: lifecycle, retries and every refusal."""
+"""The job API in-process (webtest) on a real SQLite file and on PostgreSQL: lifecycle, retries and every refusal."""
 
 import base64
 import json
@@ -24,9 +24,8 @@ def claim(app, user="w1", status=201, **query):
     return response.json if status == 201 else response
 
 
-def count_rows(db_path, table="jobs"):
-    with sqlite3.connect(db_path) as db:
-        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+def count_rows(store, table="jobs"):
+    return store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
 # -- submitting
@@ -63,21 +62,21 @@ def test_delay_puts_run_at_in_the_future(app, clock):
     assert job["run_at"] == lazyboss.rfc3339(clock.now + 60)
 
 
-def test_batch_submit_is_one_transaction(app, db_path):
+def test_batch_submit_is_one_transaction(app, store):
     jobs = app.post_json("/jobs", [{"type": "a"}, {"type": "b", "priority": 2}], status=202).json
     assert [job["type"] for job in jobs] == ["a", "b"]
     response = app.post_json("/jobs", [{"type": "a"}, {"type": "b", "priority": "high"}], status=422)
     assert "job 1" in response.json["detail"] and "priority" in response.json["detail"]
-    assert count_rows(db_path) == 2
+    assert count_rows(store) == 2
 
 
-def test_a_batch_over_10000_jobs_is_refused_whole(store, db_path):
+def test_a_batch_over_10000_jobs_is_refused_whole(store):
     app = webtest.TestApp(lazyboss.make_app(store, lazyboss.Config(max_body=1 << 20)))  # the default limit
     refused = app.post_json("/jobs", [{"type": "a"}] * 10_001, status=413).json
     assert refused["error"] == "too_many_jobs" and "at most 10,000 jobs, not 10,001" in refused["detail"]
     ndjson = b'{"type": "a"}\n' * 10_001
     assert app.post("/jobs", ndjson, headers={"Content-Type": "application/x-ndjson"}, status=413)
-    assert count_rows(db_path) == 0
+    assert count_rows(store) == 0
     assert len(app.post_json("/jobs", [{"type": "a"}] * 10_000, status=202).json) == 10_000
 
 
@@ -87,14 +86,14 @@ def test_ndjson_batch(app):
     assert [job["parameters"] for job in response.json] == [1, 2]
 
 
-def test_idempotency_key_returns_the_first_job(app, db_path):
+def test_idempotency_key_returns_the_first_job(app, store):
     first = app.post_json("/jobs", {"type": "a"}, headers={"Idempotency-Key": "k1"}, status=202).json
     again = app.post_json("/jobs", {"type": "a", "priority": 9}, headers={"Idempotency-Key": "k1"}, status=202).json
     assert again == first
     batch = [{"type": "a"}, {"type": "b"}]
     jobs = app.post_json("/jobs", batch, headers={"Idempotency-Key": "k2"}, status=202).json
     assert app.post_json("/jobs", batch, headers={"Idempotency-Key": "k2"}, status=202).json == jobs
-    assert count_rows(db_path) == 3
+    assert count_rows(store) == 3
 
 
 # -- reading
@@ -322,19 +321,19 @@ def test_cancel_and_retry_of_unknown_jobs_are_404(app):
         (b"\xff\xfe", "application/json", 400, "bad_json", "JSON"),
     ],
 )
-def test_bad_submissions_get_a_json_error_and_store_nothing(app, db_path, body, content_type, status, code, mentions):
+def test_bad_submissions_get_a_json_error_and_store_nothing(app, store, body, content_type, status, code, mentions):
     response = app.post("/jobs", body, headers={"Content-Type": content_type}, status=status)
     assert response.content_type == "application/json"
     assert response.json["error"] == code
     assert mentions in response.json["detail"]
-    assert count_rows(db_path) == 0 and count_rows(db_path, "events") == 0
+    assert count_rows(store) == 0 and count_rows(store, "events") == 0
 
 
-def test_body_over_the_limit_is_413(app, db_path, config):
+def test_body_over_the_limit_is_413(app, store, config):
     big = json.dumps({"type": "a", "parameters": "x" * config.max_body})
     response = app.post("/jobs", big, headers={"Content-Type": "application/json"}, status=413)
     assert response.json["error"] == "too_large"
-    assert count_rows(db_path) == 0
+    assert count_rows(store) == 0
 
 
 def test_unknown_route_and_wrong_method_are_json(app):
@@ -348,6 +347,7 @@ def test_health_checks_the_database(app):
     assert app.get("/health").json == expected
 
 
+@pytest.mark.sqlite_only
 def test_schema_version_is_recorded_and_reopening_is_harmless(store, db_path):
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(lazyboss._MIGRATIONS)
@@ -391,12 +391,12 @@ def test_any_progress_renews_the_lease(app, store, clock):
     assert app.get(f"/jobs/{job['id']}/attempts/1/log").text == "still working"
 
 
-def test_a_heartbeat_is_not_an_event(app, db_path):
+def test_a_heartbeat_is_not_an_event(app, store):
     job = submit(app)
     claim(app)
-    before = count_rows(db_path, "events")
+    before = count_rows(store, "events")
     assert put_progress(app, job, "").text == ""
-    assert count_rows(db_path, "events") == before
+    assert count_rows(store, "events") == before
 
 
 def test_parse_progress_follows_the_event_stream_format():

@@ -2,7 +2,6 @@
 
 import base64
 import concurrent.futures
-import sqlite3
 
 import pytest
 
@@ -18,15 +17,14 @@ def submit_many(app, count, job_type="echo", **fields):
     return app.post_json("/jobs", [{"type": job_type, "parameters": {"n": n}, **fields} for n in range(count)]).json
 
 
-def rows(db_path, sql, *args):
-    with sqlite3.connect(db_path) as db:
-        return db.execute(sql, args).fetchall()
+def rows(store, sql, *args):
+    return [tuple(row) for row in store.db.execute(sql, args).fetchall()]
 
 
 # -- batch claims
 
 
-def test_a_batch_claim_answers_every_job_with_its_attempt_in_queue_order(app, db_path):
+def test_a_batch_claim_answers_every_job_with_its_attempt_in_queue_order(app, store):
     jobs = submit_many(app, 4)
     urgent = app.post_json("/jobs", {"type": "echo", "priority": 5}).json
     response = app.post("/jobs/attempt?max=3", headers=basic("w1"), status=201)
@@ -37,7 +35,7 @@ def test_a_batch_claim_answers_every_job_with_its_attempt_in_queue_order(app, db
         assert (job["status"], job["assignee"], job["attempt"], job["attempts"]) == ("processing", "w1", "1", 1)
         assert job["location"] == f"/jobs/{job['id']}/attempts/1" and job["startedAt"] == job["updated_at"]
         assert app.get(job["location"]).json["status"] == "processing"
-    assert rows(db_path, "SELECT COUNT(*) FROM attempts") == [(3,)]
+    assert rows(store, "SELECT COUNT(*) FROM attempts") == [(3,)]
     body = app.post_json("/jobs/attempt", {"max": 10, "types": ["echo"]}, headers=basic("w2"), status=201).json
     assert [job["id"] for job in body["jobs"]] == [jobs[2]["id"], jobs[3]["id"]]  # what was due, no more
     assert app.post("/jobs/attempt?max=10", status=204).body == b""
@@ -61,13 +59,13 @@ def test_without_max_the_claim_answers_as_it_always_did(app):
 
 
 @pytest.mark.parametrize("query, body", [("max=0", None), ("max=1001", None), ("max=2.5", None), ("max=all", None)])
-def test_a_bad_max_is_refused_and_claims_nothing(app, db_path, query, body):
+def test_a_bad_max_is_refused_and_claims_nothing(app, store, query, body):
     submit_many(app, 2)
     refused = app.post(f"/jobs/attempt?{query}", status=422).json
     assert refused["error"] == "invalid" and "max" in refused["detail"]
     for value in (0, "3", True, 1.5, 1001):
         assert "max" in app.post_json("/jobs/attempt", {"max": value}, status=422).json["detail"]
-    assert rows(db_path, "SELECT COUNT(*) FROM attempts") == [(0,)]
+    assert rows(store, "SELECT COUNT(*) FROM attempts") == [(0,)]
 
 
 def test_a_batch_of_large_jobs_stops_at_about_a_mebibyte(store):
@@ -80,7 +78,7 @@ def test_a_batch_of_large_jobs_stops_at_about_a_mebibyte(store):
     assert len(store.claim_jobs("w1", limit=5)) == 1  # alone, however large
 
 
-def test_concurrent_batch_claims_never_hand_a_job_out_twice(start_live, db_path):
+def test_concurrent_batch_claims_never_hand_a_job_out_twice(start_live, live_store):
     live = start_live(threads=16)
     submitter = live.client()
     for _ in range(5):
@@ -100,9 +98,9 @@ def test_concurrent_batch_claims_never_hand_a_job_out_twice(start_live, db_path)
         claims = sum(pool.map(claim_until_empty, [f"w{n}" for n in range(8)]), [])
     assert len(claims) == 5000 and len({job for job, _ in claims}) == 5000
     assert all(attempt == "1" for _, attempt in claims)
-    assert rows(db_path, "SELECT COUNT(*), COUNT(DISTINCT job_id) FROM attempts") == [(5000, 5000)]
-    assert rows(db_path, "SELECT status, attempts, COUNT(*) FROM jobs GROUP BY 1, 2") == [("processing", 1, 5000)]
-    assert rows(db_path, "SELECT COUNT(*) FROM events WHERE kind = 'claimed'") == [(5000,)]
+    assert rows(live_store, "SELECT COUNT(*), COUNT(DISTINCT job_id) FROM attempts") == [(5000, 5000)]
+    assert rows(live_store, "SELECT status, attempts, COUNT(*) FROM jobs GROUP BY 1, 2") == [("processing", 1, 5000)]
+    assert rows(live_store, "SELECT COUNT(*) FROM events WHERE kind = 'claimed'") == [(5000,)]
 
 
 def test_a_long_poll_waits_for_the_first_job_then_takes_what_is_due_up_to_max(live):
@@ -180,7 +178,7 @@ def test_each_report_of_a_batch_succeeds_or_fails_alone(app, store, clock):
     assert app.get(f"/jobs/{stale['id']}").json["result"] is None
 
 
-def test_a_batch_of_results_finishes_each_job_once(app, db_path):
+def test_a_batch_of_results_finishes_each_job_once(app, store):
     jobs = claimed_batch(app, 3)
     body = [report(job, result={"n": index}) for index, job in enumerate(jobs)]
     body.append(report(jobs[0], result={"n": 0}))  # sent again in the same batch: harmless
@@ -189,7 +187,7 @@ def test_a_batch_of_results_finishes_each_job_once(app, db_path):
     assert [item["status"] for item in answer] == [201, 201, 201, 201, 409]
     assert [item["job"]["result"] for item in answer[:4]] == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 0}]
     assert all(item["job"]["status"] == "done" for item in answer[:4]) and answer[4]["error"] == "finished"
-    assert rows(db_path, "SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind") == [
+    assert rows(store, "SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind") == [
         ("claimed", 3),
         ("done", 3),
         ("submitted", 3),
@@ -216,12 +214,12 @@ def test_a_batch_report_over_ndjson(app):
         "1/1",
     ],
 )
-def test_a_batch_report_with_a_malformed_item_is_refused_whole_and_changes_nothing(app, db_path, bad):
+def test_a_batch_report_with_a_malformed_item_is_refused_whole_and_changes_nothing(app, store, bad):
     (job,) = claimed_batch(app, 1)
     refused = app.post_json("/jobs/reports", [report(job, result="fine"), bad], headers=basic("w1"), status=422)
     assert refused.json["error"] == "invalid" and refused.json["detail"].startswith("report 1: ")
     assert app.get(f"/jobs/{job['id']}").json["status"] == "processing"
-    assert rows(db_path, "SELECT COUNT(*) FROM events WHERE kind = 'done'") == [(0,)]
+    assert rows(store, "SELECT COUNT(*) FROM events WHERE kind = 'done'") == [(0,)]
 
 
 @pytest.mark.parametrize("body", [{"job": "1", "attempt": "1", "result": 1}, [], "reports"])

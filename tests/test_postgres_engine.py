@@ -1,7 +1,6 @@
-"""The PostgreSQL engine's own pieces on a real cluster (issue 17): what replicas rely on.
-
-The store does not run on PostgreSQL yet (see "The PostgreSQL road" in the README): these tests hold
-the engine's primitives to their promises first, on a throwaway cluster (skipped without one).
+"""The PostgreSQL engine's own pieces on a real cluster (issue 17): what replicas rely on, each held to
+its promise on a throwaway cluster (skipped without one); the store on PostgreSQL is tested by the
+modules of BOTH_ENGINES (tests/conftest.py), test_postgres.py and test_replicas.py.
 """
 
 import random
@@ -24,8 +23,7 @@ def engine(postgres_url):
 def test_the_schema_version_lives_in_its_own_table(engine):
     db = engine.connect()
     assert engine.schema_version(db) == 0
-    db.execute(engine.begin_write)
-    engine.lock_schema(db)
+    engine.begin(db)  # its lock serialises every write, migrations too
     engine.set_schema_version(db, 3)
     db.execute("COMMIT")
     assert engine.schema_version(engine.connect()) == 3
@@ -42,7 +40,7 @@ def test_a_bad_url_is_refused_without_repeating_its_password(postgres_cluster):
     url = postgres_cluster.url("no_such_database").replace("lazyboss@", "lazyboss:hunter2@")
     with pytest.raises(lazyboss.StorageError) as refused:
         lazyboss._PostgresEngine(url).connect()
-    assert "hunter2" not in refused.value.detail and refused.value.code == "cannot_open"
+    assert "hunter2" not in refused.value.detail and refused.value.code == "database_unavailable"
 
 
 def test_concurrent_writers_and_a_resuming_follower_see_every_event_once_in_commit_order(engine):
@@ -59,7 +57,7 @@ def test_concurrent_writers_and_a_resuming_follower_see_every_event_once_in_comm
         db, pick = engine.connect(), random.Random(writer)
         try:
             for n in range(rounds):
-                db.execute(engine.begin_write)
+                db.execute("BEGIN")
                 for _ in range(pick.randint(1, 3)):
                     db.execute("INSERT INTO events (writer, n) VALUES (?, ?)", (writer, n))
                 time.sleep(pick.random() / 1000)  # transactions overlap and end out of the order they began
@@ -102,19 +100,18 @@ def test_concurrent_writers_and_a_resuming_follower_see_every_event_once_in_comm
 def queue_signal(engine):
     """The queue's signal of a listening engine, once its listener listens (it fires once when it starts)."""
     signals = {channel: lazyboss._Signal() for channel in lazyboss._EVENT_CHANNELS}
-    stopping = threading.Event()
-    listener = engine.listen(signals, stopping)
+    listener = engine.listen(signals)
     queue = signals["lazyboss_queue"]
     wait_until(lambda: queue.generation > 0, timeout=10, what="the listener")
     yield queue
-    stopping.set()
+    engine.close()
     listener.join(5)
 
 
 def notify_queue(engine, end):
     """NOTIFY the queue's channel in a transaction that ends with `end`; the moment it was sent."""
     writer = engine.connect()
-    writer.execute(engine.begin_write)
+    writer.execute("BEGIN")
     engine.notify(writer, "lazyboss_queue")
     sent = time.monotonic()
     writer.execute(end)

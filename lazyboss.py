@@ -481,7 +481,9 @@ def _storage_error(error: sqlite3.Error) -> StorageError | None:
 
 
 class Unreachable(LazybossError):
-    """The client got no answer: connection refused or lost, a timeout, TLS failed."""
+    """The client got no answer from lazyboss: connection refused or lost, a timeout, TLS failed, or an
+    answer lazyboss never gives (a redirect, a web page, JSON that is not lazyboss's: another server or a
+    proxy answered in its place)."""
 
     status, code = None, "unreachable"
 
@@ -8696,12 +8698,13 @@ _DEFAULT_URL = "http://127.0.0.1:8080"
 _CONNECT_TIMEOUT = 5.0  # seconds to connect and finish a TLS handshake; then the request's own timeout
 _STREAM_TIMEOUT = 120.0  # a stream silent this long is dead: servers send a keep-alive every 15 s
 _REFUSALS = {403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid}
+_JOB = ("id", "status")  # what every job the server answers with has, for telling it from another server's JSON
 
 
 def _refusal(status: int, payload: Any) -> LazybossError:
     """The exception for a refusal: NotFound, Conflict, … or the base class, with the server's code and detail."""
     code = payload.get("error") if isinstance(payload, dict) else None
-    detail = payload.get("detail") if isinstance(payload, dict) else str(payload).strip()
+    detail = payload.get("detail") if isinstance(payload, dict) else " ".join(str(payload).split())
     return _REFUSALS.get(status, LazybossError)(str(detail or f"the server answered {status}"), code, status)
 
 
@@ -8819,14 +8822,52 @@ class Client:
     ) -> tuple[int, Any]:
         """One request on a connection: (status, parsed JSON or text), or the refusal raised."""
         connection.request(method, path, body=data, headers=headers)
-        response = connection.getresponse()
+        return self._answer(method, path, connection.getresponse())
+
+    def _answer(self, method: str, path: str, response: http.client.HTTPResponse) -> tuple[int, Any]:
+        """A response read whole: (status, parsed JSON or text), or the refusal raised.
+
+        What lazyboss never answers raises Unreachable: a redirect (never
+        followed: the credentials go nowhere else), a page or other body that is
+        neither JSON nor text, JSON that does not parse.
+        """
         payload = response.read()
+        status, content_type = response.status, response.getheader("Content-Type", "")
+        if 300 <= status < 400:
+            raise self._not_lazyboss(method, path, status, f"a redirect to {response.getheader('Location')}")
         parsed: Any = payload.decode("utf-8", "replace")
-        if "json" in response.getheader("Content-Type", "") and payload:
-            parsed = json.loads(payload)
-        if response.status >= 400:
-            raise _refusal(response.status, parsed)
-        return response.status, parsed
+        if "json" in content_type and payload:
+            try:
+                parsed = json.loads(payload)
+            except ValueError:
+                raise self._not_lazyboss(method, path, status, "a body that is not JSON") from None
+        elif payload and not content_type.startswith(("text/plain", "text/event-stream")):
+            raise self._not_lazyboss(method, path, status, f"a body of type {content_type or 'unknown'}")
+        if status >= 400:
+            raise _refusal(status, parsed)
+        return status, parsed
+
+    def _not_lazyboss(self, method: str, path: str, status: int, what: str) -> Unreachable:
+        """The error for an answer that no lazyboss server gives."""
+        return Unreachable(
+            f"{method} {path}: {self.url} answered {status} with {what}, which lazyboss never sends "
+            "(is it lazyboss's address? did a proxy answer?)"
+        )
+
+    def _json(
+        self, method: str, path: str, body: Any = None, headers: dict | None = None, *, members: tuple = ()
+    ) -> Any:
+        """The answer of a call that lazyboss answers with a JSON array or, given `members`, an object
+        holding them; anything else raises Unreachable."""
+        status, answer = self.request(method, path, body, headers)
+        if not (
+            isinstance(answer, dict) and all(name in answer for name in members)
+            if members
+            else isinstance(answer, list)
+        ):
+            noun = f"an object with {', '.join(members)}" if members else "an array"
+            raise self._not_lazyboss(method, path, status, f"something other than {noun}")
+        return answer
 
     def request(
         self, method: str, path: str, body: Any = None, headers: dict | None = None, timeout: float | None = None
@@ -8885,9 +8926,9 @@ class Client:
                 response = connection.getresponse()
                 if response.status == 204:  # nothing will come any more
                     return
-                if response.status >= 400:
-                    body = response.read()
-                    raise _refusal(response.status, json.loads(body) if body.startswith(b"{") else body.decode())
+                if response.status != 200 or not response.getheader("Content-Type", "").startswith("text/event-stream"):
+                    status, _ = self._answer("GET", path, response)  # raises a refusal, or another answer's error
+                    raise self._not_lazyboss("GET", path, status, "something other than an event stream")
                 opened = True
                 event_id, data = None, []
                 for raw in response:
@@ -8898,7 +8939,11 @@ class Client:
                         data.append(line[5:].removeprefix(" "))
                     elif not line and data:
                         last_event_id = event_id if event_id is not None else last_event_id
-                        yield event_id, json.loads("\n".join(data))
+                        try:
+                            event = json.loads("\n".join(data))
+                        except ValueError:
+                            raise self._not_lazyboss("GET", path, 200, "an event that is not JSON") from None
+                        yield event_id, event
                         data, delivered = [], True
                         backoff.reset()
                     if deadline is not None:
@@ -8940,15 +8985,15 @@ class Client:
         body = {name: value for name, value in body.items() if value is not None}
         if hold:
             body["hold"] = True
-        return self.request("POST", "/jobs", body, {"Idempotency-Key": key} if key else None)[1]
+        return self._json("POST", "/jobs", body, {"Idempotency-Key": key} if key else None, members=_JOB)
 
     def submit_many(self, jobs: list[dict], *, key: str | None = None) -> list[dict]:
         """Submit jobs (each a dict as `submit` takes it) in one request, all or none; return them."""
-        return self.request("POST", "/jobs", list(jobs), {"Idempotency-Key": key} if key else None)[1]
+        return self._json("POST", "/jobs", list(jobs), {"Idempotency-Key": key} if key else None)
 
     def get(self, job_id: str) -> dict:
         """A job as it is now."""
-        return self.request("GET", f"/jobs/{_quote(job_id)}")[1]
+        return self._json("GET", f"/jobs/{_quote(job_id)}", members=_JOB)
 
     def jobs(
         self, status: str | list[str] | None = None, type: str | list[str] | None = None, *, page_size: int = 100
@@ -8959,9 +9004,11 @@ class Client:
         )
         cursor = None
         while True:
-            page = self.request(
-                "GET", "/jobs?" + urllib.parse.urlencode(query + ([("cursor", cursor)] if cursor else []))
-            )[1]
+            page = self._json(
+                "GET",
+                "/jobs?" + urllib.parse.urlencode(query + ([("cursor", cursor)] if cursor else [])),
+                members=("jobs", "next"),
+            )
             yield from page["jobs"]
             cursor = page["next"]
             if not cursor:
@@ -8969,7 +9016,7 @@ class Client:
 
     def attempts(self, job_id: str) -> list[dict]:
         """A job's attempts, oldest first."""
-        return self.request("GET", f"/jobs/{_quote(job_id)}/attempts")[1]
+        return self._json("GET", f"/jobs/{_quote(job_id)}/attempts")
 
     def log(self, job_id: str, attempt: str) -> str:
         """What an attempt logged."""
@@ -8977,22 +9024,22 @@ class Client:
 
     def cancel(self, job_id: str) -> dict:
         """Cancel a pending or processing job (admin)."""
-        return self.request("POST", f"/jobs/{_quote(job_id)}/cancel")[1]
+        return self._json("POST", f"/jobs/{_quote(job_id)}/cancel", members=_JOB)
 
     def retry(self, job_id: str) -> dict:
         """Send a failed or cancelled job back to pending with a fresh attempt budget (admin)."""
-        return self.request("POST", f"/jobs/{_quote(job_id)}/retry")[1]
+        return self._json("POST", f"/jobs/{_quote(job_id)}/retry", members=_JOB)
 
     def release(self, job_id: str) -> dict:
         """Make a held job pending, due now (admin)."""
-        return self.request("POST", f"/jobs/{_quote(job_id)}/release")[1]
+        return self._json("POST", f"/jobs/{_quote(job_id)}/release", members=_JOB)
 
     def purge(self, types: str | list[str], statuses: str | list[str], older_than: str | None = None) -> int:
         """Delete the jobs of these types and statuses (never running ones), and older than a duration
         such as "7d" if given; return how many (admin)."""
         query = [("type", t) for t in _as_list(types)] + [("status", s) for s in _as_list(statuses)]
         query += [("older_than", older_than)] if older_than is not None else []
-        return self.request("DELETE", "/jobs?" + urllib.parse.urlencode(query))[1]["deleted"]
+        return self._json("DELETE", "/jobs?" + urllib.parse.urlencode(query), members=("deleted",))["deleted"]
 
     def follow(self, job_id: str) -> Iterator[dict]:
         """The job now, then the job at every change, until it is done, failed or cancelled."""
@@ -9029,20 +9076,20 @@ class Client:
 
     def stats(self) -> dict:
         """Counts by type and status, and the server's state (`GET /stats`)."""
-        return self.request("GET", "/stats")[1]
+        return self._json("GET", "/stats", members=("jobs_by_type",))
 
     def workers(self) -> list[dict]:
         """Every worker seen, with its current attempts (admin)."""
-        return self.request("GET", "/workers")[1]
+        return self._json("GET", "/workers")
 
     def types(self) -> list[dict]:
         """Every job type: its settings and counts (admin)."""
-        return self.request("GET", "/types")[1]
+        return self._json("GET", "/types")
 
     def put_type(self, name: str, **settings: Any) -> dict:
         """Change a type's settings: timeout, max_attempts, backoff, paused, retain, parameters_schema,
         result_schema, labels; None restores a default (admin)."""
-        return self.request("PUT", f"/types/{_quote(name)}", settings)[1]
+        return self._json("PUT", f"/types/{_quote(name)}", settings, members=("type",))
 
     def delete_type(self, name: str) -> None:
         """Forget a type's settings; Conflict while it has jobs (admin)."""
@@ -9050,29 +9097,32 @@ class Client:
 
     def type_versions(self, name: str) -> list[dict]:
         """Every change of a type's settings, oldest first: version, changed_by, changed_at, changed, settings."""
-        return self.request("GET", f"/types/{_quote(name)}/versions")[1]["versions"]
+        return self._json("GET", f"/types/{_quote(name)}/versions", members=("versions",))["versions"]
 
     def schedules(self) -> list[dict]:
         """Every schedule, with its next and last run (admin)."""
-        return self.request("GET", "/schedules")[1]
+        return self._json("GET", "/schedules")
 
     def put_schedule(
         self, name: str, type: str, every: str, parameters: Any = None, *, timezone: str | None = None
     ) -> dict:
         """Make or change a schedule: a job of `type` every `every` ("10 minutes", or a cron line) (admin)."""
         body = {"type": type, "every": every, "parameters": {} if parameters is None else parameters}
-        return self.request(
-            "PUT", f"/schedules/{_quote(name)}", {**body, **({"timezone": timezone} if timezone else {})}
-        )[1]
+        return self._json(
+            "PUT",
+            f"/schedules/{_quote(name)}",
+            {**body, **({"timezone": timezone} if timezone else {})},
+            members=("name",),
+        )
 
     def delete_schedule(self, name: str, *, keep_pending: bool = False) -> int:
         """Stop a schedule and cancel its pending jobs (unless `keep_pending`); return how many it cancelled (admin)."""
         query = "?keep_pending=true" if keep_pending else ""
-        return self.request("DELETE", f"/schedules/{_quote(name)}{query}")[1]["cancelled"]
+        return self._json("DELETE", f"/schedules/{_quote(name)}{query}", members=("cancelled",))["cancelled"]
 
     def run_schedule(self, name: str) -> dict:
         """Submit a schedule's job now, besides its ticks; return the job (admin)."""
-        return self.request("POST", f"/schedules/{_quote(name)}/run")[1]
+        return self._json("POST", f"/schedules/{_quote(name)}/run", members=_JOB)
 
 
 def _time_left(deadline: float) -> float:
@@ -9103,6 +9153,7 @@ _BACKLOG = 1 << 20  # characters of progress held for the server; beyond that ou
 _KILL_DELAY = 3.0  # seconds between SIGTERM and SIGKILL for a cancelled command, or one stopped at shutdown
 _REPORT_GRACE = 10.0  # seconds after the shutdown's kills that reports may still take to get through
 _ABANDON_WAIT = 2.0  # seconds the worker waits for calls in flight once it gives up on the server
+_EMPTY_CLAIM_PACE = 1.0  # seconds at least from one claim to the next while they come back empty
 
 
 @dataclass
@@ -9454,6 +9505,7 @@ class _Engine:
                 free = self.idle
             if self.stopping.is_set():
                 break
+            asked = time.monotonic()
             try:
                 jobs = self.claim(free)
             except LazybossError as error:
@@ -9461,6 +9513,10 @@ class _Engine:
                     break
                 continue
             backoff.reset()
+            if not jobs:
+                # Answered empty before its wait was over: the server is stopping, or its --max-wait
+                # is short (0 too). Not a loop as fast as the server answers, then.
+                self.stopping.wait(asked + _EMPTY_CLAIM_PACE - time.monotonic())
             with self.slots_changed:
                 self.idle -= len(jobs)
             for job in jobs:
@@ -9485,7 +9541,11 @@ class _Engine:
             if self.stopping.is_set():
                 return []
             raise Unreachable(f"lost the connection to {self.client.url}: {error}") from None
-        return answer["jobs"] if status == 201 else []
+        if status == 204:
+            return []
+        if status != 201 or not isinstance(answer, dict) or not isinstance(answer.get("jobs"), list):
+            raise self.client._not_lazyboss("POST", "/jobs/attempt", status, "something other than the jobs claimed")
+        return answer["jobs"]
 
     def slot(self) -> None:
         """One slot: run the jobs the claim loop hands over, until it says to end."""
@@ -9562,7 +9622,7 @@ class _Engine:
         backoff = _Backoff(f"{len(batch)} reports not delivered", self.abandon)
         while True:
             try:
-                answers = self.client.request("POST", "/jobs/reports", body)[1]["reports"]
+                answers = self.client._json("POST", "/jobs/reports", body, members=("reports",))["reports"]
                 break
             except LazybossError as error:
                 if error.status == 413:

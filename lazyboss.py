@@ -6116,8 +6116,9 @@ class _Api:
         return gone
 
     def check_still_authorized(self, gone: Callable[[], bool]) -> None:
-        """401 for a wait that ended because its credential did (its client, if gone, hears nothing)."""
-        if gone():
+        """401 for a wait that ended because its credential did. A wait whose client left is no refusal
+        (nobody hears its answer, but the log and the metrics would count a 401)."""
+        if gone() and not bottle.request.environ.get("waitress.client_disconnected", lambda: False)():
             raise _error_response(401, "unauthorized", "the credential was revoked while waiting", _CHALLENGE)
 
     def reporter(self) -> str:

@@ -6183,7 +6183,9 @@ class _Api:
         number = _as_id(text.strip())
         if number is None:
             raise Invalid(f"Last-Event-ID {text!r} is not an event id this server gave")
-        return number
+        # An id past the newest event here came from another database: the server runs on another file
+        # now, or on a backup put back. What happens from now on is news to the client, whatever its ids.
+        return min(number, self.store.last_event_id())
 
     @staticmethod
     def check_statuses(statuses: list[str]) -> None:

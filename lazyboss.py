@@ -41,6 +41,7 @@ import argparse
 import base64
 import bisect
 import codecs
+import contextvars
 import errno
 import functools
 import hashlib
@@ -1700,9 +1701,10 @@ _SCHEMA_DETAIL_LIMIT = 300  # characters of a validator's message kept: it may q
 
 def _json_schema_package() -> Any:
     """The jsonschema package, imported on first use (it costs ~40 ms and ~8 MiB), or None where the
-    `schema` extra is not installed."""
+    `schema` extra (jsonschema, and regex for patterns that can be stopped) is not installed."""
     try:
         import jsonschema
+        import regex  # noqa: F401
     except ImportError:
         return None
     return jsonschema
@@ -1780,17 +1782,158 @@ def _check_json_schema(schema: Any, field: str) -> Any:
     outside = _outside_references(schema)
     if outside:
         raise Invalid(f"{field}: $ref {outside[0]!r} points outside the schema; lazyboss resolves '#…' references only")
+    _check_patterns(schema, field)
     return schema
 
 
-def _schema_refusal(validator: Any, document: Any, what: str, code: str) -> Invalid | None:
-    """Why `document` does not validate (the failing JSON path and rule), as Invalid; None when it does."""
+def _check_patterns(schema: Any, field: str) -> None:
+    """Invalid for a `pattern` or `patternProperties` key that is not a regular expression, and for
+    `unevaluatedProperties` in a schema with `patternProperties`: jsonschema matches those with Python's
+    `re`, which no time limit can stop (see `_bounded_draft`)."""
+    import regex
+
+    pending, keywords = [(schema, "$")], set()
+    while pending:
+        node, path = pending.pop()
+        if isinstance(node, list):
+            pending += [(item, f"{path}[{index}]") for index, item in enumerate(node)]
+        if not isinstance(node, dict):
+            continue
+        keywords.update(node)
+        patterns = [(node["pattern"], f"{path}.pattern")] if isinstance(node.get("pattern"), str) else []
+        if isinstance(node.get("patternProperties"), dict):
+            patterns += [(key, f"{path}.patternProperties") for key in node["patternProperties"]]
+        for pattern, where in patterns:
+            try:
+                regex.compile(pattern)
+            except regex.error as error:
+                raise Invalid(
+                    f"{field} is not a valid JSON Schema: at {where}: {pattern!r} is not a regular expression "
+                    f"({error}) (rule 'format')",
+                    "invalid_schema",
+                ) from None
+        pending += [(value, f"{path}.{key}") for key, value in node.items()]
+    if {"unevaluatedProperties", "patternProperties"} <= keywords:
+        raise Invalid(
+            f"{field}: lazyboss does not take unevaluatedProperties in a schema with patternProperties "
+            "(their patterns could not be stopped in time): use additionalProperties",
+            "invalid_schema",
+        )
+
+
+# The longest that checking one submission's parameters (or one call's results) may take: past it they are
+# refused, so that no schema, pattern or document holds the write lock (and the GIL) for long.
+_SCHEMA_CHECK_SECONDS = 2.0
+# When the running thread's check must end (time.monotonic()): read by `_bounded_draft`'s keywords.
+_SCHEMA_DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("schema_deadline", default=math.inf)
+
+
+def _json_identity(value: Any) -> Any:
+    """A hashable stand-in for a JSON value, equal where JSON Schema calls values equal: 1 and 1.0, objects
+    whatever their keys' order; never true and 1."""
+    if isinstance(value, dict):
+        return ("object", frozenset((key, _json_identity(item)) for key, item in value.items()))
+    if isinstance(value, list):
+        return ("array", tuple(_json_identity(item) for item in value))
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    return value
+
+
+def _bounded_draft(draft: Any) -> Any:
+    """`draft`'s validator class, with every keyword checking `_SCHEMA_DEADLINE` first (a `$ref` loop or a
+    schema whose work doubles at each reference is stopped), patterns matched by `regex` with a timeout
+    (Python's `re` backtracks for hours, holding the GIL), and `uniqueItems` in linear time (jsonschema's
+    compares objects pairwise: minutes for a 1 MiB array)."""
+    import regex
+
+    package = _json_schema_package()
+    failure = package.exceptions.ValidationError
+
+    def search(pattern: str, text: str) -> Any:
+        left = _SCHEMA_DEADLINE.get() - time.monotonic()
+        return regex.search(pattern, text, timeout=None if left == math.inf else max(left, 0.001))
+
+    def pattern(validator: Any, expected: str, instance: Any, schema: dict) -> Iterator:
+        if validator.is_type(instance, "string") and not search(expected, instance):
+            yield failure(f"{instance!r} does not match {expected!r}")
+
+    def pattern_properties(validator: Any, patterns: dict, instance: Any, schema: dict) -> Iterator:
+        if validator.is_type(instance, "object"):
+            for expected, subschema in patterns.items():
+                for key, value in instance.items():
+                    if search(expected, key):
+                        yield from validator.descend(value, subschema, path=key, schema_path=expected)
+
+    def additional_properties(validator: Any, additional: Any, instance: Any, schema: dict) -> Iterator:
+        if not validator.is_type(instance, "object"):
+            return
+        patterns, named = schema.get("patternProperties", {}), schema.get("properties", {})
+        extras = [key for key in instance if key not in named and not any(search(each, key) for each in patterns)]
+        if validator.is_type(additional, "object"):
+            for extra in extras:
+                yield from validator.descend(instance[extra], additional, path=extra)
+        elif not additional and extras:
+            listed = ", ".join(repr(extra) for extra in sorted(extras))
+            if patterns:
+                verb = "does" if len(extras) == 1 else "do"
+                yield failure(f"{listed} {verb} not match any of the regexes: {', '.join(map(repr, sorted(patterns)))}")
+            else:
+                verb = "was" if len(extras) == 1 else "were"
+                yield failure(f"Additional properties are not allowed ({listed} {verb} unexpected)")
+
+    def unique_items(validator: Any, unique: bool, instance: Any, schema: dict) -> Iterator:
+        if unique and validator.is_type(instance, "array"):
+            if len({_json_identity(item) for item in instance}) < len(instance):
+                yield failure(f"{_shortened(repr(instance))} has non-unique elements")
+
+    def bounded(check: Callable) -> Callable:
+        def keyword(validator: Any, value: Any, instance: Any, schema: dict) -> Any:
+            if time.monotonic() > _SCHEMA_DEADLINE.get():
+                raise TimeoutError
+            return check(validator, value, instance, schema)
+
+        return keyword
+
+    replaced = {
+        "pattern": pattern,
+        "patternProperties": pattern_properties,
+        "additionalProperties": additional_properties,
+        "uniqueItems": unique_items,
+    }
+    keywords = {name: replaced.get(name, check) for name, check in draft.VALIDATORS.items()}
+    return package.validators.extend(draft, {name: bounded(check) for name, check in keywords.items()})
+
+
+def _schema_validator(schema: Any) -> Any:
+    """A validator for a stored schema: bounded in time (`_bounded_draft`), and resolving references only
+    inside the schema: its registry retrieves nothing, so no `$ref` is ever fetched (jsonschema's own
+    would GET a URL, or read a file:// one)."""
+    from referencing import Registry
+
+    return _bounded_draft(_schema_draft(schema))(schema, registry=Registry())
+
+
+def _schema_refusal(validator: Any, document: Any, what: str, code: str, deadline: float) -> Invalid | None:
+    """Why `document` does not validate (the failing JSON path and rule), as Invalid; None when it does.
+    Its check must end by `deadline` (time.monotonic()), else it is refused too."""
     from referencing.exceptions import Unresolvable
 
+    started = _SCHEMA_DEADLINE.set(deadline)
     try:
         errors = list(validator.iter_errors(document))
     except Unresolvable as error:  # refused at PUT; a schema stored by an older lazyboss may still have one
         return Invalid(f"{what}: the type's schema refers to {error}, which lazyboss cannot resolve", code)
+    except RecursionError:
+        return Invalid(f"{what}: the type's schema refers to itself without end (a $ref loop)", code)
+    except TimeoutError:
+        return Invalid(
+            f"{what}: could not be checked against the type's schema within {_SCHEMA_CHECK_SECONDS:g} s "
+            "(a pattern or the schema's references take too long for this document)",
+            code,
+        )
+    finally:
+        _SCHEMA_DEADLINE.reset(started)
     if not errors:
         return None
     error = _json_schema_package().exceptions.best_match(errors)
@@ -3419,8 +3562,12 @@ class Store:
 
     _VALIDATORS_KEPT = 64
 
-    def _schema_check(self, schema: str | None, document: Any, what: str, code: str) -> None:
-        """Raise Invalid when `document` does not fit a type's schema (JSON text; None: no schema).
+    def _schema_check(
+        self, schema: str | None, document: Any, what: str, code: str, deadline: float | None = None
+    ) -> None:
+        """Raise Invalid when `document` does not fit a type's schema (JSON text; None: no schema), or its
+        check does not end by `deadline` (time.monotonic(); default `_SCHEMA_CHECK_SECONDS` from now: the
+        documents of one request share one).
 
         Compiled validators are kept by schema text. A schema stored while the
         schema extra was installed is never skipped: without it the type's
@@ -3438,12 +3585,12 @@ class Store:
         with self._validators_lock:
             validator = self._validators.pop(schema, None)
             if validator is None:
-                document_schema = json.loads(schema)
-                validator = _schema_draft(document_schema)(document_schema)
+                validator = _schema_validator(json.loads(schema))
             self._validators[schema] = validator  # the most recently used last
             while len(self._validators) > self._VALIDATORS_KEPT:
                 del self._validators[next(iter(self._validators))]
-        refusal = _schema_refusal(validator, document, what, code)
+        deadline = time.monotonic() + _SCHEMA_CHECK_SECONDS if deadline is None else deadline
+        refusal = _schema_refusal(validator, document, what, code, deadline)
         if refusal is not None:
             raise refusal
 
@@ -3458,6 +3605,7 @@ class Store:
         submission or none, never part of it in place of the whole.
         """
         batch = batch or len(specs) > 1
+        checked = self._check_parameters_unlocked(specs)
         with self.transaction() as db:
             submission = None
             if idempotency_key is not None:
@@ -3486,10 +3634,31 @@ class Store:
                     "INSERT INTO submissions (key, batch, jobs) VALUES (?, ?, ?) RETURNING id",
                     (idempotency_key, int(batch), len(specs)),
                 ).fetchone()[0]
-            ids = self._insert_jobs(db, specs, submission=submission)
+            ids = self._insert_jobs(db, specs, submission=submission, checked=checked)
             views = self._views(db, ids)
         self._committed(queue_changed=True)
         return [views[job_id] for job_id in ids]
+
+    def _check_parameters(self, specs: list[JobSpec], schemas: dict[str, str | None]) -> None:
+        """Raise Invalid for the first job whose parameters do not fit its type's schema (`schemas`: the
+        JSON text by type); all of them are checked within one `_SCHEMA_CHECK_SECONDS`."""
+        deadline = time.monotonic() + _SCHEMA_CHECK_SECONDS
+        for index, spec in enumerate(specs):
+            what = f"job {index}: parameters" if len(specs) > 1 else "parameters"
+            self._schema_check(schemas[spec.type], spec.parameters, what, "invalid_parameters", deadline)
+
+    def _check_parameters_unlocked(self, specs: list[JobSpec]) -> tuple[dict, LazybossError | None]:
+        """Check submitted parameters before the write lock is taken, so that a slow check holds back no
+        other write: the schemas they were checked against and the refusal, if any, which
+        `_insert_jobs` raises where it finds the same schemas (a resent submission gets its jobs)."""
+        with self.snapshot() as db:
+            types = dict.fromkeys(spec.type for spec in specs)
+            schemas = {name: _resolve(self.type_settings(db, name), "parameters_schema", None) for name in types}
+        try:
+            self._check_parameters(specs, schemas)
+        except LazybossError as refusal:
+            return schemas, refusal
+        return schemas, None
 
     def _insert_jobs(
         self,
@@ -3498,12 +3667,14 @@ class Store:
         submission: int | None = None,
         schedule: str | None = None,
         tick: str | None = None,
+        checked: tuple[dict, LazybossError | None] | None = None,
     ) -> list[int]:
         """Insert pending (or held) jobs and their `submitted` events in the running transaction; return their ids.
-        A schedule's job names it, and its tick if it fired by itself."""
+        A schedule's job names it, and its tick if it fired by itself. The parameters are checked against
+        their types' schemas, unless `checked` (`_check_parameters_unlocked`) did so with the same ones."""
         now = self.clock()
         settings: dict[str, tuple] = {}
-        for index, spec in enumerate(specs):
+        for spec in specs:
             if spec.type not in settings:
                 kind = self.type_settings(db, spec.type)
                 settings[spec.type] = (
@@ -3514,8 +3685,11 @@ class Store:
                     _resolve(kind, "parameters_schema", None),
                     _resolve(kind, "claim_window", None),
                 )
-            where = f"job {index}: " if len(specs) > 1 else ""
-            self._schema_check(settings[spec.type][4], spec.parameters, f"{where}parameters", "invalid_parameters")
+        schemas = {name: values[4] for name, values in settings.items()}
+        if checked is None or checked[0] != schemas:
+            self._check_parameters(specs, schemas)
+        elif checked[1] is not None:
+            raise checked[1]
         rows = []
         for spec in specs:
             max_attempts, timeout, backoff_base, backoff_max, _, claim_window = settings[spec.type]
@@ -3897,6 +4071,7 @@ class Store:
             outcomes: list[int | LazybossError] = []
             changes, requeued, ended_types = [], False, set()
             schemas: dict[str, Any] = {}
+            deadline = time.monotonic() + _SCHEMA_CHECK_SECONDS
             for report in reports:
                 resent = "done" if report.kind == "result" else "failed"
                 try:
@@ -3913,7 +4088,7 @@ class Store:
                         schemas[job["type"]] = _resolve(self.type_settings(db, job["type"]), "result_schema", None)
                     schema = schemas[job["type"]]
                     try:
-                        self._schema_check(schema, report.value, "result", "invalid_result")
+                        self._schema_check(schema, report.value, "result", "invalid_result", deadline)
                     except LazybossError as refusal:  # the attempt goes on: the worker may send another
                         outcomes.append(refusal)
                         continue

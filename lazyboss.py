@@ -74,6 +74,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta, timezone
+from datetime import time as time_of_day
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
@@ -10816,6 +10817,33 @@ def _config_format(path: str | None, named: str | None) -> str:
     return "toml" if path and path.lower().endswith(".toml") else "json"
 
 
+def _members_once(members: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are each given once: in a file a repeated key is a mistake (the last would
+    win unseen)."""
+    found: dict[str, Any] = {}
+    for key, value in members:
+        if key in found:
+            raise ValueError(f"the key {key!r} is given twice in one object")
+        found[key] = value
+    return found
+
+
+def _check_json_values(document: Any, path: str) -> None:
+    """ValueError naming the first value of a TOML document that JSON cannot hold: a date or time, or an
+    infinite or NaN number."""
+    pending = [(document, "")]
+    while pending:
+        value, where = pending.pop()
+        if isinstance(value, dict):
+            pending += [(item, f"{where}.{key}" if where else key) for key, item in value.items()]
+        elif isinstance(value, list):
+            pending += [(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        elif isinstance(value, (date, time_of_day)):
+            raise ValueError(f"{path}: {where} is a TOML date or time, which JSON cannot hold: write it as a string")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{path}: {where} is {value}, which JSON cannot hold")
+
+
 def _read_type_config(path: str, kind: str) -> dict[str, dict]:
     """The types a configuration file declares, by name (`{"types": {NAME: settings}}`); ValueError says
     what is wrong with it."""
@@ -10836,11 +10864,16 @@ def _read_type_config(path: str, kind: str) -> dict[str, dict]:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"{path} is not TOML: {error}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: it nests too deeply") from None
+        _check_json_values(document, path)
     else:
         try:
-            document = json.loads(text)
+            document = json.loads(text, parse_constant=_refuse_json_constant, object_pairs_hook=_members_once)
         except ValueError as error:
             raise ValueError(f"{path} is not JSON: {error}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: it nests too deeply") from None
     types = document.get("types") if isinstance(document, dict) else None
     if not isinstance(types, dict) or set(document) != {"types"}:
         raise ValueError(f'{path}: the file holds one key, "types", an object of each type\'s settings')

@@ -1595,13 +1595,14 @@ def _check_labels(value: Any, name: str) -> dict[str, str]:
     return value
 
 
-def _parse_label_filter(values: list[str], name: str = "label") -> dict[str, str]:
-    """`?label=key:value` (repeated) as labels; Invalid for a value without its key."""
+def _parse_label_filter(values: list[str], name: str = "label", separator: str = ":") -> dict[str, str]:
+    """`?label=key:value` (repeated; `lazyboss work --label key=value`) as labels; Invalid for a value
+    without its key, a key given twice with two values, or more labels than a worker may have."""
     labels: dict[str, str] = {}
     for value in values:
-        key, colon, text = value.partition(":")
+        key, colon, text = value.partition(separator)
         if not colon:
-            raise Invalid(f"{name} {value!r} is not key:value, such as {name}=team:media")
+            raise Invalid(f"{name} {value!r}: give KEY{separator}VALUE, such as host{separator}pi-3")
         if key in labels and labels[key] != text:
             raise Invalid(f"{name}: {key!r} is given twice, as {labels[key]!r} and {text!r}")
         labels[key] = text
@@ -10759,15 +10760,10 @@ def _command_work(args: argparse.Namespace, client: Client) -> int:
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if args.concurrency is not None and args.concurrency < 1:
         args.command_parser.error("-c needs at least 1")
-    args.labels = {}
-    for pair in args.label_pairs:
-        key, equals, value = pair.partition("=")
-        if not equals:
-            args.command_parser.error(f"--label {pair!r}: give KEY=VALUE, such as --label host=pi-3")
-        try:
-            args.labels.update(_check_labels({key: value}, "--label"))
-        except Invalid as error:
-            args.command_parser.error(error.detail)
+    try:
+        args.labels = _parse_label_filter(args.label_pairs, "--label", "=")
+    except Invalid as error:
+        args.command_parser.error(error.detail)
     if args.python:
         if command or args.json_result:
             args.command_parser.error("--python runs functions: give no command and no --json-result")

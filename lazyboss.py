@@ -11015,9 +11015,22 @@ def _command_export(args: argparse.Namespace, client: Client) -> int:
         return _EXIT_USAGE
     if args.file in (None, "-"):
         sys.stdout.write(text)
-    else:
-        with open(args.file, "w", encoding="utf-8") as file:
+        return _EXIT_OK
+    # Written beside it and renamed over it: a full disk or a crash leaves the old file whole, never
+    # a half one that a later `apply --prune` would read as fewer types.
+    folder, name = os.path.split(os.path.abspath(args.file))
+    partial = os.path.join(folder, f".{name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "w", encoding="utf-8") as file:
             file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, args.file)
+    except OSError as error:
+        with suppress(OSError):
+            os.unlink(partial)
+        print(f"lazyboss export: {args.file}: {error.strerror or error}", file=sys.stderr)
+        return _EXIT_USAGE
     return _EXIT_OK
 
 

@@ -4629,13 +4629,13 @@ class Store:
 
     def _working_on(self, db: sqlite3.Connection, workers: list[str] | None = None) -> dict[str, list]:
         """The running attempts of every worker (or of these), by worker."""
-        only = f"AND assignee IN ({', '.join('?' * len(workers))})" if workers is not None else ""
+        only = f"AND assignee IN ({self.engine.listed('TEXT')})" if workers is not None else ""
         current: dict[str, list] = {}
         for row in db.execute(
             f"""SELECT assignee, CAST(id AS TEXT), type, CAST(attempt AS TEXT),
                    (SELECT {self.engine.time("started_at")} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)
                 FROM jobs WHERE status = 'processing' {only} ORDER BY id""",
-            tuple(workers or ()),
+            () if workers is None else (_encode(workers),),
         ):
             current.setdefault(row[0], []).append({"job": row[1], "type": row[2], "attempt": row[3], "since": row[4]})
         return current

@@ -16,7 +16,17 @@ TEST_TIME_LIMIT = 60
 # Test modules whose store-level and live-server tests run on both engines: each test that uses the
 # `database` fixture (through `store`, `app`, `live`…) runs once per engine, PostgreSQL's skipped where
 # no cluster can be started. A test about SQLite's file itself is marked `sqlite_only`.
-BOTH_ENGINES = {"test_api", "test_batches", "test_streams", "test_supervisor"}
+BOTH_ENGINES = {
+    "test_api",
+    "test_batches",
+    "test_streams",
+    "test_supervisor",
+    "test_type_config",
+    "test_claim_windows",
+    "test_cron",
+    "test_held_jobs",
+    "test_concurrency_slots",
+}
 
 
 def pytest_generate_tests(metafunc):

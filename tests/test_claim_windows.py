@@ -144,6 +144,7 @@ def test_bad_claims_are_422_and_store_nothing(app, fields):
     assert app.get("/jobs").json["jobs"] == []
 
 
+@pytest.mark.sqlite_only
 def test_the_claim_is_one_statement_that_reads_through_indexes(store):
     """No plan step reads the jobs table whole: open jobs, lapsed windows and each label have an index."""
     store.submit_jobs([lazyboss.JobSpec(type="t", claims={"host": "a"}), lazyboss.JobSpec(type="t")])

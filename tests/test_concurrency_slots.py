@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import closing
 
 import pytest
 
@@ -15,14 +16,13 @@ from support import ServerProcess, run_cli, wait_until
 WORKER = {"Authorization": "Basic " + base64.b64encode(b"w1:").decode()}
 
 
-def most_at_once(db_path, job_type):
+def most_at_once(db, job_type):
     """The most attempts of a type that were running at one moment, from the attempts' own times."""
-    with sqlite3.connect(db_path) as db:
-        spans = db.execute(
-            """SELECT attempts.started_at, attempts.finished_at FROM attempts
-               JOIN jobs ON jobs.id = attempts.job_id WHERE jobs.type = ?""",
-            (job_type,),
-        ).fetchall()
+    spans = db.execute(
+        """SELECT attempts.started_at, attempts.finished_at FROM attempts
+           JOIN jobs ON jobs.id = attempts.job_id WHERE jobs.type = ?""",
+        (job_type,),
+    ).fetchall()
     # At the same instant an end comes before a start: a slot freed and taken again at once is one.
     edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans if end is not None])
     running = most = 0
@@ -187,28 +187,27 @@ def run_workers(clients, job_type, batch=None, forget_first_attempts=False, wait
 
 
 @pytest.mark.parametrize(("limit", "batch"), [(1, None), (1, 4), (2, 3)])
-def test_the_limit_holds_under_eight_concurrent_claimers(live, db_path, limit, batch):
+def test_the_limit_holds_under_eight_concurrent_claimers(live, limit, batch):
     admin = live.client()
     admin.request("PUT", "/types/render", {"concurrency": limit})
     admin.request("POST", "/jobs", [{"type": "render", "parameters": {"n": n}} for n in range(24)])
     run_workers([live.client(user=f"w{n}:") for n in range(8)], "render", batch)
     assert live.store.count_jobs()["render"] == {"done": 24}
-    assert most_at_once(db_path, "render") == limit
+    assert most_at_once(live.store.db, "render") == limit
 
 
-def test_the_limit_holds_when_leases_expire(live, db_path):
+def test_the_limit_holds_when_leases_expire(live):
     admin = live.client()
     admin.request("PUT", "/types/render", {"concurrency": 1, "backoff": {"base": 0.01, "max": 0.05}})
     admin.request("POST", "/jobs", [{"type": "render", "timeout": 0.2} for _ in range(8)])
     run_workers([live.client(user=f"w{n}:") for n in range(8)], "render", forget_first_attempts=True)
     assert live.store.count_jobs()["render"] == {"done": 8}
-    with sqlite3.connect(db_path) as db:
-        assert db.execute("SELECT COUNT(*) FROM attempts WHERE status = 'expired'").fetchone()[0] == 8
-    assert most_at_once(db_path, "render") == 1
+    assert live.store.db.execute("SELECT COUNT(*) FROM attempts WHERE status = 'expired'").fetchone()[0] == 8
+    assert most_at_once(live.store.db, "render") == 1
 
 
-def test_the_limit_holds_with_a_second_server_process_on_the_file(live, db_path):
-    other = ServerProcess(db_path, "--reap-interval", "0.05")
+def test_the_limit_holds_with_a_second_server_process_on_the_file(live, database):
+    other = ServerProcess(database, "--reap-interval", "0.05")
     try:
         admin = live.client()
         admin.request("PUT", "/types/render", {"concurrency": 1})
@@ -222,10 +221,9 @@ def test_the_limit_holds_with_a_second_server_process_on_the_file(live, db_path)
     finally:
         other.stop()
     assert live.store.count_jobs()["render"] == {"done": 20}
-    with sqlite3.connect(db_path) as db:
-        workers = {row[0][:4] for row in db.execute("SELECT worker FROM attempts")}
+    workers = {row[0][:4] for row in live.store.db.execute("SELECT worker FROM attempts")}
     assert workers == {"here", "ther"}  # both servers handed jobs out
-    assert most_at_once(db_path, "render") == 1
+    assert most_at_once(live.store.db, "render") == 1
 
 
 # -- the command line
@@ -248,9 +246,11 @@ def test_shell_workers_run_a_limited_type_one_at_a_time(server, start_worker, tm
         return client.request("GET", "/types/render").json["jobs"]["done"] == 6
 
     wait_until(all_done, timeout=30, what="six jobs done")
-    assert most_at_once(tmp_path / "cli.sqlite", "render") == 1
+    with closing(sqlite3.connect(tmp_path / "cli.sqlite")) as db:
+        assert most_at_once(db, "render") == 1
 
 
+@pytest.mark.sqlite_only  # its query plan is SQLite's
 def test_a_blocked_types_backlog_is_not_read_by_the_claims_of_others(store):
     store.submit_jobs([lazyboss.JobSpec(type=kind) for kind in ("backup", "backup", "mail", "report", "sms")])
     store.put_type("backup", {"concurrency": 1})

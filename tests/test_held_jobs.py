@@ -16,9 +16,8 @@ def held(app, job_type="report", **fields):
     return app.post_json("/jobs", {"type": job_type, "hold": True, **fields}, status=202).json
 
 
-def counted_by_scan(db_path):
-    with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT type, status, COUNT(*) FROM jobs GROUP BY 1, 2").fetchall()
+def counted_by_scan(store):
+    rows = store.db.execute("SELECT type, status, COUNT(*) FROM jobs GROUP BY 1, 2").fetchall()
     counts = {}
     for job_type, status, number in rows:
         counts.setdefault(job_type, {})[status] = number
@@ -33,7 +32,7 @@ def test_a_held_job_is_stored_held_and_never_claimed(app):
     assert app.get(f"/jobs/{job['id']}").json["status"] == "held"
 
 
-def test_held_shows_in_lists_counts_types_stats_and_metrics(app, db_path):
+def test_held_shows_in_lists_counts_types_stats_and_metrics(app, store):
     job = held(app)
     app.post_json("/jobs", {"type": "report"}, status=202)
     assert [listed["id"] for listed in app.get("/jobs?status=held").json["jobs"]] == [job["id"]]
@@ -48,7 +47,7 @@ def test_held_shows_in_lists_counts_types_stats_and_metrics(app, db_path):
     stats = app.get("/stats").json
     assert stats["jobs"]["held"] == 1 and stats["jobs_by_type"]["report"] == {"held": 1, "pending": 1}
     assert 'lazyboss_jobs{type="report",status="held"} 1' in app.get("/metrics").text
-    assert counted_by_scan(db_path) == {"report": {"held": 1, "pending": 1}}
+    assert counted_by_scan(store) == {"report": {"held": 1, "pending": 1}}
 
 
 def test_release_makes_it_pending_now_and_claimable(app, clock):
@@ -60,7 +59,7 @@ def test_release_makes_it_pending_now_and_claimable(app, clock):
     assert claimed["id"] == job["id"]
 
 
-def test_release_refuses_what_is_not_held_and_changes_nothing(app, db_path):
+def test_release_refuses_what_is_not_held_and_changes_nothing(app, store):
     pending = app.post_json("/jobs", {"type": "report"}, status=202).json
     refused = app.post(f"/jobs/{pending['id']}/release", status=409).json
     assert refused["error"] == "conflict" and "only held jobs can be released" in refused["detail"]
@@ -70,7 +69,7 @@ def test_release_refuses_what_is_not_held_and_changes_nothing(app, db_path):
     assert app.get(f"/jobs/{job['id']}").json["status"] == "held"
     bad = app.post_json("/jobs", {"type": "report", "hold": "yes"}, status=422).json
     assert "'hold' must be true or false" in bad["detail"]
-    assert counted_by_scan(db_path) == {"report": {"pending": 1, "held": 1}}
+    assert counted_by_scan(store) == {"report": {"pending": 1, "held": 1}}
 
 
 def test_cancel_works_from_held_and_retry_then_makes_it_pending(app):
@@ -96,13 +95,13 @@ def test_the_release_is_an_event_of_its_own(app, store):
     assert 'lazyboss_jobs_released_total{type="report"} 1' in app.get("/metrics").text
 
 
-def test_counting_triggers_count_held_through_every_change(app, store, db_path):
+def test_counting_triggers_count_held_through_every_change(app, store):
     jobs = [held(app, job_type) for job_type in ("a", "a", "b", "a")]
     app.post(f"/jobs/{jobs[0]['id']}/release")
     app.post(f"/jobs/{jobs[1]['id']}/cancel")
     app.post(f"/jobs/{jobs[1]['id']}/retry")
     app.post(f"/jobs/{jobs[2]['id']}/cancel")
-    assert store.count_jobs() == counted_by_scan(db_path) == {"a": {"pending": 2, "held": 1}, "b": {"cancelled": 1}}
+    assert store.count_jobs() == counted_by_scan(store) == {"a": {"pending": 2, "held": 1}, "b": {"cancelled": 1}}
 
 
 def test_the_status_page_counts_held_jobs_and_offers_their_release(app):

@@ -2,6 +2,7 @@
 """Throughput, latency and idle footprint of a real lazyboss process, printed as JSON.
 
     python bench/throughput.py [--seconds 3] [--sync full] [--baseline OLD_LAZYBOSS.py] [--only NAME ...]
+    python bench/throughput.py --db postgresql://USER@HOST/NAME [--replicas 2] [--only NAME ...]
 
 It first measures 4 keep-alive clients against a bare waitress "hello world"
 app (the ceiling of any single-request figure on this machine), then, for
@@ -18,6 +19,10 @@ on loopback, in this one run:
     (`lazyboss`, from bytecode compiled once).
 With --baseline it measures another lazyboss.py (an older release, say) the same
 way in the same run: figures compare only within one run on a shared machine.
+With --db it measures on that PostgreSQL database instead (emptied before each
+server starts: give it one of its own), with --replicas processes on it (1):
+the clients of each figure are spread over them in turn, and the wake-up's
+worker waits on the first while the job is submitted to the last.
 Load figures are measured --rounds times (3), the programs taking turns, and
 each printed figure is the median of its rounds. A figure the baseline cannot
 give (no batch claims) is null.
@@ -91,6 +96,19 @@ def wait_for_health(process, port, timeout=15):
     raise SystemExit("the server did not start")
 
 
+def empty(url):
+    """Empty a PostgreSQL database of lazyboss's rows (its tables stay: the server would make them again)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        if db.execute("SELECT to_regclass('lazyboss_schema')").fetchone()[0] is None:
+            return
+        tables = [row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        kept = ("lazyboss_schema", "event_counter")
+        db.execute(f"TRUNCATE {', '.join(table for table in tables if table not in kept)} RESTART IDENTITY")
+        db.execute("UPDATE event_counter SET last = 0")
+
+
 def start_server(*args, program=LAZYBOSS, command=None):
     """Start `program ARGS` (a lazyboss.py; without args a bare waitress app); wait until it answers."""
     port = free_port()
@@ -104,16 +122,23 @@ def start_server(*args, program=LAZYBOSS, command=None):
 
 
 @contextlib.contextmanager
-def running_server(*args, program=LAZYBOSS):
-    """A lazyboss.py process with ARGS, on a database in a temporary folder: (its port, the file)."""
+def running_server(*args, program=LAZYBOSS, db=None, replicas=1):
+    """`replicas` lazyboss.py processes with ARGS on one database, a file in a temporary folder or the
+    PostgreSQL database `db` (emptied first): their ports."""
     with tempfile.TemporaryDirectory() as folder:
-        db = os.path.join(folder, "bench.sqlite")
-        process, port = start_server("--db", db, "--log-level", "warning", *args, program=program)
+        if db is None:
+            db = os.path.join(folder, "bench.sqlite")
+        else:
+            empty(db)
+        started = []
         try:
-            yield port, db
+            for _ in range(replicas):
+                started.append(start_server("--db", db, "--log-level", "warning", *args, program=program))
+            yield [port for _, port in started]
         finally:
-            process.terminate()
-            process.wait(30)
+            for process, _ in started:
+                process.terminate()
+                process.wait(30)
 
 
 def in_threads(count, work):
@@ -138,11 +163,11 @@ def percentiles(samples):
 # -- the figures
 
 
-def single_submits(port, clients, seconds, path="/jobs", expect=202):
+def single_submits(ports, clients, seconds, path="/jobs", expect=202):
     counts = [0] * clients
 
     def work(index):
-        client = Client(port)
+        client = Client(ports[index % len(ports)])
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             assert client.call("POST", path, {"type": "single", "parameters": {"n": counts[index]}})[0] == expect
@@ -152,8 +177,8 @@ def single_submits(port, clients, seconds, path="/jobs", expect=202):
     return round(sum(counts) / elapsed)
 
 
-def batch_submits(port, batches, size=1000):
-    client = Client(port)
+def batch_submits(ports, batches, size=1000):
+    client = Client(ports[0])
     batch = [{"type": "batch", "parameters": {"n": n}} for n in range(size)]
     started = time.perf_counter()
     for _ in range(batches):
@@ -161,18 +186,18 @@ def batch_submits(port, batches, size=1000):
     return round(batches * size / (time.perf_counter() - started))
 
 
-def fill(port, job_type, jobs):
-    feeder = Client(port)
+def fill(ports, job_type, jobs):
+    feeder = Client(ports[0])
     for _ in range(jobs // 1000):
         assert feeder.call("POST", "/jobs", [{"type": job_type, "parameters": n} for n in range(1000)])[0] == 202
 
 
-def claim_result_cycles(port, jobs, workers=4):
-    fill(port, "cycle", jobs)
+def claim_result_cycles(ports, jobs, workers=4):
+    fill(ports, "cycle", jobs)
     done = [0] * workers
 
     def work(index):
-        client = Client(port, user=f"w{index}")
+        client = Client(ports[index % len(ports)], user=f"w{index}")
         while True:
             status, job = client.call("POST", "/jobs/attempt?type=cycle")
             if status == 204:
@@ -184,15 +209,15 @@ def claim_result_cycles(port, jobs, workers=4):
     return round(sum(done) / elapsed)
 
 
-def batch_claim_report(port, jobs, workers=4, size=100):
+def batch_claim_report(ports, jobs, workers=4, size=100):
     """Jobs/s through claims of `size` and reports of as many, or None where the server has no batch claims."""
-    if Client(port).call("POST", "/jobs/attempt", {"types": ["none"], "max": 2})[0] == 422:
+    if Client(ports[0]).call("POST", "/jobs/attempt", {"types": ["none"], "max": 2})[0] == 422:
         return None
-    fill(port, "batched", jobs)
+    fill(ports, "batched", jobs)
     done = [0] * workers
 
     def work(index):
-        client = Client(port, user=f"b{index}")
+        client = Client(ports[index % len(ports)], user=f"b{index}")
         while True:
             status, answer = client.call("POST", f"/jobs/attempt?type=batched&max={size}")
             if status == 204:
@@ -206,8 +231,8 @@ def batch_claim_report(port, jobs, workers=4, size=100):
     return round(sum(done) / elapsed)
 
 
-def wake_up_latency(port, samples):
-    monitor, submitter, worker = Client(port), Client(port), Client(port, user="waiter")
+def wake_up_latency(ports, samples):
+    monitor, submitter, worker = Client(ports[0]), Client(ports[-1]), Client(ports[0], user="waiter")
     latencies = []
     for _ in range(samples):
         received = {}
@@ -228,11 +253,11 @@ def wake_up_latency(port, samples):
     return percentiles(latencies)
 
 
-def follower_latency(port, followers, samples):
+def follower_latency(ports, followers, samples):
     """Submit → event latency at each of `followers` followers of /events, read by one selector thread."""
     selector, seen = selectors.DefaultSelector(), {}
     for number in range(followers):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock = socket.create_connection(("127.0.0.1", ports[0]), timeout=30)
         sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ, number)
@@ -259,7 +284,7 @@ def follower_latency(port, followers, samples):
     deadline = time.monotonic() + 30
     while len(opened) < followers and time.monotonic() < deadline:  # each has its `retry:` line
         time.sleep(0.01)
-    client, sent = Client(port), {}
+    client, sent = Client(ports[-1]), {}
     for _ in range(samples):
         started = time.perf_counter()
         job_id = client.call("POST", "/jobs", {"type": "followed"})[1]["id"]
@@ -327,27 +352,27 @@ def idle(program, installed, starts=3):
     }
 
 
-def measure(program, sync, seconds, only):
+def measure(program, sync, seconds, only, db=None, replicas=1):
     """Every load figure of one lazyboss.py (those in `only`, if given)."""
     figures = {}
 
     def wanted(name):
         return not only or name in only
 
-    with running_server("--sync", sync, program=program) as (port, _):
+    with running_server("--sync", sync, program=program, db=db, replicas=replicas) as ports:
         if wanted("single"):
-            figures["single_submits_per_s"] = {n: single_submits(port, n, seconds) for n in (1, 4, 16)}
+            figures["single_submits_per_s"] = {n: single_submits(ports, n, seconds) for n in (1, 4, 16)}
         if wanted("batch"):
-            figures["batch_submit_jobs_per_s"] = batch_submits(port, batches=20)
+            figures["batch_submit_jobs_per_s"] = batch_submits(ports, batches=20)
         if wanted("cycles"):
-            figures["claim_result_cycles_per_s_4_workers"] = claim_result_cycles(port, jobs=4000)
+            figures["claim_result_cycles_per_s_4_workers"] = claim_result_cycles(ports, jobs=4000)
         if wanted("batches"):
-            figures["batch_claim_100_report_100_jobs_per_s_4_workers"] = batch_claim_report(port, jobs=20000)
+            figures["batch_claim_100_report_100_jobs_per_s_4_workers"] = batch_claim_report(ports, jobs=20000)
         if wanted("wake"):
-            figures["wake_up_latency"] = wake_up_latency(port, samples=200)
+            figures["wake_up_latency"] = wake_up_latency(ports, samples=200)
     if wanted("followers"):
-        with running_server("--sync", sync, "--threads", "120", program=program) as (port, _):
-            figures["event_latency_100_followers"] = follower_latency(port, 100, samples=100)
+        with running_server("--sync", sync, "--threads", "120", program=program, db=db, replicas=replicas) as ports:
+            figures["event_latency_100_followers"] = follower_latency(ports, 100, samples=100)
     return figures
 
 
@@ -388,26 +413,32 @@ def main():
         choices=["single", "batch", "cycles", "batches", "wake", "followers", "idle"],
         help="measure only these figures",
     )
+    parser.add_argument("--db", help="a PostgreSQL database (postgresql://…, emptied: lazyboss's alone) to measure on")
+    parser.add_argument("--replicas", type=int, default=1, help="lazyboss processes on the --db database (1)")
     args = parser.parse_args()
+    if args.replicas > 1 and not args.db:
+        parser.error("--replicas needs --db (processes on one SQLite file share one writer)")
     report = {"date": date.today().isoformat(), "machine": machine(), "rounds": args.rounds}
+    if args.db:
+        report["database"] = f"PostgreSQL, {args.replicas} replica(s)"
     programs = {"lazyboss": LAZYBOSS, **({"baseline": args.baseline} if args.baseline else {})}
     bare, runs = [], {(name, sync): [] for name in programs for sync in args.sync}
     for _ in range(args.rounds):  # in turns, so that the machine's other work weighs on each alike
         process, port = start_server()
         try:
-            bare.append(single_submits(port, 4, args.seconds, "/", 200))
+            bare.append(single_submits([port], 4, args.seconds, "/", 200))
         finally:
             process.terminate()
             process.wait(30)
         for name, sync in runs:
-            runs[(name, sync)].append(measure(programs[name], sync, args.seconds, args.only))
+            runs[(name, sync)].append(measure(programs[name], sync, args.seconds, args.only, args.db, args.replicas))
     report["bare_waitress_requests_per_s_4_clients"] = statistics.median(bare)
     for (name, sync), rounds in runs.items():
         figures = median_of(rounds)
         if "single_submits_per_s" in figures:
             share = figures["single_submits_per_s"][4] / report["bare_waitress_requests_per_s_4_clients"]
             figures["single_submits_4_clients_share_of_bare_waitress"] = round(share, 2)
-        if not args.only or "idle" in args.only:
+        if (not args.only or "idle" in args.only) and not args.db:  # idle figures are the file's
             figures["idle_as_script"] = idle(programs[name], installed=False)
             figures["idle_as_installed"] = idle(programs[name], installed=True)
         report[f"{name}_sync_{sync}"] = figures

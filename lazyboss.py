@@ -2600,10 +2600,6 @@ class _SQLiteEngine(_SQLiteSQL):
             for statement in _sql_statements(migration):
                 db.execute(statement)
 
-    @staticmethod
-    def before_commit(db: sqlite3.Connection) -> None:
-        """Nothing: events are numbered as they are written, and this process wakes its own waiters."""
-
     def listen(self, signals: dict[str, _Signal]) -> None:
         """Nothing: the processes on one file see each other's writes by looking (see `_EventFeed`)."""
 
@@ -2840,8 +2836,7 @@ class _PostgresEngine(_PostgresSQL):
         on cannot change before it commits, as on SQLite, and so every rule of
         the store holds across replicas (a job claimed, expired or reported once).
         """
-        db.execute("BEGIN")
-        db.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
+        db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")  # one round trip
 
     @staticmethod
     def schema_version(db: _PostgresConnection) -> int:
@@ -2897,11 +2892,11 @@ class _PostgresEngine(_PostgresSQL):
         """None: the server's files are its own."""
         return {}
 
-    def before_commit(self, db: _PostgresConnection) -> None:
-        """Number the transaction's events, and tell every replica once it commits."""
-        if self.number_events(db):
-            for channel in _EVENT_CHANNELS:
-                self.notify(db, channel)
+    def commit(self, db: _PostgresConnection) -> None:
+        """Number the transaction's events, tell every replica (once it commits) and commit: two round trips,
+        made while the write lock is held."""
+        notify = "".join(f"SELECT pg_notify('{channel}', ''); " for channel in _EVENT_CHANNELS)
+        db.execute((notify if self.number_events(db) else "") + "COMMIT")
 
     @staticmethod
     def number_events(db: _PostgresConnection) -> int:
@@ -2913,22 +2908,16 @@ class _PostgresEngine(_PostgresSQL):
         skipped or used twice (ids are never reused: retention deletes events,
         not the counter).
         """
-        fresh = db.execute("SELECT count(*) FROM events WHERE id IS NULL").fetchone()[0]
-        if not fresh:
-            return 0
-        last = db.execute("UPDATE event_counter SET last = last + ? RETURNING last", (fresh,)).fetchone()[0]
-        db.execute(
-            """UPDATE events SET id = numbered.id
-               FROM (SELECT seq, ? + row_number() OVER (ORDER BY seq) AS id FROM events WHERE id IS NULL) AS numbered
-               WHERE events.seq = numbered.seq""",
-            (last - fresh,),
-        )
-        return fresh
-
-    @staticmethod
-    def notify(db: _PostgresConnection, channel: str) -> None:
-        """Tell every replica, once the running transaction commits (never if it rolls back)."""
-        db.execute("SELECT pg_notify(?, '')", (channel,))
+        # One statement: the counter is taken (and its row locked) only by a transaction with events.
+        return db.execute(
+            """WITH fresh AS (SELECT seq, row_number() OVER (ORDER BY seq) AS nth, count(*) OVER () AS total
+                              FROM events WHERE id IS NULL),
+                counter AS (UPDATE event_counter SET last = last + (SELECT count(*) FROM fresh)
+                            WHERE EXISTS (SELECT 1 FROM fresh) RETURNING last),
+                numbered AS (UPDATE events SET id = counter.last - fresh.total + fresh.nth FROM fresh, counter
+                             WHERE events.seq = fresh.seq RETURNING 1)
+               SELECT count(*) FROM numbered"""
+        ).fetchone()[0]
 
     def listen(self, signals: dict[str, _Signal]) -> threading.Thread:
         """A thread firing the signal of each channel NOTIFY names, until `close`; a lost connection is
@@ -3202,8 +3191,7 @@ class Store:
                 self.engine.begin(conn)
                 try:
                     yield conn
-                    self.engine.before_commit(conn)
-                    conn.execute("COMMIT")
+                    self.engine.commit(conn)
                 except BaseException:
                     try:
                         conn.execute("ROLLBACK")

@@ -112,7 +112,7 @@ def notify_queue(engine, end):
     """NOTIFY the queue's channel in a transaction that ends with `end`; the moment it was sent."""
     writer = engine.connect()
     writer.execute("BEGIN")
-    engine.notify(writer, "lazyboss_queue")
+    writer.execute("SELECT pg_notify('lazyboss_queue', '')")  # as the engine's commit sends it
     sent = time.monotonic()
     writer.execute(end)
     writer.close()

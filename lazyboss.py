@@ -7117,6 +7117,8 @@ _JOB_MEMBERS = {
     "claims": _nullable({**_CLAIMS, "description": "labels a worker needs to take it while its window lasts"}),
     "claim_window": {"type": ["number", "null"], "description": "seconds from run_at it waits for such a worker"},
 }
+# What an event on /events carries only when the event set it.
+_LARGE_JOB_MEMBERS = ("parameters", "result", "error")
 _JOB_SPEC_MEMBERS = {
     "type": _TYPE_NAME_SCHEMA,
     "parameters": {**_ANY_JSON, "description": "handed to the worker as is (default {})"},
@@ -7203,7 +7205,12 @@ _OPENAPI_SCHEMAS = {
         id=_ID,
         event={"type": "string", "description": "submitted, claimed, progress, done, retrying, expired, ..."},
         at=_TIME,
-        job=_schema("Job"),
+        job=_object(
+            "The job as the event left it: every small field, and of parameters, result and error only those the "
+            "event set (all three with submitted; a result or an error with the event that changed it).",
+            {name: _JOB_MEMBERS[name] for name in _LARGE_JOB_MEMBERS},
+            **{name: member for name, member in _JOB_MEMBERS.items() if name not in _LARGE_JOB_MEMBERS},
+        ),
     ),
     "Token": _object(
         "A credential, never with its secret.",

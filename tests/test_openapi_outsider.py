@@ -9,7 +9,8 @@ import socket
 import pytest
 
 import lazyboss
-from test_openapi import document_of
+from support import EventStream
+from test_openapi import document_of, schema_validator
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -155,3 +156,35 @@ def test_a_label_value_with_a_nul_is_refused_not_a_server_error(app):
     value = document_of(app)["components"]["schemas"]["JobSpec"]["properties"]["claims"]
     assert not jsonschema.Draft202012Validator(value).is_valid({"k": nul})
     assert jsonschema.Draft202012Validator(value).is_valid({"k": ["a", "b"]})
+
+
+def test_every_event_of_a_job_s_life_is_as_the_document_says(live):
+    """Only a submitted event was held to the Event schema: the others carry a job without the parameters,
+    result or error they did not set, which the document's Event (a whole Job) said they must have. A job's
+    own stream sends the whole job each time, as Job says."""
+    client = live.client()
+    document = client.request("GET", "/openapi.json").json
+    assert client.request("POST", "/jobs", {"type": "a", "parameters": {"n": 1}, "max_attempts": 2}).status == 202
+    first = client.request("POST", "/jobs/attempt").json
+    progress = {"Content-Type": "text/event-stream"}
+    path = f"/jobs/1/attempts/{first['attempt']}"
+    assert client.request("PUT", path + "/progress", b"id: 1\ndata: 50\n\n", headers=progress).status == 202
+    assert client.request("PUT", path + "/error", {"try": "again"}).status == 201
+    assert client.request("POST", "/jobs/1/cancel").status == 200
+    assert client.request("POST", "/jobs/1/retry").status == 200
+    second = client.request("POST", "/jobs/attempt").json
+    assert client.request("PUT", f"/jobs/1/attempts/{second['attempt']}/result", {"ok": True}).status == 201
+    events = EventStream(live.url, "/events", {"Last-Event-ID": "0"})
+    kinds = []
+    while not kinds or kinds[-1] != "done":
+        data = events.next_event()["data"]
+        schema_validator(document, "Event").validate(data)
+        kinds.append(data["event"])
+    events.close()
+    assert kinds == ["submitted", "claimed", "progress", "retrying", "cancelled", "retried", "claimed", "done"]
+    job_stream = EventStream(live.url, "/jobs/1", {"Last-Event-ID": "0"})  # replayed up to the first end
+    statuses = []
+    while (event := job_stream.next_event()) is not None:
+        schema_validator(document, "Job").validate(event["data"])
+        statuses.append(event["data"]["status"])
+    assert statuses == ["pending", "processing", "processing", "pending", "cancelled"]

@@ -7631,7 +7631,11 @@ _ROUTES = (
             "parameters": [
                 {**_TYPE_FILTER, "required": True},
                 {
-                    **_repeated("status", "Of these statuses.", {"type": "string", "enum": list(JOB_STATUSES)}),
+                    **_repeated(
+                        "status",
+                        "Of these statuses (never processing: cancel running jobs first).",
+                        {"type": "string", "enum": [status for status in JOB_STATUSES if status != "processing"]},
+                    ),
                     "required": True,
                 },
                 _parameter(

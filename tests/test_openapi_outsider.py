@@ -196,3 +196,34 @@ def test_a_purge_lists_the_statuses_it_takes(app):
     for status in ("held", "pending", "processing", "done", "failed", "cancelled"):
         answer = app.delete(f"/jobs?type=a&status={status}", expect_errors=True)
         assert (answer.status_int == 200) == (status in listed["schema"]["items"]["enum"]), status
+
+
+def test_each_operation_refuses_exactly_the_roles_the_document_says(app, store):
+    """Every operation, asked without credentials and with each role's token: 401 exactly where it names a
+    role, 403 forbidden exactly where the token's role is below it."""
+    rank = {None: 0, "client": 1, "worker": 2, "admin": 3}
+    secrets = {role: store.create_token(role, role) for role in ("client", "worker", "admin")}
+    bodies = {"text/event-stream": b"id: 1\ndata: x\n\n", "application/x-www-form-urlencoded": b"token=x"}
+    for path, operations in document_of(app)["paths"].items():
+        for method, described in operations.items():
+            needed = described.get("x-lazyboss-role")
+            media = next(iter(described.get("requestBody", {}).get("content", {"application/json": 0})))
+            for role in (None, "client", "worker", "admin"):
+                if path == "/events" and role and rank[role] >= rank[needed]:
+                    continue  # a stream that never ends: its refusals are what this holds
+                headers = {"Content-Type": media, "Accept": "text/html" if path == "/" else "application/json"}
+                if role:
+                    headers["Authorization"] = f"Bearer {secrets[role]}"
+                answer = app.request(
+                    re.sub(r"\{\w+\}", "1", path) + ("?type=a&status=done" if path == "/jobs" else ""),
+                    method=method.upper(),
+                    headers=headers,
+                    body=bodies.get(media, b"[]" if path == "/jobs/reports" else b"{}"),
+                    expect_errors=True,
+                )
+                where = (method, path, role)
+                if role is None:  # the login's own 401 is for the wrong secret it was sent
+                    assert (answer.status_int == 401) == (needed is not None or path == "/login"), where
+                else:
+                    refused = answer.status_int == 403 and "needs" in answer.text
+                    assert refused == (rank[role] < rank[needed]), where

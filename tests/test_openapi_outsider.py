@@ -1,5 +1,15 @@
-"""/openapi.json held to the server from outside: what an independent validator, a generated client and a
-request-by-request comparison of the document with the answers found, each fixed where it was wrong."""
+"""/openapi.json held to the server from outside: what an independent validator, a generated client
+(openapi-python-client, openapi-typescript), schemathesis with every check and many examples, and a
+request-by-request comparison of the document with the answers found, each fixed where it was wrong.
+
+What schemathesis's stricter checks (positive_data_acceptance, negative_data_rejection, ignored_auth) still
+report, and why it stays: ignored_auth in open mode (anyone may do anything there); a cursor the server did
+not give (opaque), a run_at outside 1970-9999, an `every` neither interval nor cron, a retain text over a
+century, an unknown time zone, a label key given twice across a claim's query and body (no JSON Schema can
+say these); a batch of 10,001 answered 413 (schemathesis expects 400 or 422); a Last-Event-ID on a GET that
+is no stream, and an empty ?label=, ignored; a progress body read as SSE whatever it holds. The links from
+a claim or a submit serve their single forms: `max=` and batches have no `/id` (links cannot be conditional).
+"""
 
 import http.client
 import json

@@ -2753,6 +2753,19 @@ class _PostgresConnection:
         self._conn.close()
 
 
+@functools.lru_cache(maxsize=1)
+def _nul_free_dumper() -> Any:
+    """psycopg's dumper of text parameters, writing U+FFFD for a NUL character: PostgreSQL's text cannot
+    hold one (SQLite's can), and a worker's output may (binary output in a progress event's data)."""
+    import psycopg
+
+    class NulFreeDumper(psycopg.types.string.StrDumperUnknown):  # type: ignore[misc, name-defined]
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+    return NulFreeDumper
+
+
 class _PostgresEngine(_PostgresSQL):
     """What only PostgreSQL does for the store: the twin of `_SQLiteEngine`, plus what replicas need:
     writes one at a time across every replica, event ids numbered in commit order, NOTIFY for the
@@ -2811,6 +2824,7 @@ class _PostgresEngine(_PostgresSQL):
         # json values (a job, built by the server) are read as the text they are, as SQLite gives them.
         for json_type in ("json", "jsonb"):
             conn.adapters.register_loader(json_type, psycopg.types.string.TextLoader)
+        conn.adapters.register_dumper(str, _nul_free_dumper())
         return _PostgresConnection(conn)
 
     @staticmethod

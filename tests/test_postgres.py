@@ -1,6 +1,7 @@
 """PostgreSQL as the database (issue 17): `--db postgresql://…` and `DATABASE_URL=postgresql://…` at start
 (refused in one line without psycopg), a password never shown, and /health on a lost connection."""
 
+import base64
 import os
 import subprocess
 import sys
@@ -117,3 +118,15 @@ def test_the_store_names_its_database_without_the_password():
     engine = lazyboss._engine_for("postgres://db.example/jobs?user=lazy&password=hunter2&sslmode=require")
     assert str(engine) == "postgres://db.example/jobs?user=lazy&password=***&sslmode=require"
     assert str(lazyboss._engine_for("/srv/jobs.sqlite")) == "/srv/jobs.sqlite"
+
+
+def test_a_nul_in_a_progress_event_is_kept_as_a_replacement_character(app):
+    # PostgreSQL's text cannot hold NUL (SQLite's keeps it): a command's binary output must not fail its report.
+    worker = {"Authorization": "Basic " + base64.b64encode(b"w1:").decode()}
+    app.post_json("/jobs", {"type": "a"})
+    job = app.post("/jobs/attempt", headers=worker).json
+    progress = b"id: 1\nevent: log_chunk\ndata: a\x00b\n\n"
+    path = f"/jobs/{job['id']}/attempts/{job['attempt']}"
+    answer = app.put(f"{path}/progress", progress, headers={**worker, "Content-Type": "text/event-stream"})
+    assert answer.status_int == 202
+    assert app.get(f"{path}/log").text == "a\ufffdb"

@@ -9357,6 +9357,12 @@ class _Outcome:
     body: Any
     smaller: Callable[[], _Outcome | None] = lambda: None
 
+    def refused(self, detail: str) -> _Outcome:
+        """The error to send for this result, which the type's result_schema refused: the job fails (or is
+        retried) at once saying why, instead of its attempt running out its lease for the same refusal."""
+        reason = {"error": "invalid_result", "detail": detail}
+        return _Outcome("error", {**reason, "result": self.body}, lambda: _Outcome("error", reason))
+
 
 class _Attempt:
     """One claimed job on this worker: its progress on the way to the server, its lease, why it must stop.
@@ -9834,7 +9840,10 @@ class _Engine:
                     )
                 return
         for sent, answer in zip(batch, answers):
-            if answer["status"] != 201:
+            if answer["status"] == 422 and answer["error"] == "invalid_result":
+                _log.warning("job %s: result refused, sent as its error: %s", sent.attempt.job["id"], answer["detail"])
+                self.send_report(sent.attempt, sent.outcome.refused(answer["detail"]))
+            elif answer["status"] != 201:
                 _log.warning(
                     "job %s: %s dropped: %s %s",
                     sent.attempt.job["id"],
@@ -9852,6 +9861,10 @@ class _Engine:
                 self.client.request("PUT", f"{attempt.path}/{outcome.kind}", outcome.body)
                 return
             except LazybossError as error:
+                if error.code == "invalid_result" and outcome.kind == "result":
+                    _log.warning("job %s: result refused, sent as its error: %s", job_id, error.detail)
+                    outcome = outcome.refused(error.detail)
+                    continue
                 if error.status == 413:
                     smaller = outcome.smaller()
                     if smaller is not None:

@@ -114,6 +114,19 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="the condition"):
         time.sleep(interval)
 
 
+@contextmanager
+def running_worker(worker):
+    """A `lazyboss.Worker` running on a thread for the block; stopped as SIGTERM does and joined at its end."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        wait_until(lambda: worker._engine is not None, what="the worker to start")
+        worker.stop()
+        thread.join(20)
+
+
 class ServerProcess:
     """`python lazyboss.py` in a subprocess on a free port, its log lines collected."""
 

@@ -6,7 +6,7 @@ import sys
 import threading
 
 import lazyboss
-from support import ROOT, WorkerProcess, wait_until
+from support import ROOT, WorkerProcess, running_worker, wait_until
 
 
 def jobs_of(client, job_type):
@@ -70,18 +70,14 @@ def test_the_python_worker_claims_and_reports_in_batches_too(live, monkeypatch):
     calls, first_in, release = hold_the_first_report(live, monkeypatch)
     worker = lazyboss.Worker(lazyboss.Client(live.url, user="py-worker:"), concurrency=4, grace=1)
     worker.task("quick")(lambda parameters, job: parameters * 10)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        assert first_in.wait(20)
-        wait_until(lambda: len(worker._engine.reports) == 3, what="the other three reports to wait for it")
-        release.set()
-        wait_until(lambda: all(job["status"] == "done" for job in jobs_of(client, "quick")), what="the reports")
-    finally:
-        release.set()
-        wait_until(lambda: worker._engine is not None, what="the worker to start")
-        worker.stop()
-        thread.join(20)
+    with running_worker(worker):
+        try:
+            assert first_in.wait(20)
+            wait_until(lambda: len(worker._engine.reports) == 3, what="the other three reports to wait for it")
+            release.set()
+            wait_until(lambda: all(job["status"] == "done" for job in jobs_of(client, "quick")), what="the reports")
+        finally:
+            release.set()
     assert calls == [1, 3]
     assert one_claim_for_all(client, "quick")
     assert sorted(job["result"] for job in jobs_of(client, "quick")) == [0, 10, 20, 30]

@@ -6469,7 +6469,8 @@ class _Api:
             [job_id],
             [],
             render=lambda event: event.whole_job(large),  # the job alone and whole, as the spec says
-            last=lambda event: event.kind in FINISHED_STATUSES,
+            # A replayed end the job has moved on from (cancelled, then retried) is history, not the end.
+            last=lambda event: event.kind in FINISHED_STATUSES and event.id >= latest,
             finished=finished and bool(opening),
             present=lambda: self.store.has_job(job_id),
         )

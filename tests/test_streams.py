@@ -216,3 +216,19 @@ def test_shutdown_ends_open_streams(start_live):
         pass  # the connection may be cut rather than ended: either way the client is let go
     live.thread.join(timeout=10)
     assert not live.thread.is_alive()
+
+
+def test_resuming_a_job_stream_from_before_a_cancel_and_retry_follows_it_to_its_real_end(live):
+    client, worker = live.client(), live.client(user="w1")
+    job = submit(client)
+    opening = EventStream(live.url, f"/jobs/{job['id']}").next_event()
+    client.request("POST", f"/jobs/{job['id']}/cancel")
+    client.request("POST", f"/jobs/{job['id']}/retry")
+    claimed = claim(worker)
+    worker.request("PUT", f"/jobs/{job['id']}/attempts/{claimed['attempt']}/result", {"ok": True})
+    # A follower that lost its connection before the cancel reconnects now: the cancel is history, not the end.
+    resumed = EventStream(live.url, f"/jobs/{job['id']}", {"Last-Event-ID": opening["id"]})
+    statuses = []
+    while (event := resumed.next_event()) is not None:
+        statuses.append(event["data"]["status"])
+    assert statuses == ["cancelled", "pending", "processing", "done"]

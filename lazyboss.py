@@ -10755,7 +10755,11 @@ def _command_purge(args: argparse.Namespace, client: Client) -> int:
         which = f"{' or '.join(statuses)} jobs of type {' or '.join(types)}"
         older = f" older than {args.older_than}" if args.older_than else ""
         print(f"Delete the {which}{older} (of {now:,} now)? [y/N] ", end="", file=sys.stderr, flush=True)
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        try:
+            answer = sys.stdin.readline() if sys.stdin is not None else ""  # None: stdin was closed
+        except (OSError, ValueError):
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
             print("lazyboss: nothing deleted", file=sys.stderr)
             return _EXIT_JOB_FAILED
     deleted = client.purge(args.types, args.statuses, args.older_than)

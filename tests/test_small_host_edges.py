@@ -151,3 +151,19 @@ def test_purge_asks_about_the_jobs_it_would_delete_when_types_are_listed_with_co
     assert asked.returncode == 1
     assert "pending jobs of type thumb or resize (of 3 now)?" in asked.stderr
     assert server.client().request("GET", "/stats").json["jobs"]["pending"] == 3
+
+
+@pytest.mark.parametrize("stdin", ["closed", "not text"])
+def test_purge_without_an_answer_it_can_read_deletes_nothing_in_one_line(server, stdin):
+    server.client().request("POST", "/jobs", {"type": "thumb"})
+    asked = subprocess.run(
+        [sys.executable, str(ROOT / "lazyboss.py"), "purge", "--type", "thumb", "--status", "pending"],
+        input=None if stdin == "closed" else b"\xff\xfe\n",
+        preexec_fn=(lambda: os.close(0)) if stdin == "closed" else None,
+        capture_output=True,
+        env={**os.environ, "LAZYBOSS_URL": server.url},
+        timeout=30,
+    )
+    assert asked.returncode == 1 and b"Traceback" not in asked.stderr
+    assert asked.stderr.endswith(b"lazyboss: nothing deleted\n")
+    assert server.client().request("GET", "/stats").json["jobs"]["pending"] == 1

@@ -319,6 +319,8 @@ def _parse_setting(name: str, text: str) -> Any:
         raise ValueError(f"{text!r} is no time at all")
     if name == "unix_socket_mode" and not re.fullmatch(r"0?[0-7]{3}", text):
         raise ValueError(f"{text!r} is not an octal file mode such as 660 or 600")
+    if name == "unix_socket_mode" and not int(text, 8) & stat.S_IWUSR:
+        raise ValueError(f"{text!r} lets not even the socket's owner connect (that needs write permission: 660, 600)")
     if name == "unix_socket" and len(os.fsencode(text)) > _UNIX_PATH_MAX:
         raise ValueError(f"a UNIX socket's path is at most {_UNIX_PATH_MAX} bytes (Linux's limit)")
     if name == "umask" and not re.fullmatch(r"0?[0-7]{1,3}", text):

@@ -167,3 +167,16 @@ def test_purge_without_an_answer_it_can_read_deletes_nothing_in_one_line(server,
     assert asked.returncode == 1 and b"Traceback" not in asked.stderr
     assert asked.stderr.endswith(b"lazyboss: nothing deleted\n")
     assert server.client().request("GET", "/stats").json["jobs"]["pending"] == 1
+
+
+# -- the UNIX socket's mode
+
+
+@pytest.mark.parametrize("mode", ["000", "400", "444", "070"])
+def test_a_socket_mode_its_owner_could_not_connect_through_is_refused_at_start(tmp_path, mode):
+    refused = run_cli(
+        "--db", str(tmp_path / "x.sqlite"), "--unix-socket", str(tmp_path / "x.sock"), "--unix-socket-mode", mode
+    )
+    assert refused.returncode == 2 and "LAZYBOSS_UNIX_SOCKET_MODE" in refused.stderr
+    assert "owner" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

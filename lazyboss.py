@@ -8714,8 +8714,12 @@ class Server:
         self.port: int | None = None
         self._unix_socket: tuple[str, tuple[int, int]] | None = None  # its path, and its file's identity
         listeners: list[_Guard] = []
+        activated_unix = listener is not None and listener.family == socket.AF_UNIX
         try:
-            if config.unix_socket:
+            if activated_unix:  # systemd's (ListenStream=/PATH): it made the file, and keeps it for the next start
+                listeners.append(_GuardedUnixServer(self.app, config, listener, **settings))
+                listener = None
+            elif config.unix_socket:
                 sock, identity = _unix_listener(config.unix_socket, int(config.unix_socket_mode, 8))
                 self._unix_socket = (config.unix_socket, identity)
                 listeners.append(_GuardedUnixServer(self.app, config, sock, **settings))
@@ -8838,12 +8842,16 @@ def serve(config: Config) -> int:
         print(f"lazyboss: {problem}", file=sys.stderr)
         return 2
     listener = _activated_socket()
-    if listener is not None:
+    if listener is not None and listener.family == socket.AF_UNIX:  # served as --unix-socket is, and only it
+        name = listener.getsockname()  # text, or the bytes of an abstract name (ListenStream=@NAME)
+        config = replace(config, unix_socket=name if isinstance(name, str) else "@" + os.fsdecode(name[1:]), port=None)
+    elif listener is not None:
         config = replace(config, host=listener.getsockname()[0])
     store = _open_store(config)
     if isinstance(store, int):
         return store
-    if (listener is not None or config.port is not None) and not _is_loopback(config.host) and not store.has_tokens():
+    tcp = listener.family != socket.AF_UNIX if listener is not None else config.port is not None
+    if tcp and not _is_loopback(config.host) and not store.has_tokens():
         store.close()
         print(
             f"lazyboss: refusing to listen on {config.host}: no token exists, so anyone could take jobs. "

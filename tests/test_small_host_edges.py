@@ -2,6 +2,7 @@
 does to those following a job, odd DATABASE_URLs, odd flags."""
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -180,3 +181,52 @@ def test_a_socket_mode_its_owner_could_not_connect_through_is_refused_at_start(t
     assert refused.returncode == 2 and "LAZYBOSS_UNIX_SOCKET_MODE" in refused.stderr
     assert "owner" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+# -- a UNIX socket from systemd (ListenStream=/run/lazyboss.sock)
+
+
+# What systemd does before it starts the service: the socket as descriptor 3, and LISTEN_PID and LISTEN_FDS.
+ACTIVATED = """import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"""
+
+
+def activated_on_unix_socket(tmp_path, *args):
+    """`lazyboss.py` started as systemd's socket activation starts it, on a UNIX socket systemd made."""
+    path = tmp_path / "activated.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+    with listener:
+        process = subprocess.Popen(
+            [sys.executable, "-c", ACTIVATED, str(listener.fileno())]
+            + [str(ROOT / "lazyboss.py"), "--db", str(tmp_path / "jobs.sqlite"), *args],
+            pass_fds=(listener.fileno(),),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    return process, path
+
+
+def test_a_unix_socket_from_systemd_is_served_as_local_and_left_to_systemd(tmp_path):
+    process, path = activated_on_unix_socket(tmp_path)
+    try:
+        client = lazyboss.Client(f"unix:{path}")
+        job = wait_until(lambda: process.poll() is None and submitted(client), what="a job submitted over the socket")
+        assert client.get(job["id"])["status"] == "pending"  # open mode: the socket is local
+    finally:
+        process.terminate()
+        log, _ = process.communicate(timeout=15)
+    assert process.returncode == 0, log
+    assert f"on unix:{path}" in log
+    assert path.exists()  # systemd made it, and listens on it again for the next start
+
+
+def submitted(client):
+    try:
+        return client.submit("report", {})
+    except lazyboss.Unreachable:
+        return None

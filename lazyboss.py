@@ -2364,7 +2364,9 @@ def _check_schema_version(version: int, latest: int = len(_MIGRATIONS)) -> None:
 
 
 def _file_uri(path: str, mode: str) -> str:
-    """SQLite's URI for a file opened in `mode` (ro, rw): the path's bytes as the file system has them."""
+    """SQLite's URI for a file opened in `mode` (ro, rw, rwc): the path's bytes as the file system has them.
+    Every connection opens its file this way: a path given as it is would be read as a URI by a SQLite built
+    to (`file:jobs.sqlite` opened jobs.sqlite, `:memory:` no file at all) by the first connection only."""
     return f"file:{urllib.parse.quote(os.fsencode(os.path.abspath(path)))}?mode={mode}"
 
 
@@ -2563,7 +2565,10 @@ class _SQLiteEngine(_SQLiteSQL):
         return self.path
 
     def connect(self, address: str, uri: bool = False) -> sqlite3.Connection:
-        """A new connection, set up as all of the store's are."""
+        """A new connection, set up as all of the store's are. An address that is not a URI is a file's name
+        (made if missing), whatever it looks like (see `_file_uri`)."""
+        if not uri:
+            address, uri = _file_uri(address, "rwc"), True
         conn = sqlite3.connect(address, uri=uri, isolation_level=None, timeout=30, check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row
@@ -3482,7 +3487,7 @@ class Store:
         self._orphan_saved = True
         copy = self._orphan_name()
         try:
-            with closing(sqlite3.connect(copy)) as target:
+            with closing(sqlite3.connect(_file_uri(copy, "rwc"), uri=True)) as target:
                 self._keeper.backup(target)
             self._keeper.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             _log.error("what this lazyboss held is saved in %s", copy)

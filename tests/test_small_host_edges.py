@@ -230,3 +230,21 @@ def submitted(client):
         return client.submit("report", {})
     except lazyboss.Unreachable:
         return None
+
+
+@pytest.mark.parametrize("name", ["file:jobs.sqlite", ":memory:", "file:jobs.sqlite?mode=memory"])
+def test_a_db_path_is_a_file_name_for_every_connection_never_sqlites_uri(tmp_path, name):
+    for how in ({"DATABASE_URL": name}, {"LAZYBOSS_DB": name}):
+        made = subprocess.run(
+            [sys.executable, str(ROOT / "lazyboss.py"), "token", "create", "--name", "me", "--role", "admin"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**without_database_settings(), **how},
+            timeout=30,
+        )
+        assert made.returncode == 0, made.stderr
+        listed = token_list(tmp_path, env=how)  # the file the first connection made is the one opened again
+        assert listed.returncode == 0 and "me" in listed.stdout, listed.stderr
+        (tmp_path / name).unlink()
+        assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(("-wal", "-shm"))) == []

@@ -8983,7 +8983,7 @@ class Client:
         url = url or os.environ.get("LAZYBOSS_URL") or _DEFAULT_URL
         if token is None and user is None:
             token, user = os.environ.get("LAZYBOSS_TOKEN"), os.environ.get("LAZYBOSS_USER")
-        self._unix_socket = url[len("unix:") :] if url.startswith("unix:") else None
+        self._unix_socket = url[len("unix:") :] if url[: len("unix:")].lower() == "unix:" else None
         parts = urllib.parse.urlsplit(
             "http://localhost" if self._unix_socket else url if "://" in url else f"http://{url}"
         )

@@ -248,3 +248,9 @@ def test_a_db_path_is_a_file_name_for_every_connection_never_sqlites_uri(tmp_pat
         assert listed.returncode == 0 and "me" in listed.stdout, listed.stderr
         (tmp_path / name).unlink()
         assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(("-wal", "-shm"))) == []
+
+
+def test_the_unix_scheme_is_read_whatever_its_case_as_http_is(tmp_path):
+    for url in ("UNIX:/run/lazyboss.sock", "Unix:/run/lazyboss.sock"):
+        refused = run_cli("jobs", "--server", url.replace("/run", str(tmp_path)))
+        assert refused.returncode == 3 and "no such socket" in refused.stderr, refused.stderr

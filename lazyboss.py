@@ -234,6 +234,13 @@ def _refuse_server_url(text: str, origin: str) -> None:
         return
     if _is_postgres_url(text):
         try:
+            _ = urllib.parse.urlsplit(text).port  # a bracket left open, a port that is no number: ValueError
+        except ValueError:
+            raise ValueError(
+                f"{origin} names a PostgreSQL database by a URL whose host or port cannot be read; "
+                "write it as postgresql://USER:PASSWORD@HOST:PORT/NAME"
+            ) from None
+        try:
             import psycopg  # noqa: F401 - only whether it is there
         except ImportError:
             raise ValueError(

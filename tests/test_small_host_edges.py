@@ -254,3 +254,14 @@ def test_the_unix_scheme_is_read_whatever_its_case_as_http_is(tmp_path):
     for url in ("UNIX:/run/lazyboss.sock", "Unix:/run/lazyboss.sock"):
         refused = run_cli("jobs", "--server", url.replace("/run", str(tmp_path)))
         assert refused.returncode == 3 and "no such socket" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://me:hunter2@[::1/jobs", "postgresql://me:hunter2@db:99999/jobs", "postgres://me:hunter2@db:x/j"],
+)
+def test_a_postgresql_url_that_cannot_be_read_is_refused_in_one_line_without_its_password(tmp_path, url):
+    for refused in (token_list(tmp_path, env={"DATABASE_URL": url}), token_list(tmp_path, "--db", url, env={})):
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "hunter2" not in refused.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -16,14 +16,7 @@ import tempfile
 import threading
 import time
 
-from throughput import Client, start_server
-
-
-def cpu_seconds(pid):
-    """User plus system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from throughput import Client, cpu_seconds, start_server
 
 
 def main():

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from memory import reset_peak, rss_mib
-from throughput import LAZYBOSS, Client, free_port, wait_for_health
+from throughput import LAZYBOSS, Client, cpu_seconds, free_port, wait_for_health
 
 
 def start(program, db, env):
@@ -39,12 +39,6 @@ def start(program, db, env):
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
     wait_for_health(process, port)
     return process, port
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_get(port, path, headers, received, until=None):

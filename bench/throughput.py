@@ -307,6 +307,7 @@ def rss_mb(pid):
 
 
 def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

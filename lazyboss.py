@@ -6144,9 +6144,12 @@ def _query_values(name: str) -> list[str]:
 
 
 def _query(name: str, default: str | None = None) -> str | None:
-    """A query parameter as text (the last one given), as `_query_values` reads it."""
+    """A query parameter as text, as `_query_values` reads it; 400 when it is given twice with different
+    values (`?keep_pending=1&keep_pending=0`): either would be a guess at what the caller meant."""
     values = _query_values(name)
-    return values[-1] if values else default
+    if len(set(values)) > 1:
+        raise LazybossError(f"the query parameter {name!r} is given more than once, with different values", "bad_query")
+    return values[0] if values else default
 
 
 def _read_credentials() -> tuple[str | None, str | None]:
@@ -10664,14 +10667,30 @@ def _command_types(args: argparse.Namespace, client: Client) -> int:
     return _EXIT_OK
 
 
+class _StdinUnreadable(ValueError):
+    """A command was told to read stdin (`-`) and cannot: it was closed, or is not UTF-8 text."""
+
+
+def _read_stdin() -> str:
+    """All of stdin as text, or `_StdinUnreadable` saying why not (a traceback would tell a script nothing)."""
+    if sys.stdin is None:  # started with its stdin closed (`<&-`)
+        raise _StdinUnreadable("stdin is closed: give the JSON as an argument, or pipe it in")
+    try:
+        return sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise _StdinUnreadable(f"stdin cannot be read: {getattr(error, 'strerror', None) or error}") from None
+
+
 def _command_submit(args: argparse.Namespace, client: Client) -> int:
     """lazyboss submit TYPE [JSON|-]: print the job id; with --wait, the result alone (the id on stderr).
     With --batch, the parameters of many jobs, a line each, from stdin: one request, their ids."""
     if args.batch:
         return _submit_batch(args, client)
-    text = sys.stdin.read() if args.parameters == "-" else args.parameters
     try:
+        text = _read_stdin() if args.parameters == "-" else args.parameters
         parameters = json.loads(text) if text is not None else {}
+    except _StdinUnreadable as error:
+        args.command_parser.error(str(error))
     except ValueError as error:
         args.command_parser.error(f"the parameters are not JSON: {error}")
     job = client.submit(args.type, parameters, priority=args.priority, delay=args.delay, key=args.key, hold=args.hold)
@@ -10685,8 +10704,12 @@ def _submit_batch(args: argparse.Namespace, client: Client) -> int:
         args.command_parser.error("--batch reads the parameters from stdin, one job per line: give no JSON argument")
     options = {"priority": args.priority, "delay": args.delay, "hold": args.hold or None}
     options = {name: value for name, value in options.items() if value is not None}
+    try:
+        lines = _read_stdin().splitlines()
+    except _StdinUnreadable as error:
+        args.command_parser.error(str(error))
     jobs = []
-    for number, line in enumerate(sys.stdin, 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -10775,8 +10798,10 @@ def _command_purge(args: argparse.Namespace, client: Client) -> int:
         statuses = list(dict.fromkeys(args.statuses))
         now = sum(counts.get(job_type, {}).get(status, 0) for job_type in types for status in statuses)
         which = f"{' or '.join(statuses)} jobs of type {' or '.join(types)}"
+        # The count is all the server tells by type and status: with --older-than, of every age.
+        count = f"of {now:,} now, of any age" if args.older_than else f"of {now:,} now"
         older = f" older than {args.older_than}" if args.older_than else ""
-        print(f"Delete the {which}{older} (of {now:,} now)? [y/N] ", end="", file=sys.stderr, flush=True)
+        print(f"Delete the {which}{older} ({count})? [y/N] ", end="", file=sys.stderr, flush=True)
         try:
             answer = sys.stdin.readline() if sys.stdin is not None else ""  # None: stdin was closed
         except (OSError, ValueError):
@@ -10898,7 +10923,7 @@ def _read_type_config(path: str, kind: str) -> dict[str, dict]:
     what is wrong with it."""
     try:
         if path == "-":
-            text = sys.stdin.read()
+            text = _read_stdin()
         else:
             with open(path, encoding="utf-8") as file:
                 text = file.read()

@@ -74,13 +74,15 @@ class Client:
         self.connection.close()
 
 
-def run_cli(*args, env=None, input=None, timeout=30):
-    """`python lazyboss.py ARGS…` to its end: the finished process, output as text."""
+def run_cli(*args, env=None, input=None, timeout=30, stdin_closed=False):
+    """`python lazyboss.py ARGS…` to its end (started with its stdin closed if told): the finished
+    process, output as text."""
     return subprocess.run(
         [sys.executable, str(ROOT / "lazyboss.py"), *args],
         capture_output=True,
         text=True,
         input=input,
+        preexec_fn=(lambda: os.close(0)) if stdin_closed else None,
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )

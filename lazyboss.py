@@ -2552,8 +2552,6 @@ class _SQLiteEngine(_SQLiteSQL):
     """
 
     name = "sqlite"
-    # Takes the write lock at once: nothing a write reads can change before it commits.
-    begin_write = "BEGIN IMMEDIATE"
     begin_snapshot = "BEGIN"  # a read transaction sees the file as its first read does
     # One file that lazyboss guards (see `Store.check_file`), written by one connection whose writes
     # share commits (see `Store.transaction`).
@@ -2599,6 +2597,17 @@ class _SQLiteEngine(_SQLiteSQL):
     def usable(conn: sqlite3.Connection) -> bool:
         """Whether a connection still serves (a file's always does)."""
         return True
+
+    @staticmethod
+    def begin(db: sqlite3.Connection) -> None:
+        """Begin a group's transaction, taking the file's write lock at once: nothing a write reads can
+        change before it commits."""
+        db.execute("BEGIN IMMEDIATE")
+
+    @staticmethod
+    def commit(db: sqlite3.Connection) -> None:
+        """Commit a group's transaction (events are numbered as they are inserted, by AUTOINCREMENT)."""
+        db.execute("COMMIT")
 
     @staticmethod
     def storage_error(error: Exception) -> StorageError | None:
@@ -2846,6 +2855,10 @@ class _PostgresEngine(_PostgresSQL):
         """Whether a connection still serves: one the server dropped is opened anew."""
         return not conn.closed
 
+    @staticmethod
+    def prepare_writer(conn: _PostgresConnection) -> None:
+        """Nothing: the connection every write of this replica goes through is set up as any."""
+
     def storage_error(self, error: Exception) -> StorageError | None:
         """A lost connection, or a server that shuts down, is StorageError (503); other errors are bugs."""
         import psycopg
@@ -2858,7 +2871,8 @@ class _PostgresEngine(_PostgresSQL):
 
     @staticmethod
     def begin(db: _PostgresConnection) -> None:
-        """Begin a write: one at a time across every replica, as SQLite's BEGIN IMMEDIATE does on one file.
+        """Begin a group's transaction: one at a time across every replica, as SQLite's BEGIN IMMEDIATE
+        makes them on one file.
 
         The lock is taken first, before anything is read: what a write decides
         on cannot change before it commits, as on SQLite, and so every rule of
@@ -2921,7 +2935,7 @@ class _PostgresEngine(_PostgresSQL):
         return {}
 
     def commit(self, db: _PostgresConnection) -> None:
-        """Number the transaction's events, tell every replica (once it commits) and commit: two round trips,
+        """Number the group's events, tell every replica (once it commits) and commit: two round trips,
         made while the write lock is held."""
         notify = "".join(f"SELECT pg_notify('{channel}', ''); " for channel in _EVENT_CHANNELS)
         db.execute((notify if self.number_events(db) else "") + "COMMIT")
@@ -2999,9 +3013,10 @@ class Store:
     time spent waiting must not age a lease, and nothing read before may have
     changed. Reads that make one answer are one statement or one `snapshot`.
 
-    On PostgreSQL (a `postgresql://` address) the same rules hold across
-    replicas: each write is its own transaction, and writes take turns under
-    the engine's lock (see `_write_alone`).
+    On PostgreSQL (a `postgresql://` address) the same holds across replicas:
+    each replica's writes go through its own writer connection, in groups, and
+    the groups of every replica take turns under the engine's lock (see
+    `_PostgresEngine.begin`).
     """
 
     def __init__(self, path: str, sync: str = "full", clock: Callable[[], float] = time.time):
@@ -3128,12 +3143,19 @@ class Store:
 
     @property
     def writer(self) -> sqlite3.Connection:
-        """The connection every write goes through, one transaction's turn at a time; opened on first use."""
-        if self._writer is None:
-            conn = self._connect()
+        """The connection every write goes through, one transaction's turn at a time; opened on first use
+        (and again if the server dropped it)."""
+        conn = self._writer
+        if conn is None or not self.engine.usable(conn):
+            if conn is not None:
+                self._forget(conn)
+            try:
+                conn = self._connect()
+            except StorageError as failure:
+                raise self._note_failure(failure) from None
             self.engine.prepare_writer(conn)
             self._writer = conn
-        return self._writer
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -3157,14 +3179,17 @@ class Store:
         `database_errors`). A transaction opened inside another on the same
         thread is a RuntimeError at once: the write lock is not reentrant.
 
-        On a database server (PostgreSQL) there is no commit to share: each
-        write is its own transaction on the thread's connection (see `_write_alone`).
+        On PostgreSQL the groups are the same, on each replica's writer
+        connection: one BEGIN and lock, and one numbering of the events, NOTIFY
+        and COMMIT for the group (see `_PostgresEngine`). A lost connection
+        fails the write that met it and every write of its group (503): none of
+        them is acknowledged, and the next write connects again.
         """
         if getattr(self._local, "writing", None) is not None:
             raise RuntimeError("Store.transaction inside another on the same thread would wait for itself forever")
         self._local.tally = tally = Counter()
         self._local.notes = notes = []
-        with self._write_in_group() if self.engine.keeps_a_file else self._write_alone() as conn:
+        with self._write_in_group() as conn:
             yield conn
         if tally:
             with self._counters_lock:
@@ -3174,8 +3199,8 @@ class Store:
 
     @contextmanager
     def _write_in_group(self) -> Iterator[sqlite3.Connection]:
-        """A write to the SQLite file: in the open group's transaction, once this thread's turn came, and
-        answered once the group is committed (see `transaction`)."""
+        """A write: in the open group's transaction, once this thread's turn came, and answered once the
+        group is committed (see `transaction`)."""
         with self._queued_lock:
             self._queued += 1
         self._write_lock.acquire()
@@ -3183,15 +3208,15 @@ class Store:
             self._queued -= 1
         try:
             with self.database_errors():
-                conn = self._local.writing = self.writer
                 joined = self._group is not None  # the first write of a group needs no savepoint: it is alone
-                if joined:
-                    conn.execute("SAVEPOINT write")
-                else:
-                    conn.execute(self.engine.begin_write)
-                    self._group = _Group()
+                # A group goes on on its own connection; one lost meanwhile fails the group (see `_undo_write`).
+                conn = self._local.writing = self._writer if joined else self.writer
+                if not joined:
+                    self._begin_group(conn)
                 group = self._group
                 try:
+                    if joined:
+                        conn.execute("SAVEPOINT write")
                     yield conn
                     if joined:
                         conn.execute("RELEASE write")
@@ -3208,52 +3233,41 @@ class Store:
                 self._write_lock.release()
         group.wait()
 
-    @contextmanager
-    def _write_alone(self) -> Iterator[Any]:
-        """A write to a database server: its own transaction on this thread's connection, begun by the
-        engine (one write at a time across replicas), its events numbered and the other replicas told
-        just before it commits. It returns once committed: nothing is acknowledged that was not."""
-        with self.database_errors():
-            conn = self._local.writing = self.db
-            try:
-                self.engine.begin(conn)
-                try:
-                    yield conn
-                    self.engine.commit(conn)
-                except BaseException:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except self.engine.errors:
-                        self._forget(conn)  # lost, or in a state no one should inherit
-                    raise
-            finally:
-                self._local.writing = None
+    def _begin_group(self, conn: sqlite3.Connection) -> None:
+        """Open a group's transaction (the engine's write lock taken); a failed begin leaves none open."""
+        try:
+            self.engine.begin(conn)
+        except BaseException:
+            self._roll_back(conn)
+            raise
+        self._group = _Group()
 
     def _undo_write(self, conn: sqlite3.Connection, joined: bool, error: BaseException) -> None:
         """Roll a failed write back to its savepoint, leaving the group's other writes as they are
         (the group's first write rolls the transaction back: it holds nothing else yet).
 
-        When SQLite has already rolled the whole transaction back (after a full
-        disk or an I/O error), or the savepoint cannot be undone, the group
-        fails: its writes before this one are lost, and each gets the error.
+        When the database has already rolled the whole transaction back (SQLite
+        after a full disk or an I/O error), the connection was lost, or the
+        savepoint cannot be undone, the group fails: its writes before this one
+        are lost, and each gets the error.
         """
         if joined and conn.in_transaction:
             try:
                 conn.execute("ROLLBACK TO write")
                 conn.execute("RELEASE write")
                 return
-            except sqlite3.Error as undo_error:
+            except self.engine.errors as undo_error:
                 error = undo_error
-        failure = _storage_error(error) if isinstance(error, sqlite3.Error) else None
+        failure = self.engine.storage_error(error) if isinstance(error, self.engine.errors) else None
         self._end_group(failure or error, conn)
 
     def _commit_group(self) -> None:
         """Commit the open group, or roll it back if that fails; then release its writers."""
-        conn = self.writer
+        conn = self._writer
         try:
             with self.database_errors():
                 self.check_file()  # acknowledge nothing written to a file that is no longer the database
-                conn.execute("COMMIT")
+                self.engine.commit(conn)
         except BaseException as error:
             self._end_group(error, conn)
             return
@@ -3274,13 +3288,10 @@ class Store:
             return  # SQLite ended it itself, as after a full disk
         try:
             conn.execute("ROLLBACK")
-        except sqlite3.Error as error:
+        except self.engine.errors as error:
             _log.warning("ROLLBACK failed (%s): closing the writer's connection", error)
-            with self._connections_lock:
-                self._connections.remove(conn)
             self._writer = None
-            with suppress(sqlite3.Error):
-                conn.close()
+            self._forget(conn)
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:

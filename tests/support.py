@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -114,6 +114,34 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="the condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+class HeldWrite:
+    """A write that holds the store's write lock until `release`: writers arriving meanwhile queue up behind it."""
+
+    def __init__(self, store, write):
+        self.store, self.entered, self.released = store, threading.Event(), threading.Event()
+
+        def hold():
+            with store.transaction() as db:
+                write(db)
+                self.entered.set()
+                assert self.released.wait(20)
+
+        self.pool = ThreadPoolExecutor(8)
+        self.holder = self.pool.submit(hold)
+        assert self.entered.wait(10)
+
+    def queue(self, *calls):
+        """Start each call on its own thread; return their futures once all wait for the write lock."""
+        futures = [self.pool.submit(call) for call in calls]
+        wait_until(lambda: self.store._queued == len(calls), what="the writers to queue")
+        return futures
+
+    def release(self):
+        self.released.set()
+        self.holder.result(10)
+        self.pool.shutdown()
 
 
 @contextmanager

@@ -10,41 +10,13 @@ import threading
 import pytest
 
 import lazyboss
-from support import ServerProcess, wait_until
+from support import HeldWrite, ServerProcess, wait_until
 
 
 def committed_types(db_path):
     """The job types the file holds as committed (read by another connection, as another process would)."""
     with sqlite3.connect(db_path) as db:
         return {row[0] for row in db.execute("SELECT name FROM types")}
-
-
-class HeldWrite:
-    """A write that holds the store's write lock until `release`: writers arriving meanwhile queue up behind it."""
-
-    def __init__(self, store, write):
-        self.store, self.entered, self.released = store, threading.Event(), threading.Event()
-
-        def hold():
-            with store.transaction() as db:
-                write(db)
-                self.entered.set()
-                assert self.released.wait(20)
-
-        self.pool = concurrent.futures.ThreadPoolExecutor(8)
-        self.holder = self.pool.submit(hold)
-        assert self.entered.wait(10)
-
-    def queue(self, *calls):
-        """Start each call on its own thread; return their futures once all wait for the write lock."""
-        futures = [self.pool.submit(call) for call in calls]
-        wait_until(lambda: self.store._queued == len(calls), what="the writers to queue")
-        return futures
-
-    def release(self):
-        self.released.set()
-        self.holder.result(10)
-        self.pool.shutdown()
 
 
 def test_writes_that_arrive_together_share_one_commit_and_a_failing_one_fails_alone(store, db_path):

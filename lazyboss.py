@@ -888,7 +888,7 @@ CREATE TABLE attempts (
     error TEXT,
     PRIMARY KEY (job_id, id)
 );
--- seq orders a transaction's events until `_PostgresEngine.number_events` gives them their ids at commit.
+-- seq orders a transaction's events until `_PostgresEngine.commit` gives them their ids.
 CREATE TABLE events (
     seq BIGSERIAL PRIMARY KEY,
     id BIGINT UNIQUE,
@@ -2934,32 +2934,30 @@ class _PostgresEngine(_PostgresSQL):
         """None: the server's files are its own."""
         return {}
 
-    def commit(self, db: _PostgresConnection) -> None:
-        """Number the group's events, tell every replica (once it commits) and commit: two round trips,
-        made while the write lock is held."""
-        notify = "".join(f"SELECT pg_notify('{channel}', ''); " for channel in _EVENT_CHANNELS)
-        db.execute((notify if self.number_events(db) else "") + "COMMIT")
-
     @staticmethod
-    def number_events(db: _PostgresConnection) -> int:
-        """Number the running transaction's events, just before it commits, in commit order; how many.
+    def commit(db: _PostgresConnection) -> None:
+        """Number the group's events in commit order, tell every replica (once it commits) and commit, in
+        one round trip made while the write lock is held.
 
         The counter row stays locked until the commit: a concurrent writer
         numbers its own only once this one is committed and visible, so every
         id a follower sees is below every id committed after it, and no id is
         skipped or used twice (ids are never reused: retention deletes events,
-        not the counter).
+        not the counter). The counter is taken (and its row locked), and the
+        replicas told, only by a transaction with events.
         """
-        # One statement: the counter is taken (and its row locked) only by a transaction with events.
-        return db.execute(
-            """WITH fresh AS (SELECT seq, row_number() OVER (ORDER BY seq) AS nth, count(*) OVER () AS total
-                              FROM events WHERE id IS NULL),
-                counter AS (UPDATE event_counter SET last = last + (SELECT count(*) FROM fresh)
-                            WHERE EXISTS (SELECT 1 FROM fresh) RETURNING last),
-                numbered AS (UPDATE events SET id = counter.last - fresh.total + fresh.nth FROM fresh, counter
-                             WHERE events.seq = fresh.seq RETURNING 1)
-               SELECT count(*) FROM numbered"""
-        ).fetchone()[0]
+        channels = ", ".join(f"'{channel}'" for channel in _EVENT_CHANNELS)
+        db.execute(
+            f"""WITH fresh AS (SELECT seq, row_number() OVER (ORDER BY seq) AS nth, count(*) OVER () AS total
+                               FROM events WHERE id IS NULL),
+                 counter AS (UPDATE event_counter SET last = last + (SELECT count(*) FROM fresh)
+                             WHERE EXISTS (SELECT 1 FROM fresh) RETURNING last),
+                 numbered AS (UPDATE events SET id = counter.last - fresh.total + fresh.nth FROM fresh, counter
+                              WHERE events.seq = fresh.seq RETURNING 1)
+                SELECT pg_notify(channel, '') FROM unnest(ARRAY[{channels}]) AS channel
+                WHERE EXISTS (SELECT 1 FROM numbered);
+                COMMIT"""
+        )
 
     def listen(self, signals: dict[str, _Signal]) -> threading.Thread:
         """A thread firing the signal of each channel NOTIFY names, until `close`; a lost connection is

@@ -61,8 +61,7 @@ def test_concurrent_writers_and_a_resuming_follower_see_every_event_once_in_comm
                 for _ in range(pick.randint(1, 3)):
                     db.execute("INSERT INTO events (writer, n) VALUES (?, ?)", (writer, n))
                 time.sleep(pick.random() / 1000)  # transactions overlap and end out of the order they began
-                engine.number_events(db)
-                db.execute("COMMIT")
+                engine.commit(db)  # numbers them
         except Exception as error:  # pragma: no cover - reported below
             failures.append(error)
 

@@ -1022,6 +1022,15 @@ CREATE TRIGGER jobs_reserved_at_submit AFTER INSERT ON jobs FOR EACH ROW EXECUTE
 CREATE TRIGGER jobs_reserved_again AFTER UPDATE OF status, run_at ON jobs
     FOR EACH ROW EXECUTE FUNCTION lazyboss_reserve_job();
 """
+# PostgreSQL's migrations after its schema, each a script. A claim of given types looks for lapsed
+# reservations in an index of its own: without statistics (a new database, or the minute after a large
+# submit, until autovacuum analyzes) the planner took jobs_type_queue for them and read the type's whole
+# pending queue, under the write lock, on every claim.
+_POSTGRES_MIGRATIONS = [
+    _POSTGRES_SCHEMA,
+    """CREATE INDEX jobs_type_lapsed ON jobs (type, priority DESC, run_at, id)
+       WHERE status = 'pending' AND reserved_until IS NOT NULL""",
+]
 
 
 def _sql_statements(script: str) -> Iterator[str]:
@@ -2798,7 +2807,7 @@ class _PostgresEngine(_PostgresSQL):
     # One answer's reads see the database as their first one does.
     begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
     keeps_a_file = False  # the server keeps its files: no file of lazyboss's to guard
-    migrations = [_POSTGRES_SCHEMA]
+    migrations = _POSTGRES_MIGRATIONS
     _RETRY_FIRST, _RETRY_MOST = 0.5, 30.0  # seconds between attempts to connect, doubling while none succeeds
 
     def __init__(self, url: str):

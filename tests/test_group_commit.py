@@ -1,5 +1,6 @@
-"""Group commit: writes that arrive together share one commit, are answered only once it is on disk, and one
-that fails fails alone (unless the commit itself fails: then each of them hears it)."""
+"""Group commit on SQLite's file: a commit that fails (a full disk) fails each write of its group, and no write
+acknowledged to concurrent writers is lost to kill -9. What a group shares, and that one failing write fails
+alone, is held on both engines in test_postgres_group_commit.py."""
 
 import concurrent.futures
 import http.client
@@ -17,40 +18,6 @@ def committed_types(db_path):
     """The job types the file holds as committed (read by another connection, as another process would)."""
     with sqlite3.connect(db_path) as db:
         return {row[0] for row in db.execute("SELECT name FROM types")}
-
-
-def test_writes_that_arrive_together_share_one_commit_and_a_failing_one_fails_alone(store, db_path):
-    commits = []
-    store.writer.set_trace_callback(lambda sql: sql.startswith("COMMIT") and commits.append(sql))
-    held = HeldWrite(store, lambda db: db.execute("INSERT INTO types (name, updated_at) VALUES ('first', 0)"))
-
-    def put(name):
-        view = store.put_type(name, {"paused": True})  # reads its own write back inside the group
-        return view, committed_types(db_path)  # as it returns: on disk already
-
-    def failing():
-        with store.transaction() as db:
-            db.execute("INSERT INTO types (name, updated_at) VALUES ('half', 0)")
-            raise lazyboss.Conflict("changed its mind after writing")
-
-    def submit():
-        (view,) = store.submit_jobs([lazyboss.JobSpec("after")])
-        return view
-
-    first, refused, second, job = held.queue(lambda: put("a"), failing, lambda: put("b"), submit)
-    assert not first.done() and committed_types(db_path) == set()
-    held.release()
-    with pytest.raises(lazyboss.Conflict):
-        refused.result(10)
-    for future, name in ((first, "a"), (second, "b")):
-        view, on_disk = future.result(10)
-        assert view["paused"] is True and view["type"] == name
-        assert {"first", "a", "b"} <= on_disk
-    assert job.result(10)
-    assert committed_types(db_path) == {"first", "a", "b"}  # and not the failed write's
-    assert len(commits) == 1  # one commit, one fsync, for the five writes
-    store.writer.set_trace_callback(None)
-    assert store.counters[("jobs_submitted", "after")] == 1
 
 
 def test_a_commit_that_finds_the_disk_full_fails_every_write_of_its_group(small_disk, clock):

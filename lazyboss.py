@@ -223,6 +223,11 @@ def _is_postgres_url(text: str) -> bool:
 _SERVER_SCHEMES = {"postgres", "postgresql", "mysql", "mariadb", "oracle", "mssql", "cockroachdb", "redis"}
 
 
+def _is_password_parameter(piece: str) -> bool:
+    """Whether one `name=value` of a URL's query is a password, as libpq reads it (the name decoded)."""
+    return urllib.parse.unquote(piece).partition("=")[0].strip().lower() == "password"
+
+
 def _refuse_server_url(text: str, origin: str) -> None:
     """Refuse a URL naming a database server lazyboss cannot use (another than PostgreSQL, or PostgreSQL
     without psycopg installed), which no file path looks like; the ValueError names its scheme, never the
@@ -233,8 +238,9 @@ def _refuse_server_url(text: str, origin: str) -> None:
     if not text[scheme.end() :].startswith("//") and scheme.group(1).lower().split("+")[0] not in _SERVER_SCHEMES:
         return
     if _is_postgres_url(text):
-        try:
-            _ = urllib.parse.urlsplit(text).port  # a bracket left open, a port that is no number: ValueError
+        try:  # a bracket left open, a port that is no number: ValueError (each host of libpq's `h1:p1,h2:p2`)
+            for host in urllib.parse.urlsplit(text).netloc.rpartition("@")[2].split(","):
+                _ = urllib.parse.urlsplit(f"//{host}").port
         except ValueError:
             raise ValueError(
                 f"{origin} names a PostgreSQL database by a URL whose host or port cannot be read; "
@@ -2750,10 +2756,12 @@ def _postgres_rows(cursor: Any) -> Callable[[Any], _PostgresRow]:
 
 class _PostgresConnection:
     """A psycopg connection that the store uses as it uses its sqlite3 ones: `execute` with `?`
-    placeholders on the connection, rows by position or name, explicit BEGIN and COMMIT, `in_transaction`."""
+    placeholders on the connection, rows by position or name, explicit BEGIN and COMMIT, `in_transaction`.
+    `generation` is its engine's when it was opened (see `_PostgresEngine.usable`)."""
 
-    def __init__(self, conn: Any):
+    def __init__(self, conn: Any, generation: int = 0):
         self._conn = conn
+        self.generation = generation
 
     def execute(self, sql: str, parameters: Any = ()) -> Any:
         """Run one statement (or, without parameters, a script); its cursor."""
@@ -2765,6 +2773,11 @@ class _PostgresConnection:
     def in_transaction(self) -> bool:
         """Whether a transaction is open (BEGIN given, no COMMIT or ROLLBACK yet)."""
         return self._conn.info.transaction_status != self._conn.info.transaction_status.IDLE
+
+    @property
+    def failed(self) -> bool:
+        """Whether its transaction failed and waits for a ROLLBACK."""
+        return self._conn.info.transaction_status == self._conn.info.transaction_status.INERROR
 
     def executemany(self, sql: str, rows: Any) -> None:
         """Run one statement for each row of parameters."""
@@ -2809,6 +2822,11 @@ class _PostgresEngine(_PostgresSQL):
     keeps_a_file = False  # the server keeps its files: no file of lazyboss's to guard
     migrations = _POSTGRES_MIGRATIONS
     _RETRY_FIRST, _RETRY_MOST = 0.5, 30.0  # seconds between attempts to connect, doubling while none succeeds
+    # Set on each connection unless the server (role, database, the URL's options) sets them already. A
+    # replica frozen or cut off inside a write would hold the write lock until TCP gives up on it (hours):
+    # the server ends such a transaction (never acknowledged: its COMMIT fails), and a write waits for the
+    # lock no longer than SQLite's busy timeout.
+    SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "15s", "lock_timeout": "30s"}
 
     def __init__(self, url: str):
         super().__init__()
@@ -2817,13 +2835,31 @@ class _PostgresEngine(_PostgresSQL):
         self._retry_lock = threading.Lock()
         self._retry_at = 0.0  # no connection is attempted before (monotonic): the back-off after a failure
         self._retry_pause = 0.0
+        # Bumped when the server dropped connections (it restarted): each is opened anew before its next use,
+        # rather than failing one request to learn it is dead.
+        self.generation = 0
+        self._outage_logged = False  # the listener's lost connection is logged once until it listens again
 
     def __str__(self) -> str:
         """The URL without its password (a URL is logged, its password never)."""
         parts = urllib.parse.urlsplit(self.url)
         netloc = parts.netloc if parts.password is None else parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        query = "&".join("password=***" if _is_password_parameter(piece) else piece for piece in parts.query.split("&"))
         return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+    def _told(self, error: Exception) -> str:
+        """What PostgreSQL (or libpq) said, on one line, with any password of the URL masked."""
+        diagnostic = getattr(error, "diag", None)
+        text = (diagnostic.message_primary if diagnostic is not None else None) or str(error)
+        text = " ".join(text.split())
+        parts = urllib.parse.urlsplit(self.url)
+        given = [parts.password or ""] + [
+            piece.partition("=")[2] for piece in parts.query.split("&") if _is_password_parameter(piece)
+        ]
+        secrets = {spelling for secret in given for spelling in (secret, urllib.parse.unquote(secret)) if spelling}
+        for secret in sorted(secrets, key=len, reverse=True):  # a longer spelling first: no part of it left
+            text = text.replace(secret, "***")
+        return text[:500]
 
     @property
     def errors(self) -> Any:
@@ -2842,41 +2878,70 @@ class _PostgresEngine(_PostgresSQL):
         with self._retry_lock:
             if time.monotonic() < self._retry_at:
                 raise StorageError("cannot connect to PostgreSQL (trying again shortly)", "database_unavailable")
+        generation = self.generation
         try:
             conn = psycopg.connect(address or self.url, autocommit=True, row_factory=_postgres_rows, connect_timeout=10)
-        except psycopg.Error as error:  # its message may repeat the URL's password: only its kind is told
+            try:
+                conn.execute(
+                    "SELECT set_config(name, setting, false) FROM (VALUES "
+                    + ", ".join(["(%s, %s)"] * len(self.SESSION_SETTINGS))
+                    + ") AS wanted (name, setting) WHERE current_setting(name) IN ('0', '')",
+                    [value for pair in self.SESSION_SETTINGS.items() for value in pair],
+                )
+            except BaseException:
+                conn.close()
+                raise
+        except psycopg.Error as error:
             with self._retry_lock:
                 self._retry_pause = min(max(self._retry_pause * 2, self._RETRY_FIRST), self._RETRY_MOST)
                 self._retry_at = time.monotonic() + self._retry_pause
-            raise StorageError(
-                f"cannot connect to PostgreSQL ({type(error).__name__})", "database_unavailable"
-            ) from None
+            raise StorageError(f"cannot connect to PostgreSQL: {self._told(error)}", "database_unavailable") from None
         with self._retry_lock:
             self._retry_pause, self._retry_at = 0.0, 0.0
         # json values (a job, built by the server) are read as the text they are, as SQLite gives them.
         for json_type in ("json", "jsonb"):
             conn.adapters.register_loader(json_type, psycopg.types.string.TextLoader)
         conn.adapters.register_dumper(str, _nul_free_dumper())
-        return _PostgresConnection(conn)
+        return _PostgresConnection(conn, generation)
 
-    @staticmethod
-    def usable(conn: _PostgresConnection) -> bool:
-        """Whether a connection still serves: one the server dropped is opened anew."""
-        return not conn.closed
+    def usable(self, conn: _PostgresConnection) -> bool:
+        """Whether a connection still serves: one the server dropped, or opened before the server was seen
+        dropping connections, is opened anew (but never in the middle of its transaction), and so is one
+        left in a failed transaction (a write whose BEGIN failed: the lock's wait timed out)."""
+        if conn.closed or conn.failed:
+            return False
+        return conn.generation == self.generation or conn.in_transaction
 
     @staticmethod
     def prepare_writer(conn: _PostgresConnection) -> None:
         """Nothing: the connection every write of this replica goes through is set up as any."""
 
     def storage_error(self, error: Exception) -> StorageError | None:
-        """A lost connection, or a server that shuts down, is StorageError (503); other errors are bugs."""
+        """What an error says about the database, as StorageError (503) with PostgreSQL's own words; None
+        for a bug of lazyboss's."""
         import psycopg
 
-        if isinstance(error, psycopg.OperationalError):
+        state = getattr(error, "sqlstate", None) or ""
+        if state == "55P03":  # lock_timeout: the write lock was held too long by another writer
             return StorageError(
-                f"the PostgreSQL server is not reachable ({type(error).__name__})", "database_unavailable"
+                f"another writer held the database's write lock too long: nothing was written ({self._told(error)})",
+                "database_busy",
             )
+        if state == "42501":
+            return StorageError(
+                f"the PostgreSQL user may not do what lazyboss needs: {self._told(error)}", "permission_denied"
+            )
+        # The server ended the session: it was idle inside a transaction (a replica frozen in a write) or idle.
+        ended = state in ("25P03", "57P05")
+        if isinstance(error, psycopg.OperationalError) or ended:
+            if ended or not state or state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+                self.server_dropped_connections()
+            return StorageError(f"PostgreSQL: {self._told(error)}", "database_unavailable")
         return None
+
+    def server_dropped_connections(self) -> None:
+        """The server ended a connection (it restarted, or was cut off): open every one anew before its next use."""
+        self.generation += 1
 
     @staticmethod
     def begin(db: _PostgresConnection) -> None:
@@ -2898,14 +2963,26 @@ class _PostgresEngine(_PostgresSQL):
 
     @staticmethod
     def set_schema_version(db: _PostgresConnection, version: int) -> None:
-        """Note the migrations had, in the running transaction."""
-        db.execute("CREATE TABLE IF NOT EXISTS lazyboss_schema (version INTEGER NOT NULL)")
-        db.execute("DELETE FROM lazyboss_schema")
-        db.execute("INSERT INTO lazyboss_schema (version) VALUES (?)", (version,))
+        """Note the migrations had, in the running transaction. Once the table is there, an UPDATE: a user
+        that may write lazyboss's tables but create none (its owner migrated them) proves writes with it."""
+        if db.execute("SELECT to_regclass('lazyboss_schema')").fetchone()[0] is None:
+            db.execute("CREATE TABLE lazyboss_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO lazyboss_schema (version) VALUES (0)")
+        db.execute("UPDATE lazyboss_schema SET version = ?", (version,))
 
-    @staticmethod
-    def mark_as_ours(db: _PostgresConnection) -> None:
-        """Nothing: lazyboss's tables are its mark (`lazyboss_schema`)."""
+    @classmethod
+    def mark_as_ours(cls, db: _PostgresConnection) -> None:
+        """Refuse a database whose schema holds another program's tables, before lazyboss makes its own
+        there (lazyboss's tables are its mark: `lazyboss_schema`)."""
+        if cls.schema_version(db) > 0:
+            return
+        tables = [row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+        if tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StorageError(
+                f"it holds another program's tables ({shown}), not lazyboss's: give lazyboss a database of its own",
+                "foreign_database",
+            )
 
     @staticmethod
     def apply(db: _PostgresConnection, migration: str) -> None:
@@ -2979,6 +3056,9 @@ class _PostgresEngine(_PostgresSQL):
                     try:
                         for channel in signals:
                             conn.execute(f"LISTEN {channel}")
+                        if self._outage_logged:
+                            _log.warning("PostgreSQL listener: listening again")
+                            self._outage_logged = False
                         for signal in signals.values():
                             signal.fire()  # what happened while no one listened
                         while not self._stopping.is_set():
@@ -2989,7 +3069,12 @@ class _PostgresEngine(_PostgresSQL):
                 except Exception as error:  # noqa: BLE001 - the listener must outlive any failure
                     if self._stopping.is_set():
                         return
-                    _log.warning("PostgreSQL listener: %s; listening again in a second", type(error).__name__)
+                    # Its connection ends first when the server goes: the others are as dead.
+                    self.server_dropped_connections()
+                    if not self._outage_logged:  # once an outage, not every second of it
+                        told = error.detail if isinstance(error, StorageError) else self._told(error)
+                        _log.warning("PostgreSQL listener: %s; listening again every second until it can", told)
+                        self._outage_logged = True
                     self._stopping.wait(1.0)
 
         thread = threading.Thread(target=run, name="lazyboss-listen", daemon=True)
@@ -10429,7 +10514,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     defaults = Config()
     helps = {
-        "db": "the SQLite database file (created if missing); without it, DATABASE_URL (sqlite:///PATH) is read",
+        "db": "the SQLite database file (created if missing), or postgresql://USER@HOST/NAME; without it, "
+        "DATABASE_URL (sqlite:///PATH or postgresql://…) is read",
         "host": "address to listen on; only loopback until a token exists",
         "port": "TCP port",
         "unix_socket": "also (or, without --host and --port, only) listen on a UNIX socket at this path",

@@ -2961,6 +2961,14 @@ class _PostgresEngine(_PostgresSQL):
             return 0
         return int(db.execute("SELECT version FROM lazyboss_schema").fetchone()[0])
 
+    def holds_lazyboss(self) -> bool:
+        """Whether the database has lazyboss's tables: a look on a connection of its own, making none."""
+        conn = self.connect()
+        try:
+            return self.schema_version(conn) > 0
+        finally:
+            conn.close()
+
     @staticmethod
     def set_schema_version(db: _PostgresConnection, version: int) -> None:
         """Note the migrations had, in the running transaction. Once the table is there, an UPDATE: a user
@@ -3546,7 +3554,7 @@ class Store:
 
         The proof is a full checkpoint (the WAL folded into the database file
         and truncated, so a full disk has room again) and a one-page write. A
-        damaged file stays reported until lazyboss restarts.
+        damaged file, or a schema newer than this release, stays reported until lazyboss restarts.
         """
         try:
             self.check_file()
@@ -3554,7 +3562,7 @@ class Store:
             if error.code == "database_gone":
                 self._save_orphaned()
             raise
-        if self.failure is None or self.failure.code in ("database_corrupt", "not_a_database"):
+        if self.failure is None or self.failure.code in ("database_corrupt", "not_a_database", "schema_too_new"):
             return
         self._prove_writable()
 
@@ -3619,8 +3627,14 @@ class Store:
             with self.database_errors():
                 self.check_file()
                 self.db.execute("SELECT COUNT(*) FROM types").fetchone()
-        except StorageError:
-            pass  # noted in `failure` (but for a busy lock, which is no trouble of the file)
+                version = self.engine.schema_version(self.db)
+            # A newer lazyboss migrated the database since this one opened it (a replica upgraded first):
+            # this one's statements may misread it. Unhealthy until it is replaced (see `recover`).
+            _check_schema_version(version, len(self.engine.migrations))
+        except StorageError as failure:
+            if failure.code == "schema_too_new":
+                self._note_failure(failure)
+            # else noted in `failure` (but for a busy lock, which is no trouble of the file)
         return self.failure
 
     # -- the event log
@@ -10739,6 +10753,10 @@ def _command_copy(args: argparse.Namespace, config: Config) -> int:
         return _EXIT_USAGE
     stores: list[Store] = []
     try:
+        if _is_postgres_url(args.source) and not _PostgresEngine(args.source).holds_lazyboss():
+            # As a missing file: opening it would make lazyboss's tables in the database copied from.
+            print(f"lazyboss: --from: {_engine_for(args.source)} holds no lazyboss database", file=sys.stderr)
+            return _EXIT_USAGE
         for address in (args.source, args.target):
             store = _open_store(replace(config, db=address))
             if isinstance(store, int):

@@ -278,3 +278,31 @@ def test_the_listener_says_once_that_it_lost_the_server_and_once_that_it_is_back
     lines = [record.getMessage() for record in caplog.records if "PostgreSQL listener" in record.getMessage()]
     assert len(lines) == 2, lines
     assert "listening again every second until it can" in lines[0] and lines[1].endswith("listening again")
+
+
+def test_a_replica_older_than_the_schema_a_newer_one_migrated_turns_unhealthy(postgres_store_url, start_live):
+    # A rolling upgrade: the first new replica migrates; an old one still running must not look healthy.
+    import psycopg
+
+    client = start_live().client()
+    assert client.request("GET", "/health").status == 200
+    with psycopg.connect(postgres_store_url, autocommit=True) as db:
+        db.execute("UPDATE lazyboss_schema SET version = version + 1")
+        try:
+            health = client.request("GET", "/health")
+            assert health.status == 503 and health.json["database"] == "schema_too_new", health.json
+            assert "run a newer lazyboss" in health.json["detail"]
+            time.sleep(0.3)  # reaper rounds (every 0.05 s here): its recovery does not call it healed
+            assert client.request("GET", "/health").status == 503
+        finally:
+            db.execute("UPDATE lazyboss_schema SET version = version - 1")
+
+
+def test_copy_from_a_postgresql_database_without_lazyboss_refuses_and_makes_nothing_there(postgres_url, tmp_path):
+    import psycopg
+
+    refused = run_lazyboss("copy", "--from", postgres_url, "--to", str(tmp_path / "new.sqlite"), cwd=tmp_path)
+    assert refused.returncode == 2 and "holds no lazyboss database" in refused.stderr, refused.stderr
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+    assert not (tmp_path / "new.sqlite").exists()

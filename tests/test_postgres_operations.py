@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 
@@ -187,21 +188,32 @@ def test_a_database_holding_another_programs_tables_is_refused_in_one_line(postg
         assert db.execute("SELECT to_regclass('lazyboss_schema')").fetchone()[0] is None
 
 
+@contextmanager
+def role_granted(url, *grants):
+    """A new role (not a superuser, as the test cluster's own) given `grants` (`GRANT … TO` it) on the
+    database of `url`: its name and URL."""
+    import psycopg
+
+    role = f"role_{uuid.uuid4().hex[:12]}"
+    with admin(url) as db:
+        db.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            for grant in grants:
+                db.execute(f"GRANT {grant} TO {role}")
+        yield role, url.replace("lazyboss@", f"{role}@")
+    finally:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(f"DROP OWNED BY {role}")  # its privileges
+        with admin(url) as db:
+            db.execute(f"DROP ROLE {role}")
+
+
 @pytest.fixture
 def reader(postgres_store_url):
     """A role that may read lazyboss's tables and write none: its URL."""
-    role = f"reader_{uuid.uuid4().hex[:12]}"
-    with admin(postgres_store_url) as db:
-        db.execute(f"CREATE ROLE {role} LOGIN")
-    import psycopg
-
-    with psycopg.connect(postgres_store_url, autocommit=True) as db:
-        db.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
-    yield postgres_store_url.replace("lazyboss@", f"{role}@")
-    with psycopg.connect(postgres_store_url, autocommit=True) as db:
-        db.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
-    with admin(postgres_store_url) as db:
-        db.execute(f"DROP ROLE {role}")
+    with role_granted(postgres_store_url, "SELECT ON ALL TABLES IN SCHEMA public") as (_, url):
+        yield url
 
 
 def test_a_user_without_the_rights_lazyboss_needs_is_refused_in_one_line(reader, tmp_path):
@@ -212,21 +224,13 @@ def test_a_user_without_the_rights_lazyboss_needs_is_refused_in_one_line(reader,
 
 @pytest.fixture
 def writer(postgres_store_url):
-    """A role that may read and write lazyboss's tables (not a superuser, as the test cluster's own): its URL."""
-    import psycopg
-
-    role = f"writer_{uuid.uuid4().hex[:12]}"
-    with admin(postgres_store_url) as db:
-        db.execute(f"CREATE ROLE {role} LOGIN")
-    with psycopg.connect(postgres_store_url, autocommit=True) as db:
-        db.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-        db.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}")
-    yield role, postgres_store_url.replace("lazyboss@", f"{role}@")
-    with psycopg.connect(postgres_store_url, autocommit=True) as db:
-        db.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
-        db.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}")
-    with admin(postgres_store_url) as db:
-        db.execute(f"DROP ROLE {role}")
+    """A role that may read and write lazyboss's tables, and create none: its name and URL."""
+    with role_granted(
+        postgres_store_url,
+        "SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public",
+        "USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public",
+    ) as role:
+        yield role
 
 
 def test_rights_taken_away_while_serving_are_503_and_health_says_so(postgres_store_url, writer):

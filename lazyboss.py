@@ -2609,6 +2609,10 @@ class _SQLiteEngine(_SQLiteSQL):
         conn.execute("PRAGMA temp_store = MEMORY")  # savepoints keep what they may undo in memory, not a file
 
     @staticmethod
+    def wait_within(db: sqlite3.Connection) -> None:
+        """Nothing: an SQLite transaction may wait between statements as long as it likes."""
+
+    @staticmethod
     def usable(conn: sqlite3.Connection) -> bool:
         """Whether a connection still serves (a file's always does)."""
         return True
@@ -2960,6 +2964,12 @@ class _PostgresEngine(_PostgresSQL):
         if db.execute("SELECT to_regclass('lazyboss_schema')").fetchone()[0] is None:
             return 0
         return int(db.execute("SELECT version FROM lazyboss_schema").fetchone()[0])
+
+    @staticmethod
+    def wait_within(db: _PostgresConnection) -> None:
+        """Let the running transaction wait between its statements as long as it must (a copy's, while the
+        other database reads or writes): not ended by `idle_in_transaction_session_timeout`."""
+        db.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
 
     def holds_lazyboss(self) -> bool:
         """Whether the database has lazyboss's tables: a look on a connection of its own, making none."""
@@ -5113,6 +5123,8 @@ class Store:
         given, for jobs and events: an id is never given twice).
         """
         with target.transaction() as out, self.snapshot() as db:
+            target.engine.wait_within(out)  # each waits on the other: a large log takes a while to go through
+            self.engine.wait_within(db)
             for table in _COPIED_TABLES:
                 if out.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
                     raise Conflict(f"the target database is not empty (it holds {table}): copy into a new one")

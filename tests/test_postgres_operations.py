@@ -310,3 +310,29 @@ def test_copy_from_a_postgresql_database_without_lazyboss_refuses_and_makes_noth
     with psycopg.connect(postgres_url, autocommit=True) as db:
         assert db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
     assert not (tmp_path / "new.sqlite").exists()
+
+
+@pytest.mark.parametrize("way", ["from", "to"])
+def test_a_copy_waiting_on_the_other_database_is_not_ended_for_idling(postgres_store_url, tmp_path, monkeypatch, way):
+    # The server ends a transaction idle for idle_in_transaction_session_timeout (a frozen replica's write):
+    # a copy's transaction on one database is idle while the other takes a large log in.
+    monkeypatch.setitem(lazyboss._PostgresEngine.SESSION_SETTINGS, "idle_in_transaction_session_timeout", "1s")
+    sqlite = lazyboss.Store(str(tmp_path / "jobs.sqlite"))
+    postgres = lazyboss.Store(postgres_store_url)
+    source, target = (postgres, sqlite) if way == "from" else (sqlite, postgres)
+    try:
+        job = submit(source)
+        encode = lazyboss._encode
+
+        def slow_encode(value):  # each event's job, re-encoded between the copy's statements
+            time.sleep(1.5)
+            return encode(value)
+
+        monkeypatch.setattr(lazyboss, "_encode", slow_encode)
+        copied = source.copy_into(target)
+        monkeypatch.setattr(lazyboss, "_encode", encode)
+        assert copied["jobs"] == 1 and copied["events"] == 1
+        assert target.get_job(job)["status"] == "pending"
+    finally:
+        sqlite.close()
+        postgres.close()

@@ -7,16 +7,15 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import pytest
 
 import lazyboss
-from support import ROOT, wait_until
+from support import ROOT, HeldWrite, wait_until
 
 pytestmark = pytest.mark.usefixtures("postgres_cluster")
 
@@ -67,42 +66,22 @@ def test_after_the_server_dropped_every_connection_no_request_is_refused_for_it(
     assert client.request("GET", "/health").status == 200
 
 
-class FrozenWrite:
-    """A store's write left open, as by a replica frozen (SIGSTOP, a paused VM, a host cut off) inside it:
-    it holds the write lock. `thaw` lets it go on and says how it ended."""
-
-    def __init__(self, url):
-        self.store = lazyboss.Store(url)
-        self._started, self._thaw, self.outcome = threading.Event(), threading.Event(), []
-        self._thread = threading.Thread(target=self._write, daemon=True)
-        self._thread.start()
-        assert self._started.wait(10)
-
-    def _write(self):
-        try:
-            with self.store.transaction() as db:
-                db.execute("UPDATE event_counter SET last = last")
-                self._started.set()
-                self._thaw.wait(30)
-            self.outcome.append("committed")
-        except lazyboss.StorageError as error:
-            self.outcome.append(error.code)
-        except BaseException as error:  # noqa: BLE001 - told to the test, not lost in a thread
-            self.outcome.append(repr(error))
-
-    def thaw(self):
-        self._thaw.set()
-        self._thread.join(10)
-        self.store.close()
-        return self.outcome
-
-
 @pytest.fixture
 def frozen_write(postgres_store_url):
-    frozen = []
-    yield lambda: frozen.append(FrozenWrite(postgres_store_url)) or frozen[-1]
-    for write in frozen:
-        write.thaw()
+    """A store's write left open, as by a replica frozen (SIGSTOP, a paused VM, a host cut off) inside it:
+    it holds the write lock until `release` (which raises what its commit met)."""
+    held = []
+
+    def freeze():
+        store = lazyboss.Store(postgres_store_url)
+        held.append(HeldWrite(store, lambda db: db.execute("UPDATE event_counter SET last = last")))
+        return held[-1]
+
+    yield freeze
+    for write in held:
+        with suppress(lazyboss.StorageError):
+            write.release()
+        write.store.close()
 
 
 def submit(store):
@@ -123,7 +102,9 @@ def test_a_replica_frozen_inside_a_write_holds_the_others_up_for_seconds_not_for
         assert other.get_job(job)["status"] == "pending"
     finally:
         other.close()
-    assert frozen.thaw() == ["database_unavailable"]  # thawed, it is refused: never acknowledged
+    with pytest.raises(lazyboss.StorageError) as thawed:
+        frozen.release()
+    assert thawed.value.code == "database_unavailable"  # thawed, it is refused: never acknowledged
 
 
 def test_a_write_waits_for_a_frozen_replicas_lock_at_most_the_lock_timeout(

@@ -2613,6 +2613,11 @@ class _SQLiteEngine(_SQLiteSQL):
         """Nothing: an SQLite transaction may wait between statements as long as it likes."""
 
     @staticmethod
+    def read_in_batches(db: sqlite3.Connection, sql: str) -> sqlite3.Cursor:
+        """A cursor whose rows are read from the file as they are fetched."""
+        return db.execute(sql)
+
+    @staticmethod
     def usable(conn: sqlite3.Connection) -> bool:
         """Whether a connection still serves (a file's always does)."""
         return True
@@ -2777,6 +2782,13 @@ class _PostgresConnection:
     def in_transaction(self) -> bool:
         """Whether a transaction is open (BEGIN given, no COMMIT or ROLLBACK yet)."""
         return self._conn.info.transaction_status != self._conn.info.transaction_status.IDLE
+
+    def server_cursor(self, sql: str) -> Any:
+        """Run a query (without parameters) on a cursor of the server's, in the running transaction (one at a
+        time: close it before the next)."""
+        cursor = self._conn.cursor(name="lazyboss_rows")
+        cursor.execute(sql)
+        return cursor
 
     @property
     def failed(self) -> bool:
@@ -2970,6 +2982,12 @@ class _PostgresEngine(_PostgresSQL):
         """Let the running transaction wait between its statements as long as it must (a copy's, while the
         other database reads or writes): not ended by `idle_in_transaction_session_timeout`."""
         db.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+
+    @staticmethod
+    def read_in_batches(db: _PostgresConnection, sql: str) -> Any:
+        """A server-side cursor, in the running transaction: rows come as they are fetched (psycopg's own
+        cursor reads a whole table into memory first: 1 GB to copy 486 MB of logs out)."""
+        return db.server_cursor(sql)
 
     def holds_lazyboss(self) -> bool:
         """Whether the database has lazyboss's tables: a look on a connection of its own, making none."""
@@ -5114,7 +5132,7 @@ class Store:
 
     # -- copying to another database
 
-    def copy_into(self, target: Store, batch: int = 1000) -> dict[str, int]:
+    def copy_into(self, target: Store, batch: int = 100) -> dict[str, int]:
         """Copy everything this database holds into `target`, an empty database (of either engine), in one
         transaction of the target; return how many rows of each table went.
 
@@ -5138,7 +5156,7 @@ class Store:
                 # An event's job goes without the nulls SQLite keeps in place of its large members: PostgreSQL
                 # reads it as it is, SQLite takes them out when it reads it anyway.
                 small = columns.index("job") if table == "events" else None
-                rows = db.execute(f"SELECT {listed} FROM {table}")
+                rows = self.engine.read_in_batches(db, f"SELECT {listed} FROM {table}")
                 copied[table] = 0
                 while chunk := rows.fetchmany(batch):
                     values = [list(row) for row in chunk]
@@ -5147,6 +5165,7 @@ class Store:
                         row[small] = _encode({key: job[key] for key in job if key not in _EVENT_CHANGES})
                     out.executemany(insert, values)
                     copied[table] += len(chunk)
+                rows.close()
             last = self.engine.last_ids(db)
             for table in last:
                 last[table] = max(last[table], db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])

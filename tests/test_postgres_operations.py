@@ -317,3 +317,34 @@ def test_a_copy_waiting_on_the_other_database_is_not_ended_for_idling(postgres_s
     finally:
         sqlite.close()
         postgres.close()
+
+
+def test_a_copy_out_of_postgresql_holds_a_batch_of_rows_in_memory_not_a_table(postgres_store_url, tmp_path):
+    # 150 MB of logs (750 chunks of 200 kB): psycopg's own cursor read a whole table into memory first.
+    import psycopg
+
+    store = lazyboss.Store(postgres_store_url)
+    try:
+        submit(store)
+        store.claim_jobs("w1", limit=1)
+    finally:
+        store.close()
+    with psycopg.connect(postgres_store_url, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO progress (job_id, attempt_id, id, event, data, at) "
+            "SELECT 1, 1, n, 'log_chunk', repeat(md5(n::text), 200000 / 32), 0 FROM generate_series(1, 750) AS n"
+        )
+    measure = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)"
+    )
+    copy = [sys.executable, str(ROOT / "lazyboss.py"), "copy", "--from", postgres_store_url]
+    done = subprocess.run(
+        [sys.executable, "-c", measure, *copy, "--to", str(tmp_path / "copy.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and "750 progress" in done.stderr, done.stderr
+    assert int(done.stdout) < 200, f"{done.stdout} MiB at most"  # 353 MiB before; 124 MiB now

@@ -2756,11 +2756,15 @@ class _PostgresRow(tuple):
         return list(self.names)
 
 
+@functools.lru_cache(maxsize=256)
+def _postgres_row_type(names: tuple[str, ...]) -> type[_PostgresRow]:
+    """The `_PostgresRow` class of rows with these columns: made once (a class costs more than its rows)."""
+    return type("_PostgresRow", (_PostgresRow,), {"names": names, "__slots__": ()})
+
+
 def _postgres_rows(cursor: Any) -> Callable[[Any], _PostgresRow]:
     """psycopg's row factory for `_PostgresRow`s of the cursor's columns."""
-    names = tuple(column.name for column in cursor.description or ())
-    row_type = type("_PostgresRow", (_PostgresRow,), {"names": names, "__slots__": ()})
-    return lambda values: row_type(values)
+    return _postgres_row_type(tuple(column.name for column in cursor.description or ()))
 
 
 class _PostgresConnection:

@@ -2908,6 +2908,10 @@ class _PostgresEngine(_PostgresSQL):
                     + ") AS wanted (name, setting) WHERE current_setting(name) IN ('0', '')",
                     [value for pair in self.SESSION_SETTINGS.items() for value in pair],
                 )
+                # No JIT: lazyboss's statements run in about a millisecond, but one estimated over
+                # jit_above_cost is compiled first, under the write lock: a claim naming 200 types (a union of
+                # one query per type) took 75 s, one naming 500 over a minute.
+                conn.execute("SET jit = off")
             except BaseException:
                 conn.close()
                 raise

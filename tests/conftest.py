@@ -1,5 +1,5 @@
-"""Shared fixtures: a store on a temporary SQLite file (or, for the modules of BOTH_ENGINES, on a fresh
-PostgreSQL database too), the app in-process, and a live server."""
+"""Shared fixtures: a store on a temporary SQLite file and on an emptied PostgreSQL database (see
+SQLITE_ONLY), the app in-process, and a live server."""
 
 import signal
 import tempfile
@@ -13,26 +13,26 @@ from support import Client, PostgresCluster, ServerProcess, SmallDisk, WorkerPro
 
 TEST_TIME_LIMIT = 60
 
-# Test modules whose store-level and live-server tests run on both engines: each test that uses the
-# `database` fixture (through `store`, `app`, `live`…) runs once per engine, PostgreSQL's skipped where
-# no cluster can be started. A test about SQLite's file itself is marked `sqlite_only`.
-BOTH_ENGINES = {
-    "test_api",
-    "test_batches",
-    "test_streams",
-    "test_supervisor",
-    "test_type_config",
-    "test_claim_windows",
-    "test_cron",
-    "test_held_jobs",
-    "test_concurrency_slots",
+# Which engine a test runs on. Every test that uses the `database` fixture (through `store`, `app`, `live`,
+# `start_live`…) runs once on SQLite and once on PostgreSQL (skipped where no cluster can be started), except
+# in the modules below, which are about SQLite itself; a single test about SQLite's file elsewhere is marked
+# `sqlite_only`. Tests without the fixture run once: they need no database (parsers, the client's and the
+# command line's arguments), or start `lazyboss.py` processes on a file of their own (`server`,
+# `ServerProcess`, `small_disk`, `tmp_path`: the process, the worker, the command line, a full disk, SQLite's
+# file and group commit in test_database_files and test_group_commit; tests/test_postgres.py and
+# test_replicas.py start processes on PostgreSQL). A new test of the store or the API runs on both engines;
+# a module that defines its own `database` fixture chooses its engine itself (test_postgres_operations).
+SQLITE_ONLY = {
+    "test_storage": "the file: read-only at run time, deleted under the server, a commit SQLite fails",
+    "test_database_incidents": "the file lost while running, a commit refused for a file no longer there",
 }
 
 
 def pytest_generate_tests(metafunc):
     if (
-        metafunc.module.__name__ in BOTH_ENGINES
+        metafunc.module.__name__ not in SQLITE_ONLY
         and "database" in metafunc.fixturenames
+        and not hasattr(metafunc.module, "database")  # a module with its own `database` chose its engine
         and metafunc.definition.get_closest_marker("sqlite_only") is None
     ):
         metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)

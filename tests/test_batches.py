@@ -6,7 +6,7 @@ import concurrent.futures
 import pytest
 
 import lazyboss
-from support import open_long_poll, wait_until
+from support import open_long_poll, rows, wait_until
 
 
 def basic(user):
@@ -15,10 +15,6 @@ def basic(user):
 
 def submit_many(app, count, job_type="echo", **fields):
     return app.post_json("/jobs", [{"type": job_type, "parameters": {"n": n}, **fields} for n in range(count)]).json
-
-
-def rows(store, sql, *args):
-    return [tuple(row) for row in store.db.execute(sql, args).fetchall()]
 
 
 # -- batch claims

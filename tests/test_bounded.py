@@ -3,9 +3,11 @@
 import json
 import sqlite3
 
+import pytest
 import webtest
 
 import lazyboss
+from support import rows
 
 LARGE = 400_000  # characters of parameters: a few jobs exceed the write budget
 
@@ -15,32 +17,32 @@ def submit(store, parameters, **fields):
     return json.loads(view)
 
 
-def event_bytes(db_path):
-    with sqlite3.connect(db_path) as db:
-        return db.execute(
-            """SELECT SUM(length(job) + IFNULL(length(result), 0) + IFNULL(length(error), 0)
-                   + IFNULL(length(detail), 0)) FROM events"""
-        ).fetchone()[0]
+def event_bytes(store):
+    return rows(
+        store,
+        """SELECT SUM(length(job) + COALESCE(length(result), 0) + COALESCE(length(error), 0)
+               + COALESCE(length(detail), 0)) FROM events""",
+    )[0][0]
 
 
 def replay(store, job_id=None):
     """Every kept event's job whole, oldest first, as a job's stream rebuilds it from what each event set."""
     events, after, large = [], 0, {}
-    while rows := store.events_after(after, [job_id] if job_id else [], []):
-        for event in rows:
+    while page := store.events_after(after, [job_id] if job_id else [], []):
+        for event in page:
             events.append((event.kind, json.loads(event.whole_job(large.setdefault(event.job_id, {})))))
-        after = rows[-1].id
+        after = page[-1].id
     return events
 
 
-def test_progress_on_a_job_with_large_parameters_adds_little_to_the_event_log(store, db_path):
+def test_progress_on_a_job_with_large_parameters_adds_little_to_the_event_log(store):
     job = submit(store, {"blob": "x" * 1_000_000})
     claimed = store.claim_next_job("w1")
-    before = event_bytes(db_path)
+    before = event_bytes(store)
     for number in range(1, 101):
         item = lazyboss.ProgressItem(number, "log_chunk", "8 bytes")
         store.record_progress(job["id"], claimed["attempt"], "w1", [item])
-    assert event_bytes(db_path) - before < 100 * 1_000  # a full copy each time was 100 MB
+    assert event_bytes(store) - before < 100 * 1_000  # a full copy each time was 100 MB
     assert before < 5_000  # nor do the submit and the claim copy the parameters
 
 
@@ -69,11 +71,12 @@ def test_each_event_replays_the_job_as_it_was_then(store, clock):
 def test_a_replay_of_large_jobs_comes_in_pieces_within_the_budget(store):
     for _ in range(5):
         submit(store, "x" * LARGE)
-    rows = store.events_after(0, [], [])
-    assert 1 < len(rows) < 5 and sum(len(event.data) for event in rows) < lazyboss._WRITE_BUDGET + LARGE + 1000
+    events = store.events_after(0, [], [])
+    assert 1 < len(events) < 5 and sum(len(event.data) for event in events) < lazyboss._WRITE_BUDGET + LARGE + 1000
     assert len(replay(store)) == 5
 
 
+@pytest.mark.sqlite_only  # a checkpoint of the WAL
 def test_a_long_listing_of_large_jobs_goes_in_pages_and_holds_no_snapshot_between_them(store, db_path):
     ids = [submit(store, "x" * LARGE)["id"] for _ in range(6)]
     pages = store.list_jobs([], [], 5, None)

@@ -1,17 +1,16 @@
 """An Idempotency-Key's answer is its whole submission or a refusal: never part of a batch in its place."""
 
-import sqlite3
-
 import pytest
+
+from support import rows
 
 
 def keyed(app, body, key, status=202):
     return app.post_json("/jobs", body, headers={"Idempotency-Key": key}, status=status)
 
 
-def job_count(db_path):
-    with sqlite3.connect(db_path) as db:
-        return db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+def job_count(store):
+    return rows(store, "SELECT COUNT(*) FROM jobs")[0][0]
 
 
 def finish(app, job_type):
@@ -21,9 +20,7 @@ def finish(app, job_type):
 
 
 @pytest.mark.parametrize("deletion", ["retention", "purge"])
-def test_a_batch_resent_after_some_of_its_jobs_were_deleted_is_refused_and_makes_nothing(
-    app, store, clock, db_path, deletion
-):
+def test_a_batch_resent_after_some_of_its_jobs_were_deleted_is_refused_and_makes_nothing(app, store, clock, deletion):
     batch = keyed(app, [{"type": "a"}, {"type": "b"}], "R").json
     done = finish(app, "a")
     clock.advance(3600)
@@ -32,20 +29,20 @@ def test_a_batch_resent_after_some_of_its_jobs_were_deleted_is_refused_and_makes
     else:
         assert app.delete("/jobs?type=a&status=done").json == {"deleted": 1}
     app.get(f"/jobs/{done}", status=404)
-    before = job_count(db_path)
+    before = job_count(store)
 
     refused = keyed(app, [{"type": "a"}, {"type": "b"}], "R", status=409).json
     assert refused["error"] == "key_expired"
     assert "'R'" in refused["detail"] and "batch of 2" in refused["detail"] and "1 of which" in refused["detail"]
     assert keyed(app, {"type": "a"}, "R", status=409).json["error"] == "key_reused"
-    assert job_count(db_path) == before
+    assert job_count(store) == before
     assert app.get(f"/jobs/{batch[1]['id']}").json["status"] == "pending"  # the rest is untouched
 
 
-def test_a_batch_whose_jobs_are_all_kept_is_answered_whole_as_they_are_now(app, db_path):
+def test_a_batch_whose_jobs_are_all_kept_is_answered_whole_as_they_are_now(app, store):
     batch = keyed(app, [{"type": "a"}, {"type": "b"}], "R").json
     finish(app, "a")
     again = keyed(app, [{"type": "a"}, {"type": "b"}], "R").json
     assert [job["id"] for job in again] == [job["id"] for job in batch]
     assert [job["status"] for job in again] == ["done", "pending"]
-    assert job_count(db_path) == 2
+    assert job_count(store) == 2

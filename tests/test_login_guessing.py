@@ -4,11 +4,14 @@ try tells nothing about which names exist and writes nothing to the database."""
 import base64
 from pathlib import Path
 
+import pytest
+
 
 def basic(name, secret):
     return {"Authorization": "Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()}
 
 
+@pytest.mark.sqlite_only  # not a byte written to the WAL: the file's own proof
 def test_wrong_credentials_tell_no_names_and_write_nothing(app, store, db_path):
     secret = store.create_token("ops", "admin")
     assert secret.startswith("lb_") and len(secret) == 3 + 32  # 24 random bytes, base64url

@@ -1,6 +1,6 @@
 """The PostgreSQL engine's own pieces on a real cluster (issue 17): what replicas rely on, each held to
-its promise on a throwaway cluster (skipped without one); the store on PostgreSQL is tested by the
-modules of BOTH_ENGINES (tests/conftest.py), test_postgres.py and test_replicas.py.
+its promise on a throwaway cluster (skipped without one); the store on PostgreSQL is tested by every
+module not in SQLITE_ONLY (tests/conftest.py), test_postgres.py and test_replicas.py.
 """
 
 import random

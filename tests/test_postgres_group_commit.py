@@ -24,7 +24,6 @@ def counted_commits(store, monkeypatch):
     return commits
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 def test_a_group_shares_one_commit_and_each_failing_write_fails_alone(store, database, monkeypatch):
     other = lazyboss.Store(database)
     try:

@@ -1,20 +1,14 @@
 """Purge: DELETE /jobs?type=&status=[&older_than=] deletes those jobs (never running ones) with all they left behind."""
 
 import base64
-import sqlite3
 
 import pytest
 import webtest
 
 import lazyboss
-from support import run_cli, submit
+from support import rows, run_cli, submit
 
 WORKER = {"Authorization": "Basic " + base64.b64encode(b"w1:").decode()}
-
-
-def rows(db_path, sql, *args):
-    with sqlite3.connect(db_path) as db:
-        return db.execute(sql, args).fetchall()
 
 
 def fail(app, job_type):
@@ -27,7 +21,7 @@ def fail(app, job_type):
     return job["id"]
 
 
-def test_purge_deletes_matching_jobs_with_attempts_logs_and_events_and_says_how_many(app, store, db_path):
+def test_purge_deletes_matching_jobs_with_attempts_logs_and_events_and_says_how_many(app, store):
     failed = [fail(app, "resize") for _ in range(3)]
     other_type = fail(app, "email")
     pending = app.post_json("/jobs", {"type": "resize"}, status=202).json["id"]
@@ -35,41 +29,41 @@ def test_purge_deletes_matching_jobs_with_attempts_logs_and_events_and_says_how_
     assert answer.status_int == 200 and answer.json == {"deleted": 3}
     for job_id in failed:
         assert app.get(f"/jobs/{job_id}", status=404)
-    kept = {row[0] for row in rows(db_path, "SELECT id FROM jobs")}
+    kept = {row[0] for row in rows(store, "SELECT id FROM jobs")}
     assert kept == {int(other_type), int(pending)}
     for table in ("attempts", "progress", "events"):
-        assert rows(db_path, f"SELECT DISTINCT job_id FROM {table} WHERE job_id NOT IN (SELECT id FROM jobs)") == []
-    assert rows(db_path, "SELECT COUNT(*) FROM progress")[0][0] == 1  # the email job's log is still there
+        assert rows(store, f"SELECT DISTINCT job_id FROM {table} WHERE job_id NOT IN (SELECT id FROM jobs)") == []
+    assert rows(store, "SELECT COUNT(*) FROM progress")[0][0] == 1  # the email job's log is still there
     assert store.count_jobs() == {"email": {"failed": 1}, "resize": {"pending": 1}}
 
 
-def test_types_and_statuses_repeat_and_nothing_else_is_touched(app, db_path):
+def test_types_and_statuses_repeat_and_nothing_else_is_touched(app, store):
     held = app.post_json("/jobs", {"type": "a", "hold": True}, status=202).json["id"]
     app.post_json("/jobs", [{"type": "a"}, {"type": "b"}, {"type": "c"}], status=202)
     cancelled = app.post_json("/jobs", {"type": "c"}, status=202).json["id"]
     app.post(f"/jobs/{cancelled}/cancel")
     assert app.delete("/jobs?type=a&type=b&status=pending&status=held").json == {"deleted": 3}
-    assert rows(db_path, "SELECT type, status FROM jobs ORDER BY id") == [("c", "pending"), ("c", "cancelled")]
+    assert rows(store, "SELECT type, status FROM jobs ORDER BY id") == [("c", "pending"), ("c", "cancelled")]
     assert app.get(f"/jobs/{held}", status=404)
 
 
-def test_running_jobs_are_never_purged(app, db_path):
+def test_running_jobs_are_never_purged(app, store):
     app.post_json("/jobs", [{"type": "a"}, {"type": "a"}], status=202)
     app.post("/jobs/attempt", headers=WORKER, status=201)
     refused = app.delete("/jobs?type=a&status=processing", status=422).json
     assert "never purged" in refused["detail"]
     assert app.delete("/jobs?type=a&status=pending").json == {"deleted": 1}
-    assert rows(db_path, "SELECT status FROM jobs") == [("processing",)]
+    assert rows(store, "SELECT status FROM jobs") == [("processing",)]
 
 
 @pytest.mark.parametrize(
     "query",
     ["", "?type=a", "?status=pending", "?type=a&status=running", "?type=a&status=pending&older_than=soon"],
 )
-def test_bad_purges_are_refused_and_delete_nothing(app, db_path, query):
+def test_bad_purges_are_refused_and_delete_nothing(app, store, query):
     app.post_json("/jobs", {"type": "a"}, status=202)
     assert app.delete(f"/jobs{query}", status=422).json["error"] == "invalid"
-    assert rows(db_path, "SELECT COUNT(*) FROM jobs")[0][0] == 1
+    assert rows(store, "SELECT COUNT(*) FROM jobs")[0][0] == 1
 
 
 def test_older_than_counts_finished_jobs_from_their_end_and_others_from_their_submit(app, clock):

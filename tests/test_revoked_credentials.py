@@ -90,14 +90,14 @@ def test_a_logged_out_session_ends_its_stream(live):
     assert EventStream(live.url, "/events", cookie).status == 401
 
 
-def test_a_token_revoked_by_another_process_ends_its_stream_within_about_a_second(live, db_path):
+def test_a_token_revoked_by_another_process_ends_its_stream_within_about_a_second(live, database):
     secrets = tokens(live.store)
     stream = EventStream(live.url, "/events", {"Authorization": f"Bearer {secrets['client']}"})
     reader, _ = read_to_the_end(stream)
     admin = Client(live.url, token=secrets["admin"])
     wait_until(lambda: admin.request("GET", "/stats").json["open_streams"] == 1, what="the stream")
 
-    other = lazyboss.Store(db_path)  # as `lazyboss token revoke` would: nothing wakes this server
+    other = lazyboss.Store(database)  # as `lazyboss token revoke` would: nothing wakes this server
     try:
         other.revoke_token("client")
     finally:

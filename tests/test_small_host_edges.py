@@ -31,11 +31,11 @@ def test_a_job_stream_ends_at_once_when_this_server_purges_the_job(start_live):
     wait_until(lambda: admin.request("GET", "/stats").json["open_streams"] == 0, what="the stream's slot freed")
 
 
-def test_a_job_stream_ends_when_another_process_purges_the_job(live, db_path):
+def test_a_job_stream_ends_when_another_process_purges_the_job(live, database):
     job = live.client().request("POST", "/jobs", {"type": "invoice"}).json
     stream = EventStream(live.url, f"/jobs/{job['id']}", timeout=10)
     assert stream.next_event()["data"]["status"] == "pending"
-    other = lazyboss.Store(str(db_path))  # a second lazyboss on the file: this server hears nothing of it
+    other = lazyboss.Store(database)  # a second lazyboss on the database: this server hears nothing of it
     try:
         assert other.purge_jobs(["invoice"], ["pending"]) == 1
     finally:

@@ -213,9 +213,10 @@ def test_login_trades_a_token_for_an_httponly_strict_session_cookie_stored_hashe
     assert session.startswith("lbs_") and len(session) > 40 and session != tokens["admin"]
     stored = store.db.execute("SELECT hash, token FROM sessions").fetchall()
     assert [tuple(row) for row in stored] == [(hashlib.sha256(session.encode()).hexdigest(), "the-admin")]
-    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    files = b"".join(open(db_path + suffix, "rb").read() for suffix in ("", "-wal"))
-    assert session.encode() not in files
+    if store.engine.keeps_a_file:  # nor anywhere in the file, its free pages included
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        files = b"".join(open(db_path + suffix, "rb").read() for suffix in ("", "-wal"))
+        assert session.encode() not in files
 
     shown = page(app, headers=with_cookie(session))
     assert shown.html.select("#overview") and "the-admin" in shown.html.select_one("header").get_text()

@@ -5483,17 +5483,17 @@ class _Histogram:
     def __init__(self, name: str, help_text: str):
         self.name = name
         self.help_text = help_text
-        self._series: dict[tuple, list] = {}  # labels -> [count per bucket..., count, sum]
+        # labels -> [count in each bucket alone (the last: above every bound)..., sum]; cumulated when exposed
+        self._series: dict[tuple, list] = {}
         self._lock = threading.Lock()
 
     def observe(self, labels: tuple, seconds: float) -> None:
         """Count one observation."""
         with self._lock:
-            series = self._series.setdefault(labels, [0] * len(self.BUCKETS) + [0, 0.0])
-            for index, bound in enumerate(self.BUCKETS):
-                if seconds <= bound:
-                    series[index] += 1
-            series[-2] += 1
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = [0] * (len(self.BUCKETS) + 1) + [0.0]
+            series[bisect.bisect_left(self.BUCKETS, seconds)] += 1
             series[-1] += seconds
 
     def expose(self, exposition: _Exposition) -> None:
@@ -5504,9 +5504,9 @@ class _Histogram:
         for labels, series in snapshot:
             named = dict(zip(self.LABELS, labels))
             bounds = [f"{bound:g}" for bound in self.BUCKETS] + ["+Inf"]
-            counts = series[: len(self.BUCKETS)] + [series[-2]]
+            counts = list(itertools.accumulate(series[:-1]))
             exposition.samples(f"{self.name}_bucket", [({**named, "le": le}, n) for le, n in zip(bounds, counts)])
-            exposition.samples(f"{self.name}_count", [(named, series[-2])])
+            exposition.samples(f"{self.name}_count", [(named, counts[-1])])
             exposition.samples(f"{self.name}_sum", [(named, series[-1])])
 
 
@@ -6283,10 +6283,15 @@ _RECONNECT_MS = 3000
 
 
 def _header(name: str, default: str | None = None) -> str | None:
-    """A request header as text, or 400 when its bytes are not UTF-8 (bottle would raise)."""
+    """A request header (not Content-Type or Content-Length, which WSGI names apart) as text, or 400 when
+    its bytes are not UTF-8. Read from the environ as WSGI hands it over (Latin-1): bottle's header
+    dict, built for the purpose, costs more than the request's own use of it."""
+    value = bottle.request.environ.get("HTTP_" + name.upper().replace("-", "_"))
+    if value is None:
+        return default
     try:
-        return bottle.request.get_header(name, default)
-    except UnicodeDecodeError:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
         raise LazybossError(f"the {name} header is not UTF-8", "bad_header") from None
 
 
@@ -6361,6 +6366,13 @@ def _host_name(host: str) -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=64)
+def _names_this_machine(host: str) -> bool:
+    """Whether a Host header names this machine (127.0.0.1, [::1], localhost, with any port). Asked of
+    every request in open mode, mostly of the same few texts: the answers are kept."""
+    return _is_loopback(_host_name(host))
+
+
 class _Api:
     """The HTTP handlers: each reads the request, calls the store, shapes the answer."""
 
@@ -6395,7 +6407,7 @@ class _Api:
             if not local:  # every token was revoked while we listen beyond loopback
                 raise _error_response(401, "unauthorized", "no token exists: create one to use this server", _CHALLENGE)
             host = _header("Host")
-            if host and not _is_loopback(_host_name(host)):
+            if host and not _names_this_machine(host):
                 # A site whose name its DNS points at 127.0.0.1 would otherwise be this server's page. The
                 # same holds over the UNIX socket: a proxy in front of it may pass such a site's name on.
                 raise Forbidden(f"open mode only answers requests for 127.0.0.1 or localhost, not {host!r}", "host")
@@ -8500,7 +8512,7 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
     config = config or Config()
     api = _Api(store, config, reaper)
     app = bottle.Bottle()
-    app.config["json.enable"] = False
+    app.uninstall(True)  # bottle's JSON and template plugins: every handler answers text it made itself
     app.install(_ApiPlugin(api))
     app.router.add_filter("id", lambda conf: (r"[0-9]+", None, None))  # /jobs/attempt is no job
     for route in _ROUTES:
@@ -8519,6 +8531,8 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         return _encode({"error": codes.get(error.status_code, "internal_error"), "detail": detail or str(error.body)})
 
     app.default_error_handler = default_error
+    # The route's label in the request metrics: /jobs/<job_id>, without the filter.
+    metric_rules = {route.path: re.sub(_ROUTE_PARAMETER, r"<\1>", route.path) for route in _ROUTES}
 
     @app.hook("before_request")
     def start_clock() -> None:
@@ -8532,7 +8546,7 @@ def make_app(store: Store, config: Config | None = None, reaper: Reaper | None =
         status = bottle.response.status_code
         # Labels only from fixed sets: a client inventing methods or paths must not add series.
         method = environ["REQUEST_METHOD"] if environ["REQUEST_METHOD"] in _HTTP_METHODS else "other"
-        rule = re.sub(_ROUTE_PARAMETER, r"<\1>", route.rule) if route else "unmatched"  # /jobs/<job_id>, filter unsaid
+        rule = metric_rules[route.rule] if route else "unmatched"
         api.request_durations.observe((method, rule, f"{status // 100}xx"), elapsed)
         if _log.isEnabledFor(logging.INFO):
             query = environ.get("QUERY_STRING")

@@ -1436,11 +1436,17 @@ def _finite_float(text: str) -> float:
     return number
 
 
+# One decoder for every body: json.loads given these hooks would build one (and its scanner) per call.
+_STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_json_constant, parse_float=_finite_float)
+
+
 def _parse_json(data: bytes | str) -> Any:
     """A request body's JSON, or a `bad_json` refusal: no NaN or Infinity, no numbers beyond a double,
     no nesting deeper than `_JSON_MAX_DEPTH` (all would fail later, in SQLite's JSON or a recursion)."""
     try:
-        value = json.loads(data, parse_constant=_refuse_json_constant, parse_float=_finite_float)
+        if isinstance(data, bytes):  # as json.loads reads bytes: UTF-8, -16 or -32
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        value = _STRICT_JSON.decode(data)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         detail = "it nests too deeply" if isinstance(error, RecursionError) else str(error)
         raise LazybossError(f"the body is not valid JSON: {detail}", "bad_json") from None
@@ -8597,7 +8603,7 @@ class _Request(HTTPRequestParser):
 class _Task(WSGITask):
     """waitress's request task: an answer of 503 closes its connection, freeing the socket of a
     client that was told to come back later; the environ says whether the request came over the UNIX
-    socket (`lazyboss.unix_socket`)."""
+    socket (`lazyboss.unix_socket`); a short answer leaves in one write."""
 
     def get_environment(self) -> dict:
         environ = super().get_environment()
@@ -8608,6 +8614,24 @@ class _Task(WSGITask):
         if self.status.startswith("503"):
             self.set_close_on_finish()
         return super().build_response_header()
+
+    def write(self, data: bytes) -> None:
+        """Send an answer's head with the first of its body in one write (waitress sends each on its own: two
+        segments, and two wake-ups of the client, for most answers), where the body's length is known
+        and this piece does not pass it; else as waitress does."""
+        if (
+            self.wrote_header
+            or not (self.complete and data and self.has_body)
+            or self.chunked_response
+            or self.content_length is None
+            or len(data) > self.content_length
+        ):
+            super().write(data)
+            return
+        head = self.build_response_header()
+        self.wrote_header = True
+        self.content_bytes_written += len(data)
+        self.channel.write_soon(head + data)
 
 
 class _Refusal(ErrorTask):

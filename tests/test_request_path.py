@@ -1,6 +1,9 @@
 """What every request goes through, made cheaper, keeps its meaning: the request metrics' buckets,
 the open-mode host check asked again and again, headers read from the environ."""
 
+import http.client
+import json
+
 import lazyboss
 
 
@@ -45,3 +48,32 @@ def test_headers_are_read_as_utf_8_and_absent_ones_as_absent(app):
     again = app.post_json("/jobs", {"type": "a"}, headers={"Idempotency-Key": "clé".encode().decode("latin-1")})
     assert again.json["id"] == job.json["id"]
     assert app.get(f"/jobs/{job.json['id']}").json["id"] == job.json["id"]  # no Accept: the job, not its stream
+
+
+def test_answers_of_every_kind_keep_their_framing_on_one_connection(live):
+    # A head sent with its body in one write must still frame each answer exactly: a keep-alive
+    # connection reads every kind in turn, and the next answer starts where the last one ended.
+    connection = http.client.HTTPConnection("127.0.0.1", live.server.port, timeout=10)
+    headers = {"Content-Type": "application/json"}
+
+    def ask(method, path, body=None):
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response, response.read()
+
+    response, body = ask("POST", "/jobs", json.dumps({"type": "framed", "parameters": {"text": "é" * 3000}}))
+    job = json.loads(body)
+    assert response.status == 202 and int(response.headers["Content-Length"]) == len(body)
+    first_socket = connection.sock
+    response, body = ask("HEAD", f"/jobs/{job['id']}")
+    assert response.status == 200 and body == b""
+    response, body = ask("POST", "/jobs/attempt?type=framed")
+    assert response.status == 201 and json.loads(body)["parameters"]["text"] == "é" * 3000
+    response, body = ask("GET", "/nowhere")
+    assert response.status == 404 and json.loads(body)["error"] == "not_found"
+    response, body = ask("GET", f"/jobs/{job['id']}")
+    assert response.status == 200 and json.loads(body)["status"] == "processing"
+    assert connection.sock is first_socket  # never closed and reopened
+    response, body = ask("POST", "/jobs/attempt?type=nothing")
+    assert response.status == 204 and body == b""
+    connection.close()

@@ -6408,7 +6408,10 @@ class _Api:
         X-CSRF-Token header, which only our own page knows.
         """
         name, secret = _read_credentials()
-        if not self.store.has_tokens():
+        # A secret that is a token's is all a request needs to read: whether any token exists (open
+        # mode) is asked only without one.
+        token = self.store.find_token(secret, name) if secret else None
+        if token is None and not self.store.has_tokens():
             local = self.open_mode_allowed or bottle.request.environ.get("lazyboss.unix_socket", False)
             if not local:  # every token was revoked while we listen beyond loopback
                 raise _error_response(401, "unauthorized", "no token exists: create one to use this server", _CHALLENGE)
@@ -6420,7 +6423,6 @@ class _Api:
             # Open mode: a Bearer text may be a real secret meant for another server; never show or log it.
             return _Caller(name or "anonymous", "admin", holds=lambda: not self.store.has_tokens())
         if secret:
-            token = self.store.find_token(secret, name)
             if token is None:
                 raise _error_response(401, "unauthorized", "wrong credentials", _CHALLENGE)
             return _Caller(token["name"], token["role"], holds=lambda: self.store.token_of(secret, name) is not None)

@@ -29,6 +29,7 @@ give (no batch claims) is null.
 """
 
 import argparse
+import base64
 import contextlib
 import http.client
 import json
@@ -57,7 +58,9 @@ class Client:
 
     def __init__(self, port, user="bench"):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.headers = {"Authorization": "Bearer " + user, "Content-Type": "application/json"}
+        # As lazyboss's client names itself in open mode (-u NAME:): a name, no secret.
+        basic = base64.b64encode(f"{user}:".encode()).decode()
+        self.headers = {"Authorization": "Basic " + basic, "Content-Type": "application/json"}
 
     def call(self, method, path, body=None):
         self.connection.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)

@@ -77,3 +77,16 @@ def test_answers_of_every_kind_keep_their_framing_on_one_connection(live):
     response, body = ask("POST", "/jobs/attempt?type=nothing")
     assert response.status == 204 and body == b""
     connection.close()
+
+
+def test_a_secret_is_looked_up_first_and_open_mode_still_asked_without_one(app, store):
+    # Open mode: a Bearer text (a secret meant for another server, say) changes nothing.
+    assert app.get("/jobs", headers={"Authorization": "Bearer elsewhere"}).status_int == 200
+    secret = store.create_token("w1", "worker")
+    worker = {"Authorization": f"Bearer {secret}"}
+    assert app.post_json("/jobs", {"type": "a"}, headers=worker).status_int == 202
+    assert app.get("/jobs", headers={"Authorization": "Bearer elsewhere"}, status=401).json["error"] == "unauthorized"
+    assert app.get("/jobs", status=401).json["error"] == "unauthorized"
+    assert app.get("/tokens", headers=worker, status=403).json["error"] == "forbidden"
+    store.revoke_token("w1")  # open mode again: the same secret is nobody's now, and no refusal
+    assert app.get("/jobs", headers=worker).status_int == 200

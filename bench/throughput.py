@@ -8,9 +8,10 @@ It first measures 4 keep-alive clients against a bare waitress "hello world"
 app (the ceiling of any single-request figure on this machine), then, for
 each --sync mode, starts `lazyboss.py` on a temporary database and measures
 on loopback, in this one run:
-  - single submits/s with 1, 4 and 16 client threads (group commit at work),
+  - single submits/s with 1, 4 and 16 client threads (group commit at work), and with 4 the
+    server's CPU time (user and system) per submit, beside bare waitress's per request,
   - batch submit jobs/s (batches of 1,000),
-  - claim→result cycles/s with 4 workers, one job per request,
+  - claim→result cycles/s with 4 workers, one job per request, and the server's CPU time per cycle,
   - batch claim of 100 + batch report of 100 with 4 workers, jobs/s,
   - long-poll wake-up latency (submit sent → waiting worker has the job), p50/p99,
   - 100 followers of /events (--threads 120): submit sent → each follower has its event, p50/p99,
@@ -123,7 +124,7 @@ def start_server(*args, program=LAZYBOSS, command=None):
 @contextlib.contextmanager
 def running_server(*args, program=LAZYBOSS, db=None, replicas=1):
     """`replicas` lazyboss.py processes with ARGS on one database, a file in a temporary folder or the
-    PostgreSQL database `db` (emptied first): their ports."""
+    PostgreSQL database `db` (emptied first): their ports, and their process ids."""
     with tempfile.TemporaryDirectory() as folder:
         if db is None:
             db = os.path.join(folder, "bench.sqlite")
@@ -133,7 +134,7 @@ def running_server(*args, program=LAZYBOSS, db=None, replicas=1):
         try:
             for _ in range(replicas):
                 started.append(start_server("--db", db, "--log-level", "warning", *args, program=program))
-            yield [port for _, port in started]
+            yield [port for _, port in started], [process.pid for process, _ in started]
         finally:
             for process, _ in started:
                 process.terminate()
@@ -191,8 +192,8 @@ def fill(ports, job_type, jobs):
         assert feeder.call("POST", "/jobs", [{"type": job_type, "parameters": n} for n in range(1000)])[0] == 202
 
 
-def claim_result_cycles(ports, jobs, workers=4):
-    fill(ports, "cycle", jobs)
+def claim_result_cycles(ports, workers=4):
+    """Cycles/s of claiming a "cycle" job and reporting its result, until none is left."""
     done = [0] * workers
 
     def work(index):
@@ -312,6 +313,15 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_server_cpu(pids, run):
+    """run() gives a rate (things per second): it, and the CPU time the server processes took for each
+    thing, in milliseconds (user and system)."""
+    before, started = sum(map(cpu_seconds, pids)), time.perf_counter()
+    rate = run()
+    things = rate * (time.perf_counter() - started)
+    return rate, round((sum(map(cpu_seconds, pids)) - before) * 1000 / things, 3)
+
+
 def idle(program, installed, starts=3):
     """Time to ready, resident memory and CPU of an idle server (median of `starts`).
 
@@ -359,19 +369,28 @@ def measure(program, sync, seconds, only, db=None, replicas=1):
     def wanted(name):
         return not only or name in only
 
-    with running_server("--sync", sync, program=program, db=db, replicas=replicas) as ports:
+    with running_server("--sync", sync, program=program, db=db, replicas=replicas) as (ports, pids):
         if wanted("single"):
-            figures["single_submits_per_s"] = {n: single_submits(ports, n, seconds) for n in (1, 4, 16)}
+            figures["single_submits_per_s"] = {}
+            for clients in (1, 4, 16):
+                rate, cpu = with_server_cpu(pids, lambda n=clients: single_submits(ports, n, seconds))
+                figures["single_submits_per_s"][clients] = rate
+                if clients == 4:
+                    figures["server_cpu_ms_per_single_submit_4_clients"] = cpu
         if wanted("batch"):
             figures["batch_submit_jobs_per_s"] = batch_submits(ports, batches=20)
         if wanted("cycles"):
-            figures["claim_result_cycles_per_s_4_workers"] = claim_result_cycles(ports, jobs=4000)
+            fill(ports, "cycle", 4000)
+            rate, cpu = with_server_cpu(pids, lambda: claim_result_cycles(ports))
+            figures["claim_result_cycles_per_s_4_workers"] = rate
+            figures["server_cpu_ms_per_cycle_4_workers"] = cpu
         if wanted("batches"):
             figures["batch_claim_100_report_100_jobs_per_s_4_workers"] = batch_claim_report(ports, jobs=20000)
         if wanted("wake"):
             figures["wake_up_latency"] = wake_up_latency(ports, samples=200)
     if wanted("followers"):
-        with running_server("--sync", sync, "--threads", "120", program=program, db=db, replicas=replicas) as ports:
+        servers = running_server("--sync", sync, "--threads", "120", program=program, db=db, replicas=replicas)
+        with servers as (ports, _):
             figures["event_latency_100_followers"] = follower_latency(ports, 100, samples=100)
     return figures
 
@@ -422,17 +441,20 @@ def main():
     if args.db:
         report["database"] = f"PostgreSQL, {args.replicas} replica(s)"
     programs = {"lazyboss": LAZYBOSS, **({"baseline": args.baseline} if args.baseline else {})}
-    bare, runs = [], {(name, sync): [] for name in programs for sync in args.sync}
+    bare, bare_cpu, runs = [], [], {(name, sync): [] for name in programs for sync in args.sync}
     for _ in range(args.rounds):  # in turns, so that the machine's other work weighs on each alike
         process, port = start_server()
         try:
-            bare.append(single_submits([port], 4, args.seconds, "/", 200))
+            rate, cpu = with_server_cpu([process.pid], lambda p=port: single_submits([p], 4, args.seconds, "/", 200))
+            bare.append(rate)
+            bare_cpu.append(cpu)
         finally:
             process.terminate()
             process.wait(30)
         for name, sync in runs:
             runs[(name, sync)].append(measure(programs[name], sync, args.seconds, args.only, args.db, args.replicas))
     report["bare_waitress_requests_per_s_4_clients"] = statistics.median(bare)
+    report["bare_waitress_server_cpu_ms_per_request"] = statistics.median(bare_cpu)
     for (name, sync), rounds in runs.items():
         figures = median_of(rounds)
         if "single_submits_per_s" in figures:

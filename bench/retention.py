@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from throughput import Client, running_server
+from throughput import Client, one_server
 
 
 def main():
@@ -27,7 +27,7 @@ def main():
     parser.add_argument("--retain", default="5s")
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
-    with running_server("--retain", args.retain, "--reap-interval", "0.2") as (port, db):
+    with one_server("--retain", args.retain, "--reap-interval", "0.2") as (port, db):
         done = [0] * args.workers
         stop = time.monotonic() + args.seconds
 

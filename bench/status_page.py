@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import running_server
+from throughput import one_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -144,7 +144,7 @@ def browser_latency(samples):
         )
 
     found = {}
-    with running_server() as (port, db), sync_playwright() as playwright:
+    with one_server() as (port, db), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_context(bypass_csp=True).new_page()  # wait_for_function evaluates its text
         page.goto(f"http://127.0.0.1:{port}/")
@@ -173,7 +173,7 @@ def main():
     args = parser.parse_args()
     results = []
     for total in args.jobs:
-        with running_server("--sync", "normal") as (port, db):
+        with one_server("--sync", "normal") as (port, db):
             counting = fill(db, total)
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             whole = timed(connection, "/", HTML, args.samples)

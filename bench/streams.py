@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from throughput import Client, running_server
+from throughput import Client, one_server
 
 
 class Follower(threading.Thread):
@@ -96,7 +96,7 @@ def main():
     parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
     report = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
-    with running_server("--threads", "120") as (port, _):
+    with one_server("--threads", "120") as (port, _):
         report["events_per_s_1_follower"] = delivery_rate(port, 1, args.events)
         report["events_per_s_100_followers"] = delivery_rate(port, 100, args.events)
         report["submit_to_event_latency"] = latency(port, args.samples)

@@ -124,7 +124,7 @@ def start_server(*args, program=LAZYBOSS, command=None):
 @contextlib.contextmanager
 def running_server(*args, program=LAZYBOSS, db=None, replicas=1):
     """`replicas` lazyboss.py processes with ARGS on one database, a file in a temporary folder or the
-    PostgreSQL database `db` (emptied first): their ports, and their process ids."""
+    PostgreSQL database `db` (emptied first): their ports, their process ids and the database."""
     with tempfile.TemporaryDirectory() as folder:
         if db is None:
             db = os.path.join(folder, "bench.sqlite")
@@ -134,11 +134,18 @@ def running_server(*args, program=LAZYBOSS, db=None, replicas=1):
         try:
             for _ in range(replicas):
                 started.append(start_server("--db", db, "--log-level", "warning", *args, program=program))
-            yield [port for _, port in started], [process.pid for process, _ in started]
+            yield [port for _, port in started], [process.pid for process, _ in started], db
         finally:
             for process, _ in started:
                 process.terminate()
                 process.wait(30)
+
+
+@contextlib.contextmanager
+def one_server(*args):
+    """One lazyboss.py with ARGS on a fresh SQLite file: its port and the file's path."""
+    with running_server(*args) as (ports, _, db):
+        yield ports[0], db
 
 
 def in_threads(count, work):
@@ -369,7 +376,7 @@ def measure(program, sync, seconds, only, db=None, replicas=1):
     def wanted(name):
         return not only or name in only
 
-    with running_server("--sync", sync, program=program, db=db, replicas=replicas) as (ports, pids):
+    with running_server("--sync", sync, program=program, db=db, replicas=replicas) as (ports, pids, _):
         if wanted("single"):
             figures["single_submits_per_s"] = {}
             for clients in (1, 4, 16):
@@ -390,7 +397,7 @@ def measure(program, sync, seconds, only, db=None, replicas=1):
             figures["wake_up_latency"] = wake_up_latency(ports, samples=200)
     if wanted("followers"):
         servers = running_server("--sync", sync, "--threads", "120", program=program, db=db, replicas=replicas)
-        with servers as (ports, _):
+        with servers as (ports, _, _):
             figures["event_latency_100_followers"] = follower_latency(ports, 100, samples=100)
     return figures
 

@@ -24,7 +24,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from throughput import ROOT, Client, running_server
+from throughput import ROOT, Client, one_server
 
 
 def seconds(text):
@@ -78,7 +78,7 @@ def main():
     report = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
     for python in (False, True):
         for concurrency in (1, 4):
-            with running_server() as (port, _):  # each on a fresh file, so that none pays for another's jobs
+            with one_server() as (port, _):  # each on a fresh file, so that none pays for another's jobs
                 report[f"{'python' if python else 'shell'}_c{concurrency}"] = run(port, concurrency, args.jobs, python)
     print(json.dumps(report, indent=2))
 

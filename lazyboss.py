@@ -1091,15 +1091,15 @@ _JOB_COLUMNS = (
 _ROWS_A_STATEMENT = 256
 
 
-@functools.lru_cache(maxsize=16)
-def _insert_rows(table: str, columns: tuple[str, ...], count: int) -> str:
-    """`INSERT INTO table (columns) VALUES (?, ...), ...` for `count` rows, returning their ids.
+@functools.lru_cache(maxsize=32)
+def _insert_rows(table: str, columns: tuple[str, ...], count: int, returning: str) -> str:
+    """`INSERT INTO table (columns) VALUES (?, ...), ...` for `count` rows, `RETURNING returning`.
 
     Bound values cost SQLite a fraction of what unpacking the rows from one
     JSON parameter does (json_extract parses each row again for every column).
     """
     row = f"({', '.join('?' * len(columns))})"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * count)} RETURNING id"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * count)} RETURNING {returning}"
 
 
 def _row_chunks(rows: list[tuple]) -> Iterator[list[tuple]]:
@@ -1331,6 +1331,8 @@ class _SQLiteSQL:
         than it has free slots, and up to the one whose parameters fill `budget` bytes (the first is always
         taken), so that a batch of large jobs stays about that size."""
         query, parameters = self.next_jobs(types, labels, now, limit)
+        if limit == 1:  # the first is always taken, and `next_jobs` gives jobs only of types with a free slot
+            return self.lock_claimable(query), parameters
         return (
             self.lock_claimable(
                 f"""SELECT id FROM (SELECT id, SUM(length(parameters)) OVER ({_QUEUE_ORDER}) - length(parameters)
@@ -3835,10 +3837,9 @@ class Store:
                     "INSERT INTO submissions (key, batch, jobs) VALUES (?, ?, ?) RETURNING id",
                     (idempotency_key, int(batch), len(specs)),
                 ).fetchone()[0]
-            ids = self._insert_jobs(db, specs, submission=submission, checked=checked)
-            views = self._views(db, ids)
+            views = self._insert_jobs(db, specs, submission=submission, checked=checked)
         self._committed(queue_changed=True)
-        return [views[job_id] for job_id in ids]
+        return list(views.values())
 
     def _check_parameters(self, specs: list[JobSpec], schemas: dict[str, str | None]) -> None:
         """Raise Invalid for the first job whose parameters do not fit its type's schema (`schemas`: the
@@ -3851,10 +3852,13 @@ class Store:
     def _check_parameters_unlocked(self, specs: list[JobSpec]) -> tuple[dict, LazybossError | None]:
         """Check submitted parameters before the write lock is taken, so that a slow check holds back no
         other write: the schemas they were checked against and the refusal, if any, which
-        `_insert_jobs` raises where it finds the same schemas (a resent submission gets its jobs)."""
-        with self.snapshot() as db:
-            types = dict.fromkeys(spec.type for spec in specs)
-            schemas = {name: _resolve(self.type_settings(db, name), "parameters_schema", None) for name in types}
+        `_insert_jobs` raises where it finds the same schemas (a resent submission gets its jobs). One
+        statement reads them all (no snapshot needed: the transaction reads them again)."""
+        types = list(dict.fromkeys(spec.type for spec in specs))
+        stored = self.db.execute(
+            f"SELECT name, parameters_schema FROM types WHERE name IN ({self.engine.listed('TEXT')})", (_encode(types),)
+        )
+        schemas = dict.fromkeys(types) | dict(stored.fetchall())
         try:
             self._check_parameters(specs, schemas)
         except LazybossError as refusal:
@@ -3869,8 +3873,9 @@ class Store:
         schedule: str | None = None,
         tick: str | None = None,
         checked: tuple[dict, LazybossError | None] | None = None,
-    ) -> list[int]:
-        """Insert pending (or held) jobs and their `submitted` events in the running transaction; return their ids.
+    ) -> dict[int, str]:
+        """Insert pending (or held) jobs and their `submitted` events in the running transaction; return their
+        views (JSON text) by id, in the order given.
         A schedule's job names it, and its tick if it fired by itself. The parameters are checked against
         their types' schemas, unless `checked` (`_check_parameters_unlocked`) did so with the same ones."""
         now = self.clock()
@@ -3914,23 +3919,23 @@ class Store:
                     spec.claim_window if spec.claim_window is not None else claim_window,
                 )
             )
-        # A few multi-row statements for the lot: far cheaper than one per job, triggers and all.
-        ids = []
+        # A few multi-row statements for the lot: far cheaper than one per job, triggers and all. Each
+        # gives back the views of its jobs (cheaper than reading them again).
+        views = {}
         for chunk in _row_chunks(rows):
-            bound = [value for row in chunk for value in row]
-            ids += [row[0] for row in db.execute(_insert_rows("jobs", _JOB_COLUMNS, len(chunk)), bound)]
-        ids.sort()
-        recorded = db.execute(
+            insert = _insert_rows("jobs", _JOB_COLUMNS, len(chunk), f"id, {self.engine.job_json}")
+            views.update(db.execute(insert, [value for row in chunk for value in row]).fetchall())
+        ids = sorted(views)
+        db.execute(
             f"""INSERT INTO events (job_id, type, kind, at, job, result, error)
                 SELECT id, type, 'submitted', updated_at, {self.engine.submitted_event_columns}
-                FROM jobs WHERE id IN ({self.engine.listed("BIGINT")}) ORDER BY id
-                RETURNING job_id, type""",
+                FROM jobs WHERE id IN ({self.engine.listed("BIGINT")}) ORDER BY id""",
             (_encode(ids),),
-        ).fetchall()
-        for job_type, number in Counter(row["type"] for row in recorded).items():
+        )
+        for job_type, number in Counter(spec.type for spec in specs).items():
             self._count("jobs_submitted", job_type, number)
         self._log_committed(logging.INFO, "job%s submitted", f" {ids[0]}" if len(ids) == 1 else f"s {ids[0]}-{ids[-1]}")
-        return ids
+        return {job_id: views[job_id] for job_id in ids}
 
     # -- reading
 
@@ -4068,7 +4073,9 @@ class Store:
                 return []
             rows: list[sqlite3.Row] = []
             budget = _WRITE_BUDGET
-            limited = db.execute("SELECT EXISTS (SELECT 1 FROM types WHERE concurrency IS NOT NULL)").fetchone()[0]
+            # Only a batch can be cut short by a type's slots: one job is only ever of a type with a free slot.
+            limits = "SELECT EXISTS (SELECT 1 FROM types WHERE concurrency IS NOT NULL)"
+            limited = limit > 1 and db.execute(limits).fetchone()[0]
             # A batch that a type's slots cut short looks again, among the types that still have room.
             while len(rows) < limit and budget > 0:
                 claimable, parameters = self.engine.claimable(types, labels or {}, now, limit - len(rows), budget)
@@ -4077,7 +4084,8 @@ class Store:
                            attempt = attempts + 1, assignee = ?, lease_expires_at = ? + timeout,
                            updated_at = ?, progress = NULL
                        WHERE id IN ({claimable})
-                       RETURNING id, attempt, priority, run_at, length(parameters) AS size""",
+                       RETURNING id, attempt, priority, run_at, length(parameters) AS size,
+                           {self.engine.claimed_job_json} AS view""",
                     (worker, now, now, *parameters),
                 ).fetchall()
                 rows += taken
@@ -4095,9 +4103,8 @@ class Store:
             )
             context = {"attempt": rows[0]["attempt"]} if len(rows) == 1 else {}
             self._record_all(db, [(job_id, "claimed") for job_id in ids], worker=worker, **context)
-            views = self._views(db, ids, self.engine.claimed_job_json)
         self._committed(queue_changed=False)
-        return [_Claim(str(row["id"]), str(row["attempt"]), views[row["id"]]) for row in rows]
+        return [_Claim(str(row["id"]), str(row["attempt"]), row["view"]) for row in rows]
 
     def claim_next_job(self, worker: str, types: list[str] | None = None) -> dict | None:
         """Hand the most urgent due job to `worker` as a new attempt, atomically: the job with `startedAt`."""

@@ -602,6 +602,10 @@ _RESERVE = """
         FROM json_each(NEW.claims) AS claim
         LEFT JOIN json_each(CASE claim.type WHEN 'array' THEN claim.value END) AS choice;"""
 
+# Migration 14 on both engines: no query reads jobs_type_queue since claims read the open queue's indexes
+# (migration 10), yet every insert and every claim of a job kept it up to date.
+_DROP_TYPE_QUEUE = "DROP INDEX jobs_type_queue;"
+
 # Each migration is SQL statements, or a function of the connection for what SQL alone cannot say well.
 _MIGRATIONS: list = [
     # 1: jobs, their attempts, the event log and per-type settings.
@@ -830,6 +834,7 @@ _MIGRATIONS: list = [
     """
     ALTER TABLE schedules ADD COLUMN last_error TEXT;
     """,
+    _DROP_TYPE_QUEUE,
 ]
 
 
@@ -1036,6 +1041,7 @@ _POSTGRES_MIGRATIONS = [
     _POSTGRES_SCHEMA,
     """CREATE INDEX jobs_type_lapsed ON jobs (type, priority DESC, run_at, id)
        WHERE status = 'pending' AND reserved_until IS NOT NULL""",
+    _DROP_TYPE_QUEUE,  # SQLite's migration 14
 ]
 
 

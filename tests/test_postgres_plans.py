@@ -27,7 +27,7 @@ def test_a_database_of_the_first_schema_gets_the_lapsed_reservations_index(postg
     db.close()
     store = lazyboss.Store(postgres_url)
     try:
-        assert store.engine.schema_version(store.db) == len(store.engine.migrations) == 2
+        assert store.engine.schema_version(store.db) == len(store.engine.migrations) >= 2
         indexes = {row[0] for row in store.db.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'")}
         assert "jobs_type_lapsed" in indexes
     finally:

@@ -1098,14 +1098,15 @@ _ROWS_A_STATEMENT = 256
 
 
 @functools.lru_cache(maxsize=32)
-def _insert_rows(table: str, columns: tuple[str, ...], count: int, returning: str) -> str:
-    """`INSERT INTO table (columns) VALUES (?, ...), ...` for `count` rows, `RETURNING returning`.
+def _insert_rows(table: str, columns: tuple[str, ...], count: int, returning: str = "") -> str:
+    """`INSERT INTO table (columns) VALUES (?, ...), ...` for `count` rows, and `RETURNING returning` if given.
 
     Bound values cost SQLite a fraction of what unpacking the rows from one
     JSON parameter does (json_extract parses each row again for every column).
     """
     row = f"({', '.join('?' * len(columns))})"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * count)} RETURNING {returning}"
+    returned = f" RETURNING {returning}" if returning else ""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * count)}{returned}"
 
 
 def _row_chunks(rows: list[tuple]) -> Iterator[list[tuple]]:
@@ -1116,6 +1117,9 @@ def _row_chunks(rows: list[tuple]) -> Iterator[list[tuple]]:
         size = min(_ROWS_A_STATEMENT, 1 << ((len(rows) - start).bit_length() - 1))
         yield rows[start : start + size]
         start += size
+
+
+_ATTEMPT_COLUMNS = ("job_id", "id", "worker", "status", "started_at")  # of an attempt as a claim begins it
 
 
 class _SQLiteSQL:
@@ -3757,6 +3761,19 @@ class Store:
             )
         )
 
+    @staticmethod
+    def _insert(
+        db: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple], returning: str = ""
+    ) -> list:
+        """Insert `rows` (tuples of `columns`' values) in a few multi-row statements; the rows `returning` gives."""
+        returned = []
+        for chunk in _row_chunks(rows):
+            statement = _insert_rows(table, columns, len(chunk), returning)
+            inserted = db.execute(statement, [value for row in chunk for value in row])
+            if returning:  # (psycopg refuses to fetch from a statement that returns nothing)
+                returned += inserted.fetchall()
+        return returned
+
     def _committed(self, queue_changed: bool) -> None:
         """Wake streams (and waiting workers when a job became claimable)."""
         self.events_added.fire()
@@ -3925,12 +3942,9 @@ class Store:
                     spec.claim_window if spec.claim_window is not None else claim_window,
                 )
             )
-        # A few multi-row statements for the lot: far cheaper than one per job, triggers and all. Each
-        # gives back the views of its jobs (cheaper than reading them again).
-        views = {}
-        for chunk in _row_chunks(rows):
-            insert = _insert_rows("jobs", _JOB_COLUMNS, len(chunk), f"id, {self.engine.job_json}")
-            views.update(db.execute(insert, [value for row in chunk for value in row]).fetchall())
+        # A few multi-row statements for the lot: far cheaper than one per job, triggers and all. They give
+        # back the jobs' views (cheaper than reading them again).
+        views = dict(self._insert(db, "jobs", _JOB_COLUMNS, rows, f"id, {self.engine.job_json}"))
         ids = sorted(views)
         db.execute(
             f"""INSERT INTO events (job_id, type, kind, at, job, result, error)
@@ -4102,10 +4116,11 @@ class Store:
                 return []
             rows.sort(key=lambda row: (-row["priority"], row["run_at"], row["id"]))  # the queue's order
             ids = [row["id"] for row in rows]
-            db.execute(
-                f"""INSERT INTO attempts (job_id, id, worker, status, started_at)
-                    SELECT id, attempt, ?, 'processing', ? FROM jobs WHERE id IN ({self.engine.listed("BIGINT")})""",
-                (worker, now, _encode(ids)),
+            self._insert(
+                db,
+                "attempts",
+                _ATTEMPT_COLUMNS,
+                [(row["id"], row["attempt"], worker, "processing", now) for row in rows],
             )
             context = {"attempt": rows[0]["attempt"]} if len(rows) == 1 else {}
             self._record_all(db, [(job_id, "claimed") for job_id in ids], worker=worker, **context)
@@ -4281,6 +4296,7 @@ class Store:
         with self.transaction() as db:
             now = self.clock()
             outcomes: list[int | LazybossError] = []
+            views: dict[int, str] = {}  # of the jobs done, as their reports left them
             changes, requeued, ended_types = [], False, set()
             schemas: dict[str, Any] = {}
             deadline = time.monotonic() + _SCHEMA_CHECK_SECONDS
@@ -4304,15 +4320,17 @@ class Store:
                     except LazybossError as refusal:  # the attempt goes on: the worker may send another
                         outcomes.append(refusal)
                         continue
+                    result = _encode(report.value)
                     db.execute(
                         "UPDATE attempts SET status = 'done', finished_at = ?, result = ? WHERE job_id = ? AND id = ?",
-                        (now, _encode(report.value), job["id"], attempt["id"]),
+                        (now, result, job["id"], attempt["id"]),
                     )
-                    db.execute(
-                        """UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ?,
-                               updated_at = ?, lease_expires_at = NULL WHERE id = ?""",
-                        (_encode(report.value), now, now, job["id"]),
-                    )
+                    # Done, the job changes no more in this transaction: its view is the answer's.
+                    (views[job["id"]],) = db.execute(
+                        f"""UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ?,
+                               updated_at = ?, lease_expires_at = NULL WHERE id = ? RETURNING {self.engine.job_json}""",
+                        (result, now, now, job["id"]),
+                    ).fetchone()
                     kind = "done"
                 else:
                     kind, back = self._end_attempt(db, job, "failed", report.value, now)
@@ -4322,7 +4340,7 @@ class Store:
                 ended_types.add(job["type"])
             context = {"attempt": reports[0].attempt} if len(reports) == 1 else {}
             self._record_all(db, changes, worker=worker, **context)
-            views = self._views(db, [outcome for outcome in outcomes if isinstance(outcome, int)])
+            views.update(self._views(db, [job for job in outcomes if isinstance(job, int) and job not in views]))
             freed = self._limits_any(db, ended_types)
         if changes:
             self._committed(queue_changed=requeued or freed)

@@ -63,8 +63,10 @@ def test_after_the_server_dropped_every_connection_no_request_is_refused_for_it(
     # A thread (the reaper's, say) that met its dead connection first may have the replica say 503 for a
     # moment; what must not happen is a refusal while /health says 200, as a load balancer would send it.
     wait_until(
-        lambda: backends(postgres_store_url, "starts_with(query, 'LISTEN')")
-        and client.request("GET", "/health").status == 200,
+        lambda: (
+            backends(postgres_store_url, "starts_with(query, 'LISTEN')")
+            and client.request("GET", "/health").status == 200
+        ),
         what="the listener back and the replica healthy",
     )
     answers = [client.request("POST", "/jobs", {"type": "a"}).status for _ in range(40)]

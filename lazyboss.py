@@ -5221,7 +5221,7 @@ class Store:
                 source = db.execute(f"SELECT * FROM {table} LIMIT 0").description
                 columns = [column[0] for column in source if column[0] in wanted]
                 listed = ", ".join(columns)
-                insert = f"INSERT INTO {table} ({listed}) VALUES ({', '.join('?' * len(columns))})"
+                insert = _insert_rows(table, tuple(columns), 1)
                 # An event's job goes without the nulls SQLite keeps in place of its large members: PostgreSQL
                 # reads it as it is, SQLite takes them out when it reads it anyway.
                 small = columns.index("job") if table == "events" else None

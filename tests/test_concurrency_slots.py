@@ -212,6 +212,13 @@ def test_the_limit_holds_with_a_second_server_process_on_the_file(live, database
         admin = live.client()
         admin.request("PUT", "/types/render", {"concurrency": 1})
         admin.request("POST", "/jobs", [{"type": "render", "parameters": {"n": n}} for n in range(20)])
+        here, there = live.client(user="here:"), other.client(user="there:")
+        # Each process hands a job out, one after the other: the other's claim waits for the slot.
+        first = here.request("POST", "/jobs/attempt?type=render").json
+        assert there.request("POST", "/jobs/attempt?type=render&wait=0").status == 204
+        here.request("PUT", f"/jobs/{first['id']}/attempts/{first['attempt']}/result", {})
+        second = there.request("POST", "/jobs/attempt?type=render&wait=5").json
+        there.request("PUT", f"/jobs/{second['id']}/attempts/{second['attempt']}/result", {})
         clients = [live.client(user=f"here{n}:") for n in range(4)] + [
             other.client(user=f"there{n}:") for n in range(4)
         ]
@@ -222,7 +229,7 @@ def test_the_limit_holds_with_a_second_server_process_on_the_file(live, database
         other.stop()
     assert live.store.count_jobs()["render"] == {"done": 20}
     workers = {row[0][:4] for row in live.store.db.execute("SELECT worker FROM attempts")}
-    assert workers == {"here", "ther"}  # both servers handed jobs out
+    assert workers == {"here", "ther"}
     assert most_at_once(live.store.db, "render") == 1
 
 

@@ -2890,6 +2890,8 @@ class _PostgresEngine(_PostgresSQL):
     # lock no longer than SQLite's busy timeout.
     SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "15s", "lock_timeout": "30s"}
 
+    _VERSION = "SELECT version FROM lazyboss_schema"
+
     def __init__(self, url: str):
         super().__init__()
         self.url = url
@@ -2901,6 +2903,7 @@ class _PostgresEngine(_PostgresSQL):
         # rather than failing one request to learn it is dead.
         self.generation = 0
         self._outage_logged = False  # the listener's lost connection is logged once until it listens again
+        self.migrated = False  # set by `Store.migrate`: from then on each write checks the schema is still ours
 
     def __str__(self) -> str:
         """The URL without its password (a URL is logged, its password never)."""
@@ -3009,23 +3012,32 @@ class _PostgresEngine(_PostgresSQL):
         """The server ended a connection (it restarted, or was cut off): open every one anew before its next use."""
         self.generation += 1
 
-    @staticmethod
-    def begin(db: _PostgresConnection) -> None:
+    def begin(self, db: _PostgresConnection) -> None:
         """Begin a group's transaction: one at a time across every replica, as SQLite's BEGIN IMMEDIATE
         makes them on one file.
 
         The lock is taken first, before anything is read: what a write decides
         on cannot change before it commits, as on SQLite, and so every rule of
         the store holds across replicas (a job claimed, expired or reported once).
+        Once the schema is this release's, its version is read under the lock in
+        the same round trip: a newer replica may have migrated the database since,
+        and this one's statements would misread it (503 `schema_too_new`).
         """
-        db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")  # one round trip
+        if not self.migrated:
+            db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
+            return
+        cursor = db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK}); {self._VERSION}")
+        while cursor.nextset():  # to the script's last result, the version
+            pass
+        version = cursor.fetchone()[0]
+        _check_schema_version(int(version), len(self.migrations))
 
     @staticmethod
     def schema_version(db: _PostgresConnection) -> int:
         """The number of migrations the database has had (0: none, not even the version's table)."""
         if db.execute("SELECT to_regclass('lazyboss_schema')").fetchone()[0] is None:
             return 0
-        return int(db.execute("SELECT version FROM lazyboss_schema").fetchone()[0])
+        return int(db.execute(_PostgresEngine._VERSION).fetchone()[0])
 
     @staticmethod
     def wait_within(db: _PostgresConnection) -> None:
@@ -3504,6 +3516,7 @@ class Store:
             for number in range(version, len(migrations)):
                 self.engine.apply(db, migrations[number])
                 self.engine.set_schema_version(db, number + 1)
+        self.engine.migrated = True
 
     def close(self) -> None:
         """Save what is noted, checkpoint the WAL and close every connection this store opened."""

@@ -282,6 +282,9 @@ def test_a_replica_older_than_the_schema_a_newer_one_migrated_turns_unhealthy(po
     with psycopg.connect(postgres_store_url, autocommit=True) as db:
         db.execute("UPDATE lazyboss_schema SET version = version + 1")
         try:
+            refused = client.request("POST", "/jobs", {"type": "a"})  # before /health was asked: the write looks
+            assert refused.status == 503 and refused.json["error"] == "schema_too_new", refused.json
+            assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
             health = client.request("GET", "/health")
             assert health.status == 503 and health.json["database"] == "schema_too_new", health.json
             assert "run a newer lazyboss" in health.json["detail"]

@@ -1805,27 +1805,38 @@ def _schema_draft(schema: Any, field: str = "schema") -> Any:
     return drafts[named.rstrip("#")]
 
 
-def _outside_references(schema: Any) -> list[str]:
-    """The `$ref`s of a schema that point outside it (lazyboss never fetches a schema from elsewhere)."""
-    ids, references, pending = set(), [], [schema]
+def _unresolvable_reference(schema: Any, draft: Any, field: str) -> Invalid | None:
+    """Invalid for the first `$ref` (or `$dynamicRef`) of a schema that does not resolve inside it: one to
+    another document (lazyboss never fetches a schema from elsewhere), or to a `#/…` or `#anchor` that is
+    not there. Ids and references are found as the schema's draft defines them (not inside `const`,
+    `enum` or `examples`, which are data)."""
+    from referencing import Registry, Resource
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import specification_with
+
+    root = Resource.from_contents(schema, default_specification=specification_with(draft.ID_OF(draft.META_SCHEMA)))
+    registry = Registry().with_resource(root.id() or "", root).crawl()
+    pending = [(root, "")]
     while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "$id" and isinstance(value, str):
-                    ids.add(value.partition("#")[0])
-                elif key in ("$ref", "$dynamicRef") and isinstance(value, str):
-                    references.append(value)
-                pending.append(value)
-        elif isinstance(node, list):
-            pending += node
-    root = schema.get("$id", "") if isinstance(schema, dict) and isinstance(schema.get("$id"), str) else ""
-    return [
-        reference
-        for reference in references
-        if not reference.startswith("#")
-        and not {reference.partition("#")[0], urllib.parse.urljoin(root, reference.partition("#")[0])} & ids
-    ]
+        resource, base = pending.pop()
+        base = urllib.parse.urljoin(base, resource.id() or "")
+        contents = resource.contents
+        for keyword in ("$ref", "$dynamicRef") if isinstance(contents, dict) else ():
+            reference = contents.get(keyword)
+            if not isinstance(reference, str):
+                continue
+            try:
+                registry.resolver(base_uri=base).lookup(reference)
+            except Unresolvable:
+                document = urllib.parse.urljoin(base, reference.partition("#")[0])
+                if document not in registry:
+                    return Invalid(
+                        f"{field}: {keyword} {reference!r} points outside the schema; "
+                        "lazyboss resolves '#…' references only"
+                    )
+                return Invalid(f"{field}: {keyword} {reference!r} points to nothing in the schema", "invalid_schema")
+        pending += [(subresource, base) for subresource in resource.subresources()]
+    return None
 
 
 def _check_json_schema(schema: Any, field: str) -> Any:
@@ -1847,9 +1858,9 @@ def _check_json_schema(schema: Any, field: str) -> Any:
             f"(rule {error.validator!r})",
             "invalid_schema",
         )
-    outside = _outside_references(schema)
-    if outside:
-        raise Invalid(f"{field}: $ref {outside[0]!r} points outside the schema; lazyboss resolves '#…' references only")
+    unresolvable = _unresolvable_reference(schema, draft, field)
+    if unresolvable is not None:
+        raise unresolvable
     _check_patterns(schema, field)
     return schema
 

@@ -148,6 +148,9 @@ def test_batch_reports_judge_each_result_against_its_type_s_schema(app, transcod
         ({"required": "a"}, "at $.required"),
         ({"$schema": "https://example.com/my-draft"}, "is not a draft lazyboss knows"),
         ({"$ref": "https://example.com/schema.json"}, "points outside the schema"),
+        ({"properties": {"a": {"$ref": "#/$defs/missing"}}, "$defs": {"b": {}}}, "'#/$defs/missing' points to nothing"),
+        ({"items": {"$ref": "#nowhere"}}, "'#nowhere' points to nothing in the schema"),
+        ({"const": {"$id": "https://example.com/s"}, "$ref": "https://example.com/s"}, "points outside the schema"),
         ([1, 2], "must be a JSON Schema"),
     ],
 )

@@ -2828,6 +2828,7 @@ class _PostgresConnection:
     def __init__(self, conn: Any, generation: int = 0):
         self._conn = conn
         self.generation = generation
+        self.transaction_id: int | None = None  # the open write transaction's, once `begin` read it
 
     def execute(self, sql: str, parameters: Any = ()) -> Any:
         """Run one statement (or, without parameters, a script); its cursor."""
@@ -3032,15 +3033,20 @@ class _PostgresEngine(_PostgresSQL):
         the store holds across replicas (a job claimed, expired or reported once).
         Once the schema is this release's, its version is read under the lock in
         the same round trip: a newer replica may have migrated the database since,
-        and this one's statements would misread it (503 `schema_too_new`).
+        and this one's statements would misread it (503 `schema_too_new`). So is
+        the transaction's id, by which `commit` learns the fate of a COMMIT
+        whose answer was lost.
         """
+        db.transaction_id = None
         if not self.migrated:
             db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
             return
-        cursor = db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK}); {self._VERSION}")
-        while cursor.nextset():  # to the script's last result, the version
+        cursor = db.execute(
+            f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK}); SELECT version, txid_current() FROM lazyboss_schema"
+        )
+        while cursor.nextset():  # to the script's last result
             pass
-        version = cursor.fetchone()[0]
+        version, db.transaction_id = cursor.fetchone()
         _check_schema_version(int(version), len(self.migrations))
 
     @staticmethod
@@ -3129,10 +3135,16 @@ class _PostgresEngine(_PostgresSQL):
         """None: the server's files are its own."""
         return {}
 
-    @staticmethod
-    def commit(db: _PostgresConnection) -> None:
+    def commit(self, db: _PostgresConnection) -> None:
         """Number the group's events in commit order, tell every replica (once it commits) and commit, in
         one round trip made while the write lock is held.
+
+        A connection lost while the COMMIT was under way leaves its fate
+        unknown: PostgreSQL may have committed before the answer was lost. A
+        new connection asks (`txid_status`), and a group committed after all
+        is acknowledged: refusing it would make a client that retries submit
+        its job twice. One that was not, or whose fate stays unknown, fails
+        with the error the COMMIT met.
 
         The counter row stays locked until the commit: a concurrent writer
         numbers its own only once this one is committed and visible, so every
@@ -3142,8 +3154,7 @@ class _PostgresEngine(_PostgresSQL):
         replicas told, only by a transaction with events.
         """
         channels = ", ".join(f"'{channel}'" for channel in _EVENT_CHANNELS)
-        db.execute(
-            f"""WITH fresh AS (SELECT seq, row_number() OVER (ORDER BY seq) AS nth, count(*) OVER () AS total
+        script = f"""WITH fresh AS (SELECT seq, row_number() OVER (ORDER BY seq) AS nth, count(*) OVER () AS total
                                FROM events WHERE id IS NULL),
                  counter AS (UPDATE event_counter SET last = last + (SELECT count(*) FROM fresh)
                              WHERE EXISTS (SELECT 1 FROM fresh) RETURNING last),
@@ -3152,7 +3163,32 @@ class _PostgresEngine(_PostgresSQL):
                 SELECT pg_notify(channel, '') FROM unnest(ARRAY[{channels}]) AS channel
                 WHERE EXISTS (SELECT 1 FROM numbered);
                 COMMIT"""
-        )
+        try:
+            db.execute(script)
+        except self.errors:
+            if not db.closed or db.transaction_id is None or not self._committed_after_all(db.transaction_id):
+                raise
+            _log.warning("the connection was lost while committing; PostgreSQL says the commit was made")
+
+    def _committed_after_all(self, transaction_id: int) -> bool:
+        """Whether a transaction whose COMMIT's answer was lost was committed, asked on a new connection.
+        While the server has not yet seen the old connection end, the transaction is still in progress: it
+        is asked again for a few seconds; unknown after them is False."""
+        deadline = time.monotonic() + 5
+        try:
+            conn = self.connect()
+        except StorageError:
+            return False
+        try:
+            while True:
+                (status,) = conn.execute("SELECT txid_status(?)", (transaction_id,)).fetchone()
+                if status != "in progress" or time.monotonic() > deadline:
+                    return status == "committed"
+                time.sleep(0.05)
+        except self.errors:
+            return False
+        finally:
+            conn.close()
 
     def listen(self, signals: dict[str, _Signal]) -> threading.Thread:
         """A thread firing the signal of each channel NOTIFY names, until `close`; a lost connection is

@@ -3,7 +3,11 @@
 a connection lost in the middle of a group acknowledges none of the group's writes, and two replicas
 writing in groups at once still hand each job out exactly once, with event ids without a gap."""
 
+import contextlib
+import json
+import socket
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -151,3 +155,88 @@ def test_two_replicas_writing_in_groups_hand_each_job_out_once(postgres_store_ur
     finally:
         for replica in replicas:
             replica.close()
+
+
+class CommitCutter:
+    """A TCP relay in front of PostgreSQL that cuts, once `armed`, the connection sending the next group's
+    COMMIT (the script that numbers its events): after the server has committed and answered, the answer dropped
+    (`answered=True`), or before the server sees it (False). The writer then cannot tell what happened."""
+
+    def __init__(self, url, answered):
+        self.target = ("127.0.0.1", urllib.parse.urlsplit(url).port)
+        self.answered, self.armed, self.cut = answered, False, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = url.replace(f":{self.target[1]}/", f":{self.listener.getsockname()[1]}/")
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target, timeout=30)
+            severed = threading.Event()
+            threading.Thread(target=self._to_server, args=(client, server, severed), daemon=True).start()
+            threading.Thread(target=self._to_client, args=(server, client, severed), daemon=True).start()
+
+    def _to_server(self, client, server, severed):
+        while chunk := _received(client):
+            if self.armed and b"event_counter" in chunk and b"COMMIT" in chunk:
+                self.armed = False
+                severed.set()  # nothing more reaches the client: its connection is lost
+                if self.answered:
+                    server.sendall(chunk)
+                    return  # `_to_client` closes both once the server has answered
+                self._close(client, server)
+                return
+            server.sendall(chunk)
+
+    def _to_client(self, server, client, severed):
+        while chunk := _received(server):
+            if severed.is_set():
+                break
+            client.sendall(chunk)
+        self._close(client, server)
+
+    def _close(self, *sockets):
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.cut.set()
+
+    def close(self):
+        self.listener.close()
+
+
+def _received(sock):
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["committed", "not-committed"])
+def test_a_commit_whose_answer_is_lost_is_acknowledged_only_if_it_was_made(postgres_store_url, answered):
+    cutter = CommitCutter(postgres_store_url, answered)
+    store = lazyboss.Store(cutter.url)
+    store.migrate()  # as a server does first: from then on each write's transaction id is known
+    other = lazyboss.Store(postgres_store_url)
+    cutter.armed = True
+    try:
+        if answered:
+            (view,) = store.submit_jobs([lazyboss.JobSpec("once")])
+            assert other.get_job(json.loads(view)["id"])["status"] == "pending"  # said so: no retry, no twin
+        else:
+            with pytest.raises(lazyboss.StorageError) as refused:
+                store.submit_jobs([lazyboss.JobSpec("once")])
+            assert refused.value.status == 503
+        assert cutter.cut.is_set()
+        assert other.count_jobs() == ({"once": {"pending": 1}} if answered else {})
+        store.submit_jobs([lazyboss.JobSpec("after")])  # the next write, on a new connection
+        assert other.count_jobs()["after"] == {"pending": 1}
+    finally:
+        other.close()
+        store.close()
+        cutter.close()

@@ -9287,6 +9287,47 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+class _AnswerDeadlines:
+    """Cuts a request's connection when its whole answer has not come within its timeout. A socket's
+    timeout bounds each read alone: a server (or proxy) dripping a byte every few seconds would hold a
+    command, or a worker's claim, for ever. One thread per client looks once a second, only while a
+    request is under way (it ends when none is)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[float, socket.socket, list[bool]]] = {}
+        self._watching = False
+
+    def watch(self, sock: socket.socket, seconds: float) -> list[bool]:
+        """Cut `sock` in `seconds` unless forgotten before; the returned flag is set once it is cut."""
+        cut = [False]
+        with self._lock:
+            self._watched[id(cut)] = (time.monotonic() + seconds, sock, cut)
+            if not self._watching:
+                self._watching = True
+                threading.Thread(target=self._look, name="lazyboss-answer-deadlines", daemon=True).start()
+        return cut
+
+    def forget(self, cut: list[bool]) -> None:
+        with self._lock:
+            self._watched.pop(id(cut), None)
+
+    def _look(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                if not self._watched:
+                    self._watching = False
+                    return
+                now = time.monotonic()
+                for key, (deadline, sock, cut) in list(self._watched.items()):
+                    if now >= deadline:
+                        del self._watched[key]
+                        cut[0] = True
+                        with suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+
+
 class Client:
     """The lazyboss HTTP API from Python, on the standard library only.
 
@@ -9319,6 +9360,7 @@ class Client:
         elif user:
             self._headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
         self._local = threading.local()
+        self._deadlines = _AnswerDeadlines()
 
     # -- the wire
 
@@ -9348,11 +9390,27 @@ class Client:
         return connection
 
     def _exchange(
-        self, connection: http.client.HTTPConnection, method: str, path: str, data: bytes | None, headers: dict
+        self,
+        connection: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict,
+        within: float,
     ) -> tuple[int, Any]:
-        """One request on a connection: (status, parsed JSON or text), or the refusal raised."""
-        connection.request(method, path, body=data, headers=headers)
-        return self._answer(method, path, connection.getresponse())
+        """One request on a connection: (status, parsed JSON or text), or the refusal raised; Unreachable
+        (the connection closed) when the whole answer has not come `within` seconds."""
+        cut = self._deadlines.watch(connection.sock, within)
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            return self._answer(method, path, connection.getresponse())
+        except (OSError, http.client.HTTPException):
+            if not cut[0]:
+                raise
+            connection.close()
+            raise Unreachable(f"{method} {path}: no whole answer from {self.url} within {within:g} s") from None
+        finally:
+            self._deadlines.forget(cut)
 
     def _answer(self, method: str, path: str, response: http.client.HTTPResponse) -> tuple[int, Any]:
         """A response read whole: (status, parsed JSON or text), or the refusal raised.
@@ -9420,7 +9478,7 @@ class Client:
                 connection = self._local.connection = self._connect(timeout)
             connection.sock.settimeout(timeout)
             try:
-                return self._exchange(connection, method, path, data, sent)
+                return self._exchange(connection, method, path, data, sent, timeout)
             except (OSError, http.client.HTTPException) as error:
                 connection.close()
                 self._local.connection = None
@@ -10062,15 +10120,16 @@ class _Engine:
 
     def claim(self, limit: int) -> list[dict]:
         """One long poll for up to `limit` jobs, the free slots: one request however many are free."""
+        within = self.LONG_POLL + 30
         if self.poll is None or self.poll.sock is None:
-            self.poll = self.client._connect(self.LONG_POLL + 30)
+            self.poll = self.client._connect(within)
         connection = self.poll
         body = _encode({"types": self.types, "wait": self.LONG_POLL, "labels": self.labels, "max": limit}).encode()
         headers = {**self.client._headers, "Content-Type": "application/json"}
         try:
             if self.stopping.is_set():
                 return []
-            status, answer = self.client._exchange(connection, "POST", "/jobs/attempt", body, headers)
+            status, answer = self.client._exchange(connection, "POST", "/jobs/attempt", body, headers, within)
         except (OSError, http.client.HTTPException) as error:
             connection.close()
             self.poll = None

@@ -3,7 +3,9 @@ JSON that does not parse or is not what lazyboss answers, a stream that is not a
 server that answers long polls at once (`--max-wait 0`). One line and exit 3, or a back-off: never a
 traceback, a dead claim loop, or a loop as fast as the server answers."""
 
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -144,3 +146,29 @@ def _claims_answered(client):
         for line in metrics.splitlines()
         if line.startswith("lazyboss_http_request_duration_seconds_count") and 'route="/jobs/attempt"' in line
     )
+
+
+def test_an_answer_dripping_in_a_byte_at_a_time_is_given_up_at_the_timeout():
+    listener, stop = socket.create_server(("127.0.0.1", 0)), threading.Event()
+
+    def drip():  # each byte well within a read's timeout, the whole answer never
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 2000:
+                conn.sendall(bytes([byte]))
+                if stop.wait(0.1):
+                    return
+
+    dripping = threading.Thread(target=drip, daemon=True)
+    dripping.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(lazyboss.Unreachable) as refused:
+            lazyboss.Client(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1).request("GET", "/health")
+        assert "no whole answer from" in refused.value.detail and "within 1 s" in refused.value.detail
+        assert time.monotonic() - started < 10  # not the 200 s the drip would take
+    finally:
+        stop.set()
+        dripping.join(10)
+        listener.close()

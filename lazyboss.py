@@ -4355,14 +4355,15 @@ class Store:
         the refusal (unknown, another worker's, no longer running). A refused
         report changes nothing and stops none of the others.
         """
+        deadline = time.monotonic() + _SCHEMA_CHECK_SECONDS
+        checked = self._check_results_unlocked(reports, deadline)
         with self.transaction() as db:
             now = self.clock()
             outcomes: list[int | LazybossError] = []
             views: dict[int, str] = {}  # of the jobs done, as their reports left them
             changes, requeued, ended_types = [], False, set()
             schemas: dict[str, Any] = {}
-            deadline = time.monotonic() + _SCHEMA_CHECK_SECONDS
-            for report in reports:
+            for index, report in enumerate(reports):
                 resent = "done" if report.kind == "result" else "failed"
                 try:
                     running = self._running_attempt(db, report.job, report.attempt, worker, resent)
@@ -4376,9 +4377,12 @@ class Store:
                 if report.kind == "result":
                     if job["type"] not in schemas:  # one look per type, however many reports
                         schemas[job["type"]] = _resolve(self.type_settings(db, job["type"]), "result_schema", None)
-                    schema = schemas[job["type"]]
+                    schema, before = schemas[job["type"]], checked.get(index)
                     try:
-                        self._schema_check(schema, report.value, "result", "invalid_result", deadline)
+                        if before is None or before[0] != schema:  # not checked before the lock against this one
+                            self._schema_check(schema, report.value, "result", "invalid_result", deadline)
+                        elif before[1] is not None:
+                            raise before[1]
                     except LazybossError as refusal:  # the attempt goes on: the worker may send another
                         outcomes.append(refusal)
                         continue
@@ -4407,6 +4411,34 @@ class Store:
         if changes:
             self._committed(queue_changed=requeued or freed)
         return [outcome if isinstance(outcome, LazybossError) else views[outcome] for outcome in outcomes]
+
+    def _check_results_unlocked(
+        self, reports: list[_Report], deadline: float
+    ) -> dict[int, tuple[str, LazybossError | None]]:
+        """Check reported results against their types' result_schema before the write lock is taken, so that
+        a slow check holds back no other write (as `_check_parameters_unlocked` does for submits): by the
+        report's index, the schema checked and the refusal, if any. The transaction takes an outcome only
+        where it reads the same schema, and checks again where it does not. One statement reads them all."""
+        jobs = {index: _as_id(report.job) for index, report in enumerate(reports) if report.kind == "result"}
+        wanted = sorted({job for job in jobs.values() if job is not None})
+        if not wanted:
+            return {}
+        stored = dict(
+            self.db.execute(
+                f"""SELECT jobs.id, types.result_schema FROM jobs JOIN types ON types.name = jobs.type
+                    WHERE types.result_schema IS NOT NULL AND jobs.id IN ({self.engine.listed("BIGINT")})""",
+                (_encode(wanted),),
+            ).fetchall()
+        )
+        checked: dict[int, tuple[str, LazybossError | None]] = {}
+        for index, job in jobs.items():
+            if job in stored:
+                try:
+                    self._schema_check(stored[job], reports[index].value, "result", "invalid_result", deadline)
+                    checked[index] = (stored[job], None)
+                except LazybossError as refusal:
+                    checked[index] = (stored[job], refusal)
+        return checked
 
     def complete_attempt(self, job_id: str, attempt_id: str, worker: str, result: Any) -> dict:
         """Accept the result of the job's current attempt: the job is done."""

@@ -168,16 +168,19 @@ def test_without_the_regex_package_the_schema_extra_counts_as_missing(app, monke
     assert refusal["error"] == "schema_unsupported" and "lazyboss[schema]" in refusal["detail"]
 
 
-def test_a_slow_check_holds_back_no_other_write(live):
+@pytest.mark.parametrize("checked", ["parameters", "result"])
+def test_a_slow_check_holds_back_no_other_write(live, checked):
     admin = Client(live.url)
     schema = {"properties": {"s": {"pattern": REDOS}}}
-    assert admin.request("PUT", "/types/slow", {"parameters_schema": schema}).status == 200
+    assert admin.request("PUT", "/types/slow", {f"{checked}_schema": schema}).status == 200
+    if checked == "parameters":
+        request = ("POST", "/jobs", {"type": "slow", "parameters": {"s": REDOS_TEXT}})
+    else:
+        admin.request("POST", "/jobs", {"type": "slow"})
+        claim = admin.request("POST", "/jobs/attempt?type=slow").json
+        request = ("PUT", f"/jobs/{claim['id']}/attempts/{claim['attempt']}/result", {"s": REDOS_TEXT})
     answers = []
-    slow = threading.Thread(
-        target=lambda: answers.append(
-            Client(live.url, timeout=30).request("POST", "/jobs", {"type": "slow", "parameters": {"s": REDOS_TEXT}})
-        )
-    )
+    slow = threading.Thread(target=lambda: answers.append(Client(live.url, timeout=30).request(*request)))
     slow.start()
     wait_until(lambda: live_store_is_checking(live), what="the slow check to start")
     started = time.monotonic()

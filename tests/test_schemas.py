@@ -4,7 +4,9 @@ import base64
 import sys
 
 import pytest
+import webtest
 
+import lazyboss
 from support import run_cli
 
 TRANSCODE = {
@@ -115,6 +117,20 @@ def test_a_result_that_does_not_fit_gets_422_and_the_attempt_goes_on(app, transc
     app.put_json(f"{where}/progress", {}, headers=basic("w1"), status=415)  # the lease is still its own
     done = app.put_json(f"{where}/result", {"url": "s3://out.mp4"}, headers=basic("w1"), status=201).json
     assert (done["status"], done["result"]) == ("done", {"url": "s3://out.mp4"})
+
+
+def test_a_result_schema_set_by_another_server_on_the_database_holds_from_the_first_report(app, database):
+    other = lazyboss.Store(database)
+    try:
+        app.post_json("/jobs", [{"type": "render"}] * 2)
+        claimed = app.post("/jobs/attempt?max=2", headers=basic("w1")).json["jobs"]
+        webtest.TestApp(lazyboss.make_app(other)).put_json("/types/render", {"result_schema": RESULT})
+        for job in claimed:  # the first checked inside the write lock, the next before it
+            where = f"/jobs/{job['id']}/attempts/{job['attempt']}/result"
+            app.put_json(where, {"url": 5}, headers=basic("w1"), status=422)
+            app.put_json(where, {"url": "s3://out"}, headers=basic("w1"), status=201)
+    finally:
+        other.close()
 
 
 def test_an_error_report_is_not_checked_against_the_result_schema(app, transcode):

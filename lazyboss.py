@@ -6450,26 +6450,29 @@ class _Slots:
 _RECONNECT_MS = 3000
 
 
-def _header(name: str, default: str | None = None) -> str | None:
-    """A request header (not Content-Type or Content-Length, which WSGI names apart) as text, or 400 when
-    its bytes are not UTF-8. Read from the environ as WSGI hands it over (Latin-1): bottle's header
-    dict, built for the purpose, costs more than the request's own use of it."""
-    value = bottle.request.environ.get("HTTP_" + name.upper().replace("-", "_"))
-    if value is None:
-        return default
+def _wsgi_text(value: str, what: str, code: str) -> str:
+    """Text as clients send it (UTF-8) from what WSGI hands over (Latin-1), or 400 `code` saying `what` is
+    not UTF-8."""
     try:
         return value.encode("latin-1").decode("utf-8")
     except UnicodeError:
-        raise LazybossError(f"the {name} header is not UTF-8", "bad_header") from None
+        raise LazybossError(f"{what} is not UTF-8", code) from None
+
+
+def _header(name: str, default: str | None = None) -> str | None:
+    """A request header (not Content-Type or Content-Length, which WSGI names apart) as text, or 400 when
+    its bytes are not UTF-8. Read from the environ: bottle's header dict, built for the purpose, costs
+    more than the request's own use of it."""
+    value = bottle.request.environ.get("HTTP_" + name.upper().replace("-", "_"))
+    return default if value is None else _wsgi_text(value, f"the {name} header", "bad_header")
 
 
 def _query_values(name: str) -> list[str]:
-    """Every value of a query parameter as text: WSGI hands the query over as Latin-1, clients send UTF-8
-    (`label=site:z%C3%BCrich`); 400 when its bytes are not UTF-8."""
-    try:
-        return [value.encode("latin-1").decode("utf-8") for value in bottle.request.query.getall(name)]
-    except UnicodeError:
-        raise LazybossError(f"the query parameter {name!r} is not UTF-8", "bad_query") from None
+    """Every value of a query parameter as text (`label=site:z%C3%BCrich`); 400 when its bytes are not
+    UTF-8."""
+    return [
+        _wsgi_text(value, f"the query parameter {name!r}", "bad_query") for value in bottle.request.query.getall(name)
+    ]
 
 
 def _query(name: str, default: str | None = None) -> str | None:

@@ -1294,12 +1294,16 @@ class _SQLiteSQL:
             WHERE change.job_id = {job} {bound} AND change.{field} IS NOT NULL
             ORDER BY change.id DESC LIMIT 1), 'null')"""
 
+    most_type_heads: float = math.inf  # a head per type, however many (SQLite plans them at once)
+
     def next_jobs(self, types: list[str] | None, labels: dict[str, str], now: float, limit: int) -> tuple[str, list]:
         """SQL for the ids of the most urgent due jobs a worker may claim (at most `limit`), with its parameters.
 
         Of any type, or of the given ones: then each type is looked up in its
         own index and the best of their heads win, so a backlog of other types
-        is never scanned. Reserved jobs are looked up by each of the worker's
+        is never scanned. Past `most_type_heads` types the named ones are
+        looked up together instead (PostgreSQL plans a union of hundreds of
+        heads for longer than it takes to run one lookup). Reserved jobs are looked up by each of the worker's
         labels in `job_claims`, so jobs reserved for others are never read.
         """
 
@@ -1310,15 +1314,18 @@ class _SQLiteSQL:
             )
 
         heads, parameters = [], []
-        if types:
+        named = f"jobs.type IN ({', '.join('?' * len(types or ()))})"
+        if types and len(types) > self.most_type_heads:
+            heads.append(head(f"{named} AND {_DUE} AND {_OPEN}"))
+            parameters += [*types, now, limit]
+        elif types:
             opened = " UNION ALL ".join([head(f"jobs.type = ? AND {_DUE} AND {_OPEN}")] * len(types))
             heads.append(f"SELECT * FROM ({opened}) AS opened")
             parameters += [value for job_type in types for value in (job_type, now, limit)]
-            of_types = f"AND jobs.type IN ({', '.join('?' * len(types))})"
         else:
             heads.append(head(f"{_DUE} AND {_OPEN}"))
             parameters += [now, limit]
-            of_types = ""
+        of_types = f"AND {named}" if types else ""
         heads.append(head(f"{_DUE} AND {_LAPSED} {of_types}"))
         parameters += [now, now, *(types or []), limit]
         claims_met, met_parameters = self.claims_met(labels)
@@ -1360,6 +1367,10 @@ class _PostgresSQL(_SQLiteSQL):
     it came), and read as `json` where SQL looks into it; `json` (not `jsonb`)
     keeps a job's members in their order.
     """
+
+    # A claim naming 500 types planned for 0.4 s as a union of one head per type, under the write lock;
+    # as one lookup of them all it ran in 5-25 ms (with 200,000 jobs of another type ahead).
+    most_type_heads = 20
 
     @staticmethod
     def time(column: str) -> str:
@@ -3891,8 +3902,11 @@ class Store:
         (one job, or a list of as many) it returns the jobs the first one made;
         with another shape it is a Conflict, and so it is once some of those
         jobs were deleted (retention or a purge): the answer is the whole
-        submission or none, never part of it in place of the whole.
+        submission or none, never part of it in place of the whole. No jobs
+        at all is Invalid.
         """
+        if not specs:
+            raise Invalid("an empty batch: send at least one job")
         batch = batch or len(specs) > 1
         checked = self._check_parameters_unlocked(specs)
         with self.transaction() as db:
@@ -6748,8 +6762,6 @@ class _Api:
             raise Invalid("Idempotency-Key must be 1-200 characters")
         bottle.response.status = 202
         if isinstance(body, list):
-            if not body:
-                raise Invalid("an empty batch: send at least one job")
             if len(body) > _MAX_BATCH:
                 raise LazybossError(
                     f"a batch holds at most {_MAX_BATCH:,} jobs, not {len(body):,}: send it in several",

@@ -64,6 +64,12 @@ def test_a_bad_max_is_refused_and_claims_nothing(app, store, query, body):
     assert rows(store, "SELECT COUNT(*) FROM attempts") == [(0,)]
 
 
+def test_the_store_refuses_an_empty_batch_as_the_api_does(store):
+    with pytest.raises(lazyboss.Invalid, match="an empty batch"):
+        store.submit_jobs([], "key-1")
+    assert store.count_jobs() == {} and rows(store, "SELECT * FROM submissions") == []
+
+
 def test_a_batch_of_large_jobs_stops_at_about_a_mebibyte(store):
     big = {"blob": "x" * 400_000}
     store.submit_jobs([lazyboss.JobSpec("big", parameters=big) for _ in range(5)])

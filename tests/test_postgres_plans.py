@@ -45,3 +45,20 @@ def test_a_claim_on_a_new_database_reads_no_more_than_the_head_of_the_queue(post
         assert claim.job == "1"
     finally:
         store.close()
+
+
+def test_a_claim_naming_many_types_looks_them_up_together_and_takes_the_most_urgent(postgres_store_url):
+    store = lazyboss.Store(postgres_store_url)
+    try:
+        named = [f"t{n}" for n in range(300)]
+        store.put_type("t7", {"paused": 1})
+        store.submit_jobs(
+            [lazyboss.JobSpec("elsewhere", priority=9), lazyboss.JobSpec("t7", priority=8)]
+            + [lazyboss.JobSpec(name, priority=n % 5) for n, name in enumerate(named)]
+        )
+        plan = claim_plan(store, named)
+        assert plan.count("Limit") < 10, plan  # not a head for each of the 300 types
+        claims = store.claim_jobs("w", named, 3)
+        assert [claim.job for claim in claims] == ["7", "12", "17"]  # t4, t9, t14: priority 4, oldest first
+    finally:
+        store.close()

@@ -15,7 +15,7 @@ TEST_TIME_LIMIT = 60
 
 # Which engine a test runs on. Every test that uses the `database` fixture (through `store`, `app`, `live`,
 # `start_live`…) runs once on SQLite and once on PostgreSQL (skipped where no cluster can be started), except
-# in the modules below, which are about SQLite itself; a single test about SQLite's file elsewhere is marked
+# in the modules below (about SQLite itself, or above the store); a single test about SQLite's file elsewhere is marked
 # `sqlite_only`. Tests without the fixture run once: they need no database (parsers, the client's and the
 # command line's arguments), or start `lazyboss.py` processes on a file of their own (`server`,
 # `ServerProcess`, `small_disk`, `tmp_path`: the process, the worker, the command line, a full disk, SQLite's
@@ -25,6 +25,10 @@ TEST_TIME_LIMIT = 60
 SQLITE_ONLY = {
     "test_storage": "the file: read-only at run time, deleted under the server, a commit SQLite fails",
     "test_database_incidents": "the file lost while running, a commit refused for a file no longer there",
+    # What they test is above the store, which the rest of the suite runs on both engines: once is enough.
+    "test_availability": "HTTP connections and their timeouts (waitress's)",
+    "test_status_browser": "the status page in a browser",
+    "test_foreign_answers": "the client and the worker facing a server that is not lazyboss",
 }
 
 

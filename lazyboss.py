@@ -1303,8 +1303,9 @@ class _SQLiteSQL:
         own index and the best of their heads win, so a backlog of other types
         is never scanned. Past `most_type_heads` types the named ones are
         looked up together instead (PostgreSQL plans a union of hundreds of
-        heads for longer than it takes to run one lookup). Reserved jobs are looked up by each of the worker's
-        labels in `job_claims`, so jobs reserved for others are never read.
+        heads for longer than one lookup takes to run). Reserved jobs are
+        looked up by each of the worker's labels in `job_claims`, so jobs
+        reserved for others are never read.
         """
 
         def head(where: str, order: str = _QUEUE_ORDER, source: str = "jobs") -> str:

@@ -9361,9 +9361,12 @@ class _AnswerDeadlines:
         self._watched: dict[int, tuple[float, socket.socket, list[bool]]] = {}
         self._watching = False
 
-    def watch(self, sock: socket.socket, seconds: float) -> list[bool]:
-        """Cut `sock` in `seconds` unless forgotten before; the returned flag is set once it is cut."""
+    def watch(self, sock: socket.socket | None, seconds: float) -> list[bool]:
+        """Cut `sock` in `seconds` unless forgotten before; the returned flag is set once it is cut. (No
+        socket yet: nothing to cut.)"""
         cut = [False]
+        if sock is None:
+            return cut
         with self._lock:
             self._watched[id(cut)] = (time.monotonic() + seconds, sock, cut)
             if not self._watching:

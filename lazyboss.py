@@ -1838,7 +1838,7 @@ def _unresolvable_reference(schema: Any, draft: Any, field: str) -> Invalid | No
             if not isinstance(reference, str):
                 continue
             try:
-                registry.resolver(base_uri=base).lookup(reference)
+                target = registry.resolver(base_uri=base).lookup(reference).contents
             except Unresolvable:
                 document = urllib.parse.urljoin(base, reference.partition("#")[0])
                 if document not in registry:
@@ -1847,6 +1847,10 @@ def _unresolvable_reference(schema: Any, draft: Any, field: str) -> Invalid | No
                         "lazyboss resolves '#…' references only"
                     )
                 return Invalid(f"{field}: {keyword} {reference!r} points to nothing in the schema", "invalid_schema")
+            except (LookupError, TypeError, ValueError):  # referencing's pointer stepping into a number or string
+                target = None
+            if not isinstance(target, (dict, bool)):  # every document checked against it would fail with a 500
+                return Invalid(f"{field}: {keyword} {reference!r} points to no schema", "invalid_schema")
         pending += [(subresource, base) for subresource in resource.subresources()]
     return None
 

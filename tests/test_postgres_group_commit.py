@@ -159,8 +159,9 @@ def test_two_replicas_writing_in_groups_hand_each_job_out_once(postgres_store_ur
 
 class CommitCutter:
     """A TCP relay in front of PostgreSQL that cuts, once `armed`, the connection sending the next group's
-    COMMIT (the script that numbers its events): after the server has committed and answered, the answer dropped
-    (`answered=True`), or before the server sees it (False). The writer then cannot tell what happened."""
+    COMMIT (the one after the script that numbers its events): after the server has committed and answered,
+    the answer dropped (`answered=True`), or before the server sees it (False). The writer then cannot tell
+    what happened."""
 
     def __init__(self, url, answered):
         self.target = ("127.0.0.1", urllib.parse.urlsplit(url).port)
@@ -181,8 +182,10 @@ class CommitCutter:
             threading.Thread(target=self._to_client, args=(server, client, severed), daemon=True).start()
 
     def _to_server(self, client, server, severed):
+        numbered = False  # this connection sent a group's numbering of its events: its COMMIT comes next
         while chunk := _received(client):
-            if self.armed and b"event_counter" in chunk and b"COMMIT" in chunk:
+            numbered = numbered or (self.armed and b"event_counter" in chunk)
+            if numbered and b"COMMIT" in chunk:
                 self.armed = False
                 severed.set()  # nothing more reaches the client: its connection is lost
                 if self.answered:
@@ -240,3 +243,20 @@ def test_a_commit_whose_answer_is_lost_is_acknowledged_only_if_it_was_made(postg
         other.close()
         store.close()
         cutter.close()
+
+
+def test_a_write_that_changes_nothing_takes_no_transaction_id(postgres_store_url):
+    """A transaction id costs a commit record and a WAL flush: claims that find nothing and reaper rounds,
+    which an idle server with waiting workers makes several times a second, must not take one."""
+    store = lazyboss.Store(postgres_store_url)
+    store.migrate()
+    try:
+        before = store.db.execute("SELECT txid_current()").fetchone()[0]  # takes one itself
+        for _ in range(20):
+            assert store.claim_jobs("w", ["nothing"]) == []
+        store.expire_stale_attempts()
+        assert store.db.execute("SELECT txid_current()").fetchone()[0] == before + 1
+        store.submit_jobs([lazyboss.JobSpec("t")])  # a write that changes something takes one
+        assert store.db.execute("SELECT txid_current()").fetchone()[0] == before + 3
+    finally:
+        store.close()

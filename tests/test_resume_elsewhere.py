@@ -31,6 +31,9 @@ def test_a_follower_ahead_of_the_database_gets_what_happens_next(tmp_path):
     second = ServerProcess(tmp_path / "b.sqlite", port=port)  # a fresh file: its ids start again from 1
     events = []
     follow(client, events, last)
+    # What happens once it is back reaches it: a job submitted before it asked is not "next" (its event's id
+    # is below the follower's, on this file), so the submit waits for the stream to be open.
+    wait_until(lambda: client.stats()["open_streams"] == 1, what="the follower to be back")
     job = client.submit("t", {"n": "new"})
     wait_until(lambda: events, timeout=10, what="the new job's event")
     assert events[0]["job"]["id"] == job["id"] and events[0]["event"] == "submitted"

@@ -2852,6 +2852,14 @@ class _PostgresConnection:
             return self._conn.execute(sql)
         return self._conn.execute(_format_placeholders(sql), parameters)
 
+    def last_row(self, script: str) -> Any:
+        """Run a script (statements without parameters, sent in one round trip); the first row of its last
+        statement's result."""
+        cursor = self._conn.execute(script)
+        while cursor.nextset():
+            pass
+        return cursor.fetchone()
+
     @property
     def in_transaction(self) -> bool:
         """Whether a transaction is open (BEGIN given, no COMMIT or ROLLBACK yet)."""
@@ -3054,10 +3062,7 @@ class _PostgresEngine(_PostgresSQL):
         if not self.migrated:
             db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
             return
-        cursor = db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK}); {self._VERSION}")
-        while cursor.nextset():  # to the script's last result, the version
-            pass
-        version = cursor.fetchone()[0]
+        (version,) = db.last_row(f"BEGIN; SELECT pg_advisory_xact_lock({_WRITE_LOCK}); {self._VERSION}")
         _check_schema_version(int(version), len(self.migrations))
 
     @staticmethod
@@ -3178,10 +3183,7 @@ class _PostgresEngine(_PostgresSQL):
                 SELECT pg_notify(channel, '') FROM unnest(ARRAY[{channels}]) AS channel
                 WHERE EXISTS (SELECT 1 FROM numbered);
                 SELECT txid_current_if_assigned()"""
-        cursor = db.execute(script)
-        while cursor.nextset():  # to the script's last result, the transaction's id
-            pass
-        (transaction_id,) = cursor.fetchone()
+        (transaction_id,) = db.last_row(script)
         try:
             db.execute("COMMIT")
         except self.errors:

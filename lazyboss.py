@@ -2855,7 +2855,7 @@ class _PostgresConnection:
     def last_row(self, script: str) -> Any:
         """Run a script (statements without parameters, sent in one round trip); the first row of its last
         statement's result."""
-        cursor = self._conn.execute(script)
+        cursor = self.execute(script)
         while cursor.nextset():
             pass
         return cursor.fetchone()

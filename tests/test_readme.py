@@ -32,25 +32,28 @@ def test_a_readme_block_runs_against_a_fresh_server(block, tmp_path):
         "LAZYBOSS_URL": server.url,
     }
     environment.pop("LAZYBOSS_TOKEN", None)
-    process = start_process(
-        ["sh", "-c", PRELUDE + script],
-        cwd=tmp_path,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # what it leaves running is stopped with it
-    )
-    try:
-        output, _ = process.communicate(timeout=45)
-    finally:
+    # Output goes to a file, not a pipe: a stream the block left to be killed with it (`kill $FIREHOSE`
+    # ends the shell running curl, not curl) would hold a pipe open until its --max-time.
+    with open(tmp_path / "output", "w+") as output:
+        process = start_process(
+            ["sh", "-c", PRELUDE + script],
+            cwd=tmp_path,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # what it leaves running is stopped with it
+        )
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        server.stop()
-    assert process.returncode == 0, f"the block exited {process.returncode}:\n{output}"
+            process.wait(timeout=45)
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            server.stop()
+        output.seek(0)
+        assert process.returncode == 0, f"the block exited {process.returncode}:\n{output.read()}"
 
 
 def test_the_readme_has_runnable_blocks():

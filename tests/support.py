@@ -546,11 +546,16 @@ class PostgresCluster:
         self.directory = Path(directory)
         self.port = free_port()
 
-    def _run(self, program, *arguments):
+    def _command(self, program, *arguments):
         command = [str(self.binaries / program), *arguments]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+        return command
+
+    def _run(self, program, *arguments):
+        return subprocess.run(
+            self._command(program, *arguments), capture_output=True, text=True, timeout=60, check=True
+        )
 
     def start(self):
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -564,11 +569,21 @@ class PostgresCluster:
             " -c fsync=off -c max_connections=200"
         )
         self._run("pg_ctl", "-D", str(data), "-w", "-l", str(self.directory / "log"), "-o", options, "start")
+        # A pytest killed before `stop` (kill -9, a CI timeout) would leave the cluster running: a watcher
+        # of its own session stops and removes it once the pipe from this process closes, however it ends.
+        stop = self._command("pg_ctl", "-D", str(data), "-w", "-m", "immediate", "stop")
+        self._watcher = subprocess.Popen(
+            ["sh", "-c", 'read -r _; "$@" >/dev/null 2>&1; rm -rf "$0"', str(self.directory), *stop],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         return self
 
     def stop(self):
-        self._run("pg_ctl", "-D", str(self.directory / "data"), "-w", "-m", "immediate", "stop")
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._watcher.stdin.close()
+        self._watcher.wait(timeout=60)
 
     def url(self, database="postgres"):
         return f"postgresql://lazyboss@127.0.0.1:{self.port}/{database}"

@@ -8798,10 +8798,25 @@ class _Task(WSGITask):
         environ["lazyboss.unix_socket"] = self.channel.server.family == socket.AF_UNIX
         return environ
 
+    keep_open = False  # while the head of an answer without a body is built: see build_response_header
+
     def build_response_header(self) -> bytes:
+        """The answer's head. waitress closes the connection after any answer without a Content-Length, so
+        that its client knows where the body ends; a 204 or 304 has no body to end, and closing after it
+        cost a worker polling an empty queue a new connection per poll, and dropped unanswered the
+        requests pipelined behind it. It stays open unless the client asked to close."""
         if self.status.startswith("503"):
             self.set_close_on_finish()
-        return super().build_response_header()
+        asked_to_close = self.request.headers.get("CONNECTION", "").lower() == "close"
+        self.keep_open = not self.has_body and self.version == "1.1" and not asked_to_close
+        try:
+            return super().build_response_header()
+        finally:
+            self.keep_open = False
+
+    def set_close_on_finish(self) -> None:
+        if not self.keep_open:
+            super().set_close_on_finish()
 
     def write(self, data: bytes) -> None:
         """Send an answer's head with the first of its body in one write (waitress sends each on its own: two

@@ -573,7 +573,13 @@ class PostgresCluster:
         # of its own session stops and removes it once the pipe from this process closes, however it ends.
         stop = self._command("pg_ctl", "-D", str(data), "-w", "-m", "immediate", "stop")
         self._watcher = subprocess.Popen(
-            ["sh", "-c", 'read -r _; "$@" >/dev/null 2>&1; rm -rf "$0"', str(self.directory), *stop],
+            [
+                "sh",
+                "-c",
+                'read -r _; "$@" >/dev/null 2>&1; stopped=$?; rm -rf "$0"; exit $stopped',
+                str(self.directory),
+                *stop,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -583,7 +589,10 @@ class PostgresCluster:
 
     def stop(self):
         self._watcher.stdin.close()
-        self._watcher.wait(timeout=60)
+        if self._watcher.wait(timeout=60) != 0:
+            raise RuntimeError(
+                f"pg_ctl stop failed for the cluster in {self.directory} (exit {self._watcher.returncode})"
+            )
 
     def url(self, database="postgres"):
         return f"postgresql://lazyboss@127.0.0.1:{self.port}/{database}"

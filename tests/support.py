@@ -105,6 +105,15 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def read_all(sock):
+    """Every byte the server sends on `sock` until it closes; `sock` is closed then."""
+    received = b""
+    while data := sock.recv(65536):
+        received += data
+    sock.close()
+    return received
+
+
 def rows(store, sql, *args):
     """The rows (tuples) of a query of the store's database, on either engine: what a test checks directly."""
     return [tuple(row) for row in store.db.execute(sql, args).fetchall()]

@@ -3,7 +3,7 @@ ends and frees its slot, and no job is leased to it unless it received it (over 
 
 import socket
 
-from support import Client, wait_until
+from support import Client, read_all, wait_until
 
 
 def half_closed_claim(live, query):
@@ -12,14 +12,6 @@ def half_closed_claim(live, query):
     sock.sendall(f"{request}Content-Length: 0\r\n\r\n".encode())
     sock.shutdown(socket.SHUT_WR)
     return sock
-
-
-def read_all(sock):
-    received = b""
-    while data := sock.recv(65536):
-        received += data
-    sock.close()
-    return received
 
 
 def test_a_half_closed_long_poll_ends_frees_its_slot_and_takes_no_job(live):

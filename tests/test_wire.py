@@ -4,6 +4,8 @@ what it sends is framed, answered and kept as HTTP/1.1 says."""
 import http.client
 import socket
 
+from support import read_all
+
 
 def read_answers(sock, count):
     """The status lines of the first `count` answers on `sock` (each a head without a body, or with a
@@ -53,7 +55,5 @@ def test_an_empty_claim_that_asks_to_close_is_closed(live):
     request += b"Connection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", live.server.port), timeout=10) as sock:
         sock.sendall(request)
-        answer = b""
-        while more := sock.recv(65536):
-            answer += more
+        answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 204 No Content\r\n") and b"Connection: close\r\n" in answer

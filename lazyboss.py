@@ -1166,6 +1166,18 @@ class _SQLiteSQL:
         return f"SELECT value FROM json_each({array})"
 
     @staticmethod
+    def listed_in_order(sql_type: str, array: str = "?") -> str:
+        """`listed`, with each item's place in the array as `ordinal`."""
+        return f"SELECT key AS ordinal, value FROM json_each({array})"
+
+    @staticmethod
+    def array_of(item: str, rows: str, order: str) -> str:
+        """SQL for the text of a JSON array of `item` (SQL building a JSON value's text) for each row of the
+        FROM clause `rows`, in `order`."""
+        # SQLite does not flatten a sorted subquery into the aggregate around it: the order holds.
+        return f"(SELECT json_group_array(json(item)) FROM (SELECT {item} AS item FROM {rows} ORDER BY {order}))"
+
+    @staticmethod
     def rows(columns: dict[str, str], array: str = "?") -> str:
         """A query of a JSON array of arrays as rows: `ordinal`, their order, then `columns` (name: SQL type)."""
         picked = "".join(f", json_extract(value, '$[{number}]') AS {name}" for number, name in enumerate(columns))
@@ -1236,6 +1248,18 @@ class _SQLiteSQL:
                 ELSE {json("events.result")} END AS result,
             CASE events.kind WHEN 'submitted' THEN COALESCE({json("events.error")}, 'null')
                 ELSE {json("events.error")} END AS error"""
+        # A progress event stores the ids of the items it reported, whose data is kept once, in `progress`
+        # (a noisy job's output would take its room twice); streams send the items whole. Progress events
+        # of older files hold their items themselves, and are sent as they are.
+        ids, attempt = self.member("events.detail", "ids"), self.member("events.detail", "attempt")
+        reported = f"""({self.listed_in_order("BIGINT", ids)}) AS listed JOIN progress
+            ON progress.job_id = events.job_id AND progress.attempt_id = CAST({attempt} AS INTEGER)
+            AND progress.id = listed.value"""
+        items = self.array_of(
+            self.object(id="progress.id", event="progress.event", data="progress.data"), reported, "listed.ordinal"
+        )
+        self.event_detail = f"""CASE WHEN events.kind = 'progress' AND {ids} IS NOT NULL
+            THEN CAST({self.object(attempt=attempt, events=json(items))} AS TEXT) ELSE events.detail END AS detail"""
         self.attempt_json = self.object(
             id="CAST(id AS TEXT)",
             job="CAST(job_id AS TEXT)",
@@ -1393,6 +1417,17 @@ class _PostgresSQL(_SQLiteSQL):
     @staticmethod
     def listed(sql_type: str, array: str = "?") -> str:
         return f"SELECT CAST(value AS {sql_type}) AS value FROM json_array_elements_text(CAST({array} AS json))"
+
+    @staticmethod
+    def listed_in_order(sql_type: str, array: str = "?") -> str:
+        items = f"json_array_elements_text(CAST({array} AS json)) WITH ORDINALITY AS listed (value, ordinal)"
+        return f"SELECT ordinal, CAST(value AS {sql_type}) AS value FROM {items}"
+
+    @staticmethod
+    def array_of(item: str, rows: str, order: str) -> str:
+        # Joined as text: json_agg puts a line break between items, and an SSE data line must hold none.
+        joined = f"string_agg(CAST({item} AS text), ',' ORDER BY {order})"
+        return f"(SELECT '[' || COALESCE({joined}, '') || ']' FROM {rows})"
 
     @staticmethod
     def rows(columns: dict[str, str], array: str = "?") -> str:
@@ -4558,7 +4593,7 @@ class Store:
                 (now, percents[-1] if percents else None, bool(fresh), now, job["id"]),
             )
             if fresh:
-                detail = {"attempt": str(attempt["id"]), "events": [item.view() for item in fresh]}
+                detail = {"attempt": str(attempt["id"]), "ids": [item.id for item in fresh]}
                 self._record(db, "progress", job["id"], detail, attempt=attempt["id"], worker=worker)
         if fresh:
             self._committed(queue_changed=False)
@@ -4604,7 +4639,7 @@ class Store:
             where.append(f"events.type IN ({', '.join('?' * len(types))})")
             args += types
         rows = self.db.execute(
-            f"""SELECT events.id, events.job_id, events.type, events.kind, events.at, events.detail,
+            f"""SELECT events.id, events.job_id, events.type, events.kind, events.at, {self.engine.event_detail},
                     {self.engine.event_job_json}
                 FROM events LEFT JOIN jobs ON jobs.id = events.job_id
                 WHERE {" AND ".join(where)} ORDER BY events.id LIMIT ?""",

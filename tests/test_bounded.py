@@ -46,6 +46,37 @@ def test_progress_on_a_job_with_large_parameters_adds_little_to_the_event_log(st
     assert before < 5_000  # nor do the submit and the claim copy the parameters
 
 
+def test_a_jobs_output_is_stored_once_and_streams_send_it_as_reported(store):
+    job = submit(store, {})
+    claimed = store.claim_next_job("w1")
+    before = event_bytes(store)
+    chunk = 'line one\nline "two" \u00e9\r\n' * 5_000
+    sent = [(3, "log_chunk", chunk), (1, "percent", "50"), (2, "log_chunk", "{not json}")]
+    store.record_progress(job["id"], claimed["attempt"], "w1", [lazyboss.ProgressItem(*item) for item in sent])
+    assert event_bytes(store) - before < 2_000  # the 150 KB of output are kept in `progress` alone
+    # A resend after a network error brings one new item: its event lists that one only.
+    resent = [lazyboss.ProgressItem(1, "percent", "50"), lazyboss.ProgressItem(4, "log_chunk", "end")]
+    store.record_progress(job["id"], claimed["attempt"], "w1", resent)
+    events = [event for event in store.events_after(0, [job["id"]], []) if event.kind == "progress"]
+    assert all("\n" not in event.data for event in events)  # one SSE data line each
+    details = [json.loads(event.data)["detail"] for event in events]
+    assert details == [
+        {"attempt": claimed["attempt"], "events": [{"id": id, "event": name, "data": data} for id, name, data in sent]},
+        {"attempt": claimed["attempt"], "events": [{"id": 4, "event": "log_chunk", "data": "end"}]},
+    ]
+
+
+def test_progress_events_of_an_older_file_are_sent_as_they_were_stored(store):
+    job = submit(store, {})
+    claimed = store.claim_next_job("w1")
+    store.record_progress(job["id"], claimed["attempt"], "w1", [lazyboss.ProgressItem(1, "log_chunk", "new")])
+    # Before the items were kept once, a progress event held them itself.
+    stored = {"attempt": claimed["attempt"], "events": [{"id": 1, "event": "log_chunk", "data": "as it was"}]}
+    store.db.execute("UPDATE events SET detail = ? WHERE kind = 'progress'", (json.dumps(stored),))
+    (event,) = [event for event in store.events_after(0, [], []) if event.kind == "progress"]
+    assert json.loads(event.data)["detail"] == stored
+
+
 def test_each_event_replays_the_job_as_it_was_then(store, clock):
     parameters = {"blob": "p" * 1000, "n": [1, 2.5, True, None]}
     job, seen = submit(store, parameters, max_attempts=2), []

@@ -606,6 +606,15 @@ _RESERVE = """
 # (migration 10), yet every insert and every claim of a job kept it up to date.
 _DROP_TYPE_QUEUE = "DROP INDEX jobs_type_queue;"
 
+# Migration 15 on both engines: where each host's wall clock stood against its monotonic clock (by boot: the
+# monotonic clock every process of one boot reads), so that when the wall clock jumps (NTP setting the clock
+# of a Raspberry Pi that booted without one) running work keeps its leases: see `keep_leases_through_clock_jumps`.
+_HOST_CLOCKS = """CREATE TABLE host_clocks (
+    boot TEXT PRIMARY KEY,
+    wall_offset DOUBLE PRECISION NOT NULL,
+    noted_at DOUBLE PRECISION NOT NULL
+);"""
+
 # Each migration is SQL statements, or a function of the connection for what SQL alone cannot say well.
 _MIGRATIONS: list = [
     # 1: jobs, their attempts, the event log and per-type settings.
@@ -835,6 +844,7 @@ _MIGRATIONS: list = [
     ALTER TABLE schedules ADD COLUMN last_error TEXT;
     """,
     _DROP_TYPE_QUEUE,
+    _HOST_CLOCKS,
 ]
 
 
@@ -1042,6 +1052,7 @@ _POSTGRES_MIGRATIONS = [
     """CREATE INDEX jobs_type_lapsed ON jobs (type, priority DESC, run_at, id)
        WHERE status = 'pending' AND reserved_until IS NOT NULL""",
     _DROP_TYPE_QUEUE,  # SQLite's migration 14
+    _HOST_CLOCKS,  # and 15
 ]
 
 
@@ -3312,6 +3323,9 @@ class Store:
     `_PostgresEngine.begin`).
     """
 
+    CLOCK_JUMP = 5.0  # seconds the wall clock moves beside the monotonic one that are a jump, not drift
+    CLOCK_NOTE_EVERY = 3600.0  # NTP's drift (at most 1.8 s an hour) is noted this often, never taken for a jump
+
     def __init__(self, path: str, sync: str = "full", clock: Callable[[], float] = time.time):
         self.engine = _engine_for(path, sync)  # every statement only one engine knows goes through it
         self.path = path
@@ -4572,6 +4586,50 @@ class Store:
             self._committed(queue_changed=True)
         return len(stale)
 
+    def keep_leases_through_clock_jumps(self, wall: float, monotonic: float, boot: str) -> float:
+        """Move the leases of running attempts on by as far as the wall clock jumped forward since it was last
+        looked at; return how far it jumped (back: negative), 0.0 if it did not.
+
+        `wall` and `monotonic` are the host's clocks read together, `boot` which boot of which host the
+        monotonic one counts from. A lease is time given to a worker, but it is kept as a time on the wall
+        clock: when NTP sets a clock that started hours behind, every lease would run out at once and
+        every running job be taken from a worker that is still at it. A jump is the wall clock moving more
+        than `CLOCK_JUMP` seconds beside the monotonic one; a lease renewed since the jump runs on the new
+        clock already and stays. A clock that goes back makes leases last that much longer, which takes
+        nothing from anyone: they stay. The database notes each host's clocks, so that processes sharing
+        it move a lease once; a round that finds nothing new only reads (a write an hour notes the drift).
+        """
+        offset = wall - monotonic
+        query = "SELECT wall_offset, noted_at FROM host_clocks WHERE boot = ?"
+        noted = self.db.execute(query, (boot,)).fetchone()
+        if noted is not None and abs(offset - noted[0]) <= self.CLOCK_JUMP and wall - noted[1] < self.CLOCK_NOTE_EVERY:
+            return 0.0
+        moved = 0
+        with self.transaction() as db:
+            noted = db.execute(query, (boot,)).fetchone()  # again, under the write lock: another process may have
+            jump = 0.0 if noted is None or abs(offset - noted[0]) <= self.CLOCK_JUMP else offset - noted[0]
+            if jump > 0:
+                moved = db.execute(
+                    """UPDATE jobs SET lease_expires_at = lease_expires_at + ?
+                       WHERE status = 'processing' AND lease_expires_at - timeout <= ?""",
+                    (jump, monotonic + noted[0]),  # renewed before the jump: by the clock as it was
+                ).rowcount
+            db.execute(
+                """INSERT INTO host_clocks (boot, wall_offset, noted_at) VALUES (?, ?, ?)
+                   ON CONFLICT (boot) DO UPDATE SET wall_offset = excluded.wall_offset, noted_at = excluded.noted_at""",
+                (boot, offset, wall),
+            )
+            db.execute("DELETE FROM host_clocks WHERE noted_at < ?", (wall - 7 * 86400,))  # boots long gone
+        if jump > 0:
+            _log.warning(
+                "the wall clock jumped %.1f s forward: %d running attempts keep the time their leases gave them",
+                jump,
+                moved,
+            )
+        elif jump < 0:
+            _log.warning("the wall clock went %.1f s back: running attempts' leases last that much longer", -jump)
+        return jump
+
     def record_progress(self, job_id: str, attempt_id: str, worker: str, items: list[ProgressItem]) -> list[int]:
         """Store a worker's progress events once each and renew the lease; return the ids taken."""
         with self.transaction() as db:
@@ -5517,6 +5575,16 @@ class SystemdNotifier:
             _log.warning("could not notify systemd: %s", error)
 
 
+def _boot_id() -> str:
+    """Which boot of which host the monotonic clock counts from: the same for every process of one boot
+    on Linux; elsewhere, this process's."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            return file.read().strip()
+    except OSError:
+        return f"process {os.getpid()} on {socket.gethostname()}"
+
+
 class Reaper(threading.Thread):
     """Background housekeeping: expire silent attempts, fire schedules, prune old jobs, checkpoint the WAL.
 
@@ -5543,11 +5611,12 @@ class Reaper(threading.Thread):
         self.retain = retain
         self.notifier = notifier or SystemdNotifier({})
         self.last_run: float | None = None
-        self.started_at: float | None = None
         self._halt = threading.Event()
         self._last_checkpoint = time.monotonic()
         self._last_notified = float("-inf")
         self._failing: dict[str, str] = {}  # task -> the error it failed with last round
+        self.boot = _boot_id()
+        self._round_ended: float | None = None  # time.monotonic(): a wall clock that jumps is no sign of a stuck reaper
 
     def run(self) -> None:
         """Work every `interval` seconds (sooner when a schedule is due, but never without a pause) until stopped."""
@@ -5567,6 +5636,7 @@ class Reaper(threading.Thread):
         watchdog does not restart a server that is waiting for disk space.
         """
         if self._task("recovery", self.store.recover):
+            self._task("clock", self.keep_leases_through_clock_jumps)
             self._task("expiry", lambda: self._repeat(self.store.expire_stale_attempts))
             self._task("reservations", lambda: self._repeat(self.store.open_lapsed_reservations))
             self._task("schedules", self.store.fire_due_schedules)
@@ -5575,7 +5645,7 @@ class Reaper(threading.Thread):
             if time.monotonic() - self._last_checkpoint >= self.CHECKPOINT_EVERY:
                 if self._task("checkpoint", self.store.checkpoint):
                     self._last_checkpoint = time.monotonic()
-        self.last_run = time.time()
+        self.last_run, self._round_ended = time.time(), time.monotonic()
         self._task("systemd status", self.report_health)
 
     def _task(self, name: str, work: Callable[[], Any]) -> bool:
@@ -5594,6 +5664,10 @@ class Reaper(threading.Thread):
         if self._failing.pop(name, None) is not None:
             _log.warning("reaper: %s works again", name)
         return True
+
+    def keep_leases_through_clock_jumps(self) -> None:
+        """Leases keep the time they give when the wall clock jumps (see the store's method of this name)."""
+        self.store.keep_leases_through_clock_jumps(time.time(), time.monotonic(), self.boot)
 
     def _repeat(self, batch: Callable[[], int]) -> None:
         """Run a batch until it finds nothing more to do (or the reaper is stopped)."""
@@ -5623,14 +5697,13 @@ class Reaper(threading.Thread):
         self.notifier.notify(*(["WATCHDOG=1"] if self.notifier.watchdog_interval else []), status)
 
     def start(self) -> None:
-        self.started_at = time.time()
+        self._round_ended = time.monotonic()
         super().start()
 
     def healthy(self) -> bool:
         """Whether a round finished recently, or the thread started recently: a server just started is
         healthy while its first round runs, not 503 to the first `curl /health`."""
-        last = self.last_run or self.started_at
-        return last is not None and time.time() - last < max(10.0, 5 * self.interval)
+        return self._round_ended is not None and time.monotonic() - self._round_ended < max(10.0, 5 * self.interval)
 
     def stop(self) -> None:
         """Ask the thread to end after its current round."""

@@ -320,7 +320,7 @@ def _parse_setting(name: str, text: str) -> Any:
         value = (int if whole else float)(text) if number else None
         if value is None or not low <= value <= high:
             what = "a whole number" if whole else "a number"
-            raise ValueError(f"{text!r} is not {what} from {low:g} to {high:g}")
+            raise ValueError(f"{text!r} is not {what} from {low:,g} to {high:,}")
         return value
     if name in _SETTING_CHOICES and text not in _SETTING_CHOICES[name]:
         raise ValueError(f"{text!r} is not one of {', '.join(_SETTING_CHOICES[name])}")
@@ -341,11 +341,22 @@ def _parse_setting(name: str, text: str) -> Any:
     return text
 
 
+# 1970-01-01 as a julian day's milliseconds: SQLite's strftime counts time so.
+_JULIAN_UNIX_MS = 210866760000000
+
+
 def rfc3339(timestamp: float | None) -> str | None:
-    """A Unix time as RFC 3339 UTC with milliseconds, or None."""
+    """A Unix time as RFC 3339 UTC with milliseconds, or None.
+
+    Rounded to the millisecond as SQLite's strftime rounds, in its steps
+    (doubles, through the milliseconds of a julian day): not always to the
+    nearest, but an event's `at` is then its job's `updated_at` to the
+    millisecond, as the database renders it.
+    """
     if timestamp is None:
         return None
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    milliseconds = int(timestamp * 1000 + _JULIAN_UNIX_MS + 0.5) - _JULIAN_UNIX_MS
+    moment = datetime.fromtimestamp(milliseconds // 1000, timezone.utc).replace(microsecond=milliseconds % 1000 * 1000)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -1410,9 +1421,13 @@ class _PostgresSQL(_SQLiteSQL):
 
     @staticmethod
     def time(column: str) -> str:
-        # Rounded to the millisecond, as SQLite's strftime rounds (to_char would cut the microseconds off).
-        rounded = f"to_timestamp(round(CAST({column} AS numeric), 3)) AT TIME ZONE 'UTC'"
-        return f"""to_char({rounded}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+        # Rounded to the millisecond as SQLite's strftime rounds, in its steps (doubles, through the
+        # milliseconds of a julian day): not always to the nearest, but the same, so that a database copied
+        # from one engine to the other shows its times as they were (to_char alone would cut them).
+        double = "double precision"
+        julian = f"floor(CAST({column} AS {double}) * 1000 + {_JULIAN_UNIX_MS} + CAST(0.5 AS {double}))"
+        moment = f"to_timestamp(({julian} - {_JULIAN_UNIX_MS}) / 1000) AT TIME ZONE 'UTC'"
+        return f"""to_char({moment}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
     @staticmethod
     def json(text: str) -> str:

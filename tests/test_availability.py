@@ -197,3 +197,25 @@ def test_a_stream_whose_client_reads_nothing_is_closed_and_frees_its_thread(serv
     assert follower.status == 200
     follower.close()
     sock.close()
+
+
+def test_a_stream_whose_client_falls_behind_then_reads_gets_every_event(serve):
+    live = serve(threads=5, idle_timeout=3, header_timeout=30)
+    big = {"blob": "x" * 900_000}
+    client = live.client()
+    for _ in range(24):  # 24 events of ~1 MB: more than the server buffers for one connection
+        assert client.request("POST", "/jobs", {"type": "big", "parameters": big}).status == 202
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    sock.connect(("127.0.0.1", live.server.port))
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n")
+    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 1, what="the stream to start")
+    time.sleep(1.5)  # the client falls behind (within the idle timeout): the stream fills what it may buffer
+    sock.settimeout(10)
+    received, deadline, marker = b"", time.monotonic() + 20, b'"event":"submitted"'
+    while received.count(marker) < 24 and time.monotonic() < deadline:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"closed after {received.count(marker)} of 24 events"
+        received += chunk
+    assert received.count(marker) == 24
+    sock.close()

@@ -34,6 +34,13 @@ def claimed(store, timeout):
     return job["id"], job["attempt"]
 
 
+def watched_job(store, clock):
+    """The host's clocks, looked at once, and a job claimed then with a 60 s lease (its id)."""
+    clocks = HostClocks(store, clock)
+    clocks.look()
+    return clocks, claimed(store, 60)[0]
+
+
 def status(store, job_id):
     return store.get_job(job_id)["status"]
 
@@ -61,9 +68,7 @@ def test_a_forward_jump_takes_no_running_job_from_its_worker(store, clock):
 
 
 def test_a_jump_moves_a_lease_once_however_many_processes_look(store, clock):
-    clocks = HostClocks(store, clock)
-    clocks.look()
-    job, _ = claimed(store, 60)
+    clocks, job = watched_job(store, clock)
     clock.advance(3600)
     assert clocks.look() == 3600
     # A second lazyboss process on the same database, on the same boot, reads the same clocks: nothing to move.
@@ -74,9 +79,7 @@ def test_a_jump_moves_a_lease_once_however_many_processes_look(store, clock):
 
 
 def test_a_clock_that_goes_back_or_drifts_moves_no_lease(store, clock):
-    clocks = HostClocks(store, clock)
-    clocks.look()
-    job, _ = claimed(store, 60)
+    clocks, job = watched_job(store, clock)
     clock.advance(-600)
     assert clocks.look() == -600  # leases last 10 minutes longer: that takes nothing from anyone
     clocks.time_passes(30)
@@ -90,9 +93,7 @@ def test_a_clock_that_goes_back_or_drifts_moves_no_lease(store, clock):
 
 
 def test_a_new_boot_is_no_jump(store, clock):
-    clocks = HostClocks(store, clock)
-    clocks.look()
-    job, _ = claimed(store, 60)
+    clocks, job = watched_job(store, clock)
     clock.advance(7200)
     clocks.monotonic = 5.0  # the host started again: its monotonic clock starts again too
     assert clocks.look(boot="boot-2") == 0.0

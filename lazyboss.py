@@ -6761,6 +6761,12 @@ class _Api:
         return caller
 
     @staticmethod
+    def check_path() -> None:
+        """400 for a path whose bytes are not UTF-8: bottle drops such bytes when it routes, so that
+        `POST /jobs/2%FF/cancel` would cancel job 2."""
+        _wsgi_text(bottle.request.environ["bottle.raw_path"], "the path", "bad_path")
+
+    @staticmethod
     def check_origin() -> None:
         """Refuse a change that a browser sends for a page of another site (cross-site request forgery).
 
@@ -7486,6 +7492,7 @@ class _ApiPlugin:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 with self.handlers.store.database_errors():
+                    self.handlers.check_path()
                     if bottle.request.method not in _SAFE_METHODS:
                         self.handlers.check_origin()
                     if needed:
@@ -7921,6 +7928,7 @@ _BY_CHANGE = (
     (403, "cross_origin", "a browser sent it for a page of another site (Origin is not Host)"),
 )
 _BY_QUERY = ((400, "bad_query", "a query parameter is not UTF-8"),)
+_BY_PATH = ((400, "bad_path", "the path is not UTF-8 (a percent-escape of a byte that is not)"),)
 _BY_SESSION_CHANGE = ((403, "csrf", "made with the session cookie, without its X-CSRF-Token"),)
 _BY_BODY = (
     (413, "too_large", "the body is over --max-body"),
@@ -8764,7 +8772,7 @@ def _operation(route: _Route) -> dict:
             if name not in common:
                 raise ValueError(f"{where}: describe the path parameter {name!r}")
             parameters.insert(0, common[name])
-    refusals = list(route.refusals)
+    refusals = [*route.refusals, *_BY_PATH]
     if any(parameter["in"] == "query" for parameter in parameters):
         refusals += _BY_QUERY
     change = route.method not in _SAFE_METHODS

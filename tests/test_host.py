@@ -227,6 +227,7 @@ def test_metrics_over_a_live_server_show_streams_and_waiting_workers(live):
     poller.start()
     client = live.client()
     wait_until(lambda: client.request("GET", "/stats").json["waiting_workers"] == 1, what="the long poll")
+    wait_until(lambda: live.reaper.last_run is not None, what="the reaper's first round")
     samples, _ = parse_exposition(client.request("GET", "/metrics").body.decode())
     assert samples[("lazyboss_open_streams", "")] == 1 and samples[("lazyboss_waiting_workers", "")] == 1
     assert samples[("lazyboss_reaper_last_run_timestamp_seconds", "")] > time.time() - 10

@@ -55,6 +55,26 @@ def test_a_query_that_is_not_utf8_is_refused_as_the_document_says(app):
         assert "bad_query" in codes["enum"], (method, path)
 
 
+def test_a_path_that_is_not_utf8_is_refused_not_routed_without_its_bytes(app):
+    """bottle drops bytes that are not UTF-8 when it routes: POST /jobs/1%FF/cancel cancelled job 1."""
+    app.post_json("/jobs", {"type": "a"})
+    app.put_json("/types/t", {"max_attempts": 2})
+    for method, path in [
+        ("POST", "/jobs/1%FF/cancel"),
+        ("PUT", "/types/t%FF"),
+        ("GET", "/jobs/1%FF"),
+        ("GET", "/health%C3"),
+    ]:
+        refused = app.request(path, method=method, body=b"{}", content_type="application/json", status=400).json
+        assert refused == {"error": "bad_path", "detail": "the path is not UTF-8"}, (method, path)
+    assert app.get("/jobs/1").json["status"] == "pending" and app.get("/types/t").json["max_attempts"] == 2
+    assert app.get("/jobs/%C3%A9", status=404).json["error"] == "not_found"  # UTF-8, and no such job: as before
+    for path, operations in document_of(app)["paths"].items():
+        for method, described in operations.items():
+            codes = described["responses"]["400"]["content"]["application/json"]["schema"]["properties"]["error"]
+            assert "bad_path" in codes["enum"], (method, path)
+
+
 def raw_answer(live, request):
     """Send these bytes as a request; the status, headers and JSON body of the answer."""
     with socket.create_connection(("127.0.0.1", live.server.port), timeout=10) as connection:

@@ -43,6 +43,7 @@ import bisect
 import codecs
 import contextvars
 import errno
+import fcntl
 import functools
 import hashlib
 import hmac
@@ -64,7 +65,9 @@ import signal
 import socket
 import sqlite3
 import stat
+import struct
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -9002,6 +9005,9 @@ class _Connection(HTTPChannel):
     error_task_class = _Refusal
     task_writing = False
     unread = 0  # bytes of a refused body still to read and drop before the connection closes
+    sent_bytes = 0  # what the socket took: all but what the kernel still holds reached the client
+    _acknowledged = 0  # of those, as `_kernel_waiting_since` last saw
+    _unacknowledged_since: float | None = None
 
     def parser_class(self, adj: Adjustments) -> _Request:
         """waitress makes each request's parser through this."""
@@ -9052,13 +9058,39 @@ class _Connection(HTTPChannel):
             return False  # the 413 has gone: close once the body is read (or the idle timeout ends it)
         return not self.task_writing and bool(super().writable())
 
+    def send(self, data: bytes, do_close: bool = True) -> int:
+        """waitress's send, counting what the socket took."""
+        sent = super().send(data, do_close)
+        self.sent_bytes += sent
+        return sent
+
+    def _kernel_waiting_since(self) -> float | None:
+        """Since when the kernel has held part of the answer that the client acknowledges none of (its
+        receive window is full: it reads nothing), or None when the kernel holds nothing. An answer
+        that fits in the kernel's buffers never reaches waitress's, whose bytes `waiting_since` looks at
+        first: this is how a stream whose client reads nothing shows then."""
+        try:
+            held = struct.unpack("i", fcntl.ioctl(self.socket.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except (OSError, ValueError, AttributeError):  # closed meanwhile, or a system without TIOCOUTQ
+            return None
+        if not held:
+            self._unacknowledged_since = None
+            return None
+        acknowledged = self.sent_bytes - held
+        if self._unacknowledged_since is None or acknowledged != self._acknowledged:
+            self._acknowledged, self._unacknowledged_since = acknowledged, time.time()
+        return self._unacknowledged_since
+
     def waiting_since(self) -> tuple[float, str] | None:
         """Since when the connection has waited for its client, and for what: "headers" (of a new
         connection, or of a request begun), "idle" (no request running), "reading" (a request runs,
         a long poll or a stream, and its client takes none of the answer); None when it waits for
         nothing from the client."""
         if self.requests:
-            return (self.last_activity, "reading") if self.total_outbufs_len else None
+            if self.total_outbufs_len:
+                return self.last_activity, "reading"
+            since = self._kernel_waiting_since()
+            return None if since is None else (since, "reading")
         if self.request is not None and not self.request.headers_finished:
             return self.request.started, "headers"
         if self.request is None and self.last_activity == self.creation_time:  # not a byte either way yet
@@ -9094,6 +9126,8 @@ class _Guard:
 
     channel_class = _Connection
     UNFINISHED_BODIES = 16
+    OUT_OF_FILES_PAUSE = 0.1  # seconds without accepting after the process found it could open no more files
+    out_of_files_until = 0.0
     active_channels: dict
     task_dispatcher: Any
 
@@ -9113,7 +9147,25 @@ class _Guard:
 
     def readable(self) -> bool:
         """Accept while there is room (waitress's own check also runs its idle timeout, replaced here)."""
-        return self.accepting and len(self.active_channels) < self.max_connections
+        room = len(self.active_channels) < self.max_connections and time.time() >= self.out_of_files_until
+        return self.accepting and room
+
+    def accept(self) -> tuple[socket.socket, Any] | None:
+        """waitress's accept, but when the process may open no more files (ulimit -n: the temporary files
+        of answers clients do not read count too), the connection waiting longest for its client makes
+        room, as at --max-connections; if none waits, none is accepted for a moment. waitress logged a
+        traceback and tried again at once: a core spun, and the log grew by megabytes a second."""
+        try:
+            return super().accept()  # type: ignore[misc]
+        except OSError as error:
+            if error.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        if self._make_room():
+            self.closed["files"] += 1
+        else:  # every connection is busy: wait for one to end rather than spin
+            self.out_of_files_until = time.time() + self.OUT_OF_FILES_PAUSE
+            self.closed["no_files"] += 1
+        return None
 
     def guard(self) -> None:
         """Once a second close the connections that overstayed; at the limit, the one waiting longest."""
@@ -9127,15 +9179,20 @@ class _Guard:
                     self.closed[waiting[1]] += 1
             self._trim_unfinished()
             self._report_closed()
-        if len(self.active_channels) >= self.max_connections:
-            waiting = [
-                (found[0], channel)
-                for channel in self.active_channels.values()
-                if (found := channel.waiting_since()) and found[1] != "reading"
-            ]
-            if waiting:  # else every connection has a request running: the next waits in the listen backlog
-                min(waiting, key=lambda pair: pair[0])[1].handle_close()
-                self.closed["room"] += 1
+        if len(self.active_channels) >= self.max_connections and self._make_room():
+            self.closed["room"] += 1
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for its client, if one waits (else every one has a
+        request running: the next waits in the listen backlog); whether one was closed."""
+        waiting = [
+            (found[0], channel)
+            for channel in self.active_channels.values()
+            if (found := channel.waiting_since()) and found[1] != "reading"
+        ]
+        if waiting:
+            min(waiting, key=lambda pair: pair[0])[1].handle_close()
+        return bool(waiting)
 
     def _trim_unfinished(self) -> None:
         """Close requests still arriving, the ones begun longest ago first, until they hold no more than
@@ -9162,6 +9219,8 @@ class _Guard:
                 "bytes": f"begun longest ago of requests holding over {self.unfinished_budget} bytes",
                 "idle": f"idle for {self.timeouts['idle']:g} s",
                 "reading": f"took no answer for {self.timeouts['idle']:g} s",
+                "files": "waited longest when the process could open no more files (ulimit -n)",
+                "no_files": "times none could close: no more files to open (ulimit -n), every connection busy",
             }
             closed = ", ".join(f"{number} {reasons[why]}" for why, number in sorted(self.closed.items()))
             _log.warning("closed connections: %s", closed)
@@ -9338,17 +9397,20 @@ class Server:
 
 def _allow_open_files(config: Config) -> str | None:
     """Raise the open-file limit to what the settings need (a socket per connection, SQLite's files
-    per thread, a few more); if the hard limit is lower, say why not."""
+    per thread, a few more), and as far as the hard limit allows to room for a temporary file per
+    connection too (waitress keeps an answer its client does not read in one); if the hard limit is
+    below the need, say why not."""
     needed = config.max_connections + 2 * config.threads + 64
+    wanted = needed + config.max_connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
         return None
     if hard != resource.RLIM_INFINITY and hard < needed:
         return (
             f"--max-connections {config.max_connections} with --threads {config.threads} needs {needed} "
             f"open files, and this process may open only {hard} (ulimit -n; LimitNOFILE= under systemd)"
         )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
     return None
 
 

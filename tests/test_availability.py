@@ -1,6 +1,8 @@
 """Idle and slow connections cannot make the server unreachable: header deadline, idle timeout, room at the limit."""
 
 import base64
+import os
+import resource
 import socket
 import threading
 import time
@@ -219,3 +221,42 @@ def test_a_stream_whose_client_falls_behind_then_reads_gets_every_event(serve):
         received += chunk
     assert received.count(marker) == 24
     sock.close()
+
+
+def test_a_stream_whose_client_reads_nothing_is_closed_even_when_the_kernel_holds_all_of_it(serve):
+    live = serve(threads=5, idle_timeout=1, header_timeout=30)  # room for one stream
+    client = live.client()
+    for _ in range(5):  # 50 KB of events: more than the client's window, less than the server's socket holds
+        assert client.request("POST", "/jobs", {"type": "small", "parameters": {"pad": "x" * 10_000}}).status == 202
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", live.server.port))
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n")
+    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 1, what="the stream to start")
+    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 0, timeout=15, what="its close")
+    sock.close()
+
+
+@pytest.mark.slow
+def test_a_server_out_of_files_makes_room_instead_of_spinning(tmp_path):
+    """The process may open no more files (its limit lowered under it, or temporary files of answers that
+    clients do not read used the rest): waitress logged a traceback for each failed accept and tried again
+    at once, a core spun, and no new connection was answered until the limit of connections was reached."""
+    server = ServerProcess(tmp_path / "jobs.sqlite", "--max-connections", "100", "--header-timeout", "30")
+    try:
+        pid = server.process.pid
+        opened = len(os.listdir(f"/proc/{pid}/fd"))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (opened + 5, opened + 5))
+        idle = [connect(server.url) for _ in range(30)]  # 5 accepted, the rest wait in the backlog
+        # Answered by making room (the header timeout, 30 s, would come after the client's 10 s); healthy
+        # or not as the store can open what it needs.
+        health = server.client(timeout=10).request("GET", "/health")
+        assert health.status == 200 or health.json["database"] == "cannot_open"
+        wait_until(lambda: any("ulimit -n" in line for line in server.log), what="the log line")
+        assert not any("Traceback" in line or "accept() threw" in line for line in server.log)
+        for sock in idle:
+            sock.close()
+        wait_until(lambda: server.client().request("GET", "/health").status == 200, what="health again")
+        assert server.client().request("POST", "/jobs", {"type": "after"}).status == 202
+    finally:
+        server.stop()

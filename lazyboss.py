@@ -4614,7 +4614,8 @@ class Store:
         every running job be taken from a worker that is still at it. A jump is the wall clock moving more
         than `CLOCK_JUMP` seconds beside the monotonic one; a lease renewed since the jump runs on the new
         clock already and stays. A clock that goes back makes leases last that much longer, which takes
-        nothing from anyone: they stay. The database notes each host's clocks, so that processes sharing
+        nothing from anyone, but none is left past a full lease from now (a step forward by mistake, put
+        back, would leave leases a year long). The database notes each host's clocks, so that processes sharing
         it move a lease once; a round that finds nothing new only reads (a write an hour notes the drift).
         """
         offset = wall - monotonic
@@ -4624,13 +4625,22 @@ class Store:
             return 0.0
         moved = 0
         with self.transaction() as db:
+            now = self.clock()
             noted = db.execute(query, (boot,)).fetchone()  # again, under the write lock: another process may have
             jump = 0.0 if noted is None or abs(offset - noted[0]) <= self.CLOCK_JUMP else offset - noted[0]
+            if jump < 0:  # no lease runs longer than a renewal now would make it (an earlier jump may be undone)
+                db.execute(
+                    """UPDATE jobs SET lease_expires_at = ? + timeout
+                       WHERE status = 'processing' AND lease_expires_at > ? + timeout""",
+                    (now, now),
+                )
             if jump > 0:
                 moved = db.execute(
                     """UPDATE jobs SET lease_expires_at = lease_expires_at + ?
                        WHERE status = 'processing' AND lease_expires_at - timeout <= ?""",
-                    (jump, monotonic + noted[0]),  # renewed before the jump: by the clock as it was
+                    # Renewed before the jump, by the clock as it was: plus the drift it may have gained unnoted
+                    # (a lease renewed in those seconds must move too; one renewed after the jump seldom falls in).
+                    (jump, monotonic + noted[0] + self.CLOCK_JUMP),
                 ).rowcount
             db.execute(
                 """INSERT INTO host_clocks (boot, wall_offset, noted_at) VALUES (?, ?, ?)
@@ -4645,7 +4655,9 @@ class Store:
                 moved,
             )
         elif jump < 0:
-            _log.warning("the wall clock went %.1f s back: running attempts' leases last that much longer", -jump)
+            _log.warning(
+                "the wall clock went %.1f s back: no running attempt's lease runs past a full lease from now", -jump
+            )
         return jump
 
     def record_progress(self, job_id: str, attempt_id: str, worker: str, items: list[ProgressItem]) -> list[int]:
@@ -9087,10 +9099,10 @@ class _Connection(HTTPChannel):
         a long poll or a stream, and its client takes none of the answer); None when it waits for
         nothing from the client."""
         if self.requests:
-            if self.total_outbufs_len:
-                return self.last_activity, "reading"
-            since = self._kernel_waiting_since()
-            return None if since is None else (since, "reading")
+            held_since = self._kernel_waiting_since()
+            if self.total_outbufs_len:  # a client the kernel sees take bytes reads, if too slowly to be sent more yet
+                return max(self.last_activity, held_since or 0.0), "reading"
+            return None if held_since is None else (held_since, "reading")
         if self.request is not None and not self.request.headers_finished:
             return self.request.started, "headers"
         if self.request is None and self.last_activity == self.creation_time:  # not a byte either way yet
@@ -9320,9 +9332,6 @@ class Server:
             clear_untrusted_proxy_headers=True,
             # Keep reading while a request runs, so a stream notices its client leave.
             channel_request_lookahead=1,
-            # What a connection's answer may hold beyond what its client took before its thread waits
-            # (waitress's 16 MiB let 20 streams whose clients read nothing hold 383 MB of temporary files).
-            outbuf_high_watermark=2 * _WRITE_BUDGET,
         )
         self.host: str | None = None
         self.port: int | None = None

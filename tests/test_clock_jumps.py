@@ -113,3 +113,28 @@ def test_the_reaper_looks_at_the_clocks_each_round(database, monkeypatch):
         assert status(store, job) == "processing"
     finally:
         store.close()
+
+
+def test_a_lease_renewed_just_before_a_jump_moves_too_after_unnoted_drift(store, clock):
+    clocks = HostClocks(store, clock)
+    clocks.look()
+    clocks.time_passes(3000)
+    clock.advance(1.5)  # NTP's slewing: the wall clock gained 1.5 s in 50 minutes, too little to note
+    assert clocks.look() == 0.0
+    job, _ = claimed(store, 60)
+    clocks.time_passes(1)
+    clock.advance(7200)  # a second after the claim NTP steps the clock
+    assert clocks.look() == 7201.5
+    assert status(store, job) == "processing"
+
+
+def test_a_wrong_step_forward_put_back_leaves_no_lease_that_long(store, clock):
+    clocks, job = watched_job(store, clock)
+    clock.advance(365 * 86400)  # a clock set a year ahead by mistake, its leases moved with it
+    clocks.look()
+    clocks.time_passes(10)
+    clock.advance(-365 * 86400)  # and put back
+    clocks.look()
+    clocks.time_passes(61)  # a full lease from the step back: its silent worker loses the job
+    clocks.look()
+    assert status(store, job) == "pending"

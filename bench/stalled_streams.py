@@ -84,13 +84,13 @@ def measure(program, followers, jobs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--followers", type=int, default=20)
-    parser.add_argument("--jobs", type=int, default=60_000)
+    for flag, default in (("--followers", 20), ("--jobs", 60_000)):
+        parser.add_argument(flag, type=int, default=default)
     parser.add_argument("--baseline", help="another lazyboss.py, measured the same way afterwards")
     args = parser.parse_args()
-    report = {"followers": args.followers, "jobs": args.jobs, "this": measure(LAZYBOSS, args.followers, args.jobs)}
-    if args.baseline:
-        report["baseline"] = measure(args.baseline, args.followers, args.jobs)
+    programs = {"this": LAZYBOSS, **({"baseline": args.baseline} if args.baseline else {})}
+    report = {"followers": args.followers, "jobs": args.jobs}
+    report |= {name: measure(program, args.followers, args.jobs) for name, program in programs.items()}
     print(json.dumps(report, indent=2))
 
 

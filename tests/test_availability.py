@@ -183,17 +183,24 @@ def test_requests_still_arriving_hold_a_bounded_number_of_bytes(serve):
     assert a_job_life(live.client()) < 2
 
 
+def replaying_follower(live, receive_buffer):
+    """A raw socket (with this receive buffer) following /events from the first event, once its stream runs."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", live.server.port))
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n")
+    client = live.client()
+    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 1, what="the stream to start")
+    return sock
+
+
 def test_a_stream_whose_client_reads_nothing_is_closed_and_frees_its_thread(serve):
     live = serve(threads=5, idle_timeout=1, header_timeout=30)  # room for one stream
     big = {"blob": "x" * 900_000}
     client = live.client()
     for _ in range(24):  # 24 events of ~1 MB: more than waitress buffers (16 MiB) and the sockets hold
         assert client.request("POST", "/jobs", {"type": "big", "parameters": big}).status == 202
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", live.server.port))
-    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n")
-    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 1, what="the stream to start")
+    sock = replaying_follower(live, 4096)
     wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 0, timeout=15, what="its close")
     follower = EventStream(live.url, "/events")  # the one stream thread is free again
     assert follower.status == 200
@@ -207,11 +214,7 @@ def test_a_stream_whose_client_falls_behind_then_reads_gets_every_event(serve):
     client = live.client()
     for _ in range(24):  # 24 events of ~1 MB: more than the server buffers for one connection
         assert client.request("POST", "/jobs", {"type": "big", "parameters": big}).status == 202
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-    sock.connect(("127.0.0.1", live.server.port))
-    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n")
-    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 1, what="the stream to start")
+    sock = replaying_follower(live, 1 << 16)
     time.sleep(1.5)  # the client falls behind (within the idle timeout): the stream fills what it may buffer
     sock.settimeout(10)
     received, deadline, marker = b"", time.monotonic() + 20, b'"event":"submitted"'
@@ -228,11 +231,7 @@ def test_a_stream_whose_client_reads_nothing_is_closed_even_when_the_kernel_hold
     client = live.client()
     for _ in range(5):  # 50 KB of events: more than the client's window, less than the server's socket holds
         assert client.request("POST", "/jobs", {"type": "small", "parameters": {"pad": "x" * 10_000}}).status == 202
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", live.server.port))
-    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n")
-    wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 1, what="the stream to start")
+    sock = replaying_follower(live, 4096)
     wait_until(lambda: client.request("GET", "/stats").json["open_streams"] == 0, timeout=15, what="its close")
     sock.close()
 

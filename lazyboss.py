@@ -623,6 +623,10 @@ _DROP_TYPE_QUEUE = "DROP INDEX jobs_type_queue;"
 # Migration 15 on both engines: where each host's wall clock stood against its monotonic clock (by boot: the
 # monotonic clock every process of one boot reads), so that when the wall clock jumps (NTP setting the clock
 # of a Raspberry Pi that booted without one) running work keeps its leases: see `keep_leases_through_clock_jumps`.
+# Migration 16 on both engines: an event whose result or error is its attempt's refers to the attempt
+# (`outcome_of`, the stored value '') instead of holding a third copy of it: see `_SQLiteSQL.recorded`.
+_EVENT_OUTCOMES = "ALTER TABLE events ADD COLUMN outcome_of INTEGER;"
+
 _HOST_CLOCKS = """CREATE TABLE host_clocks (
     boot TEXT PRIMARY KEY,
     wall_offset DOUBLE PRECISION NOT NULL,
@@ -859,6 +863,7 @@ _MIGRATIONS: list = [
     """,
     _DROP_TYPE_QUEUE,
     _HOST_CLOCKS,
+    _EVENT_OUTCOMES,
 ]
 
 
@@ -1067,6 +1072,7 @@ _POSTGRES_MIGRATIONS = [
        WHERE status = 'pending' AND reserved_until IS NOT NULL""",
     _DROP_TYPE_QUEUE,  # SQLite's migration 14
     _HOST_CLOCKS,  # and 15
+    _EVENT_OUTCOMES,  # and 16
 ]
 
 
@@ -1253,13 +1259,21 @@ class _SQLiteSQL:
             json("error"),
             started_at=f"(SELECT {self.time('started_at')} FROM attempts WHERE job_id = jobs.id AND id = jobs.attempt)",
         )
-        # What an event stores (INSERT ... SELECT from `jobs`): the job without its large fields, and its
-        # result and error only when they changed since its last event.
+        # What an event stores (INSERT ... SELECT from `jobs`): the job without its large fields, its result
+        # and error only when they changed since its last event ('' for its attempt's: see `stored`), and
+        # then that attempt.
         large = "NULL" if self.stores_large_members else None
         small = self.job_view(large, large, large)
-        self.event_columns = f"""{small},
-            NULLIF(COALESCE(jobs.result, 'null'), {self.recorded("result", "jobs.id")}),
-            NULLIF(COALESCE(jobs.error, 'null'), {self.recorded("error", "jobs.id")})"""
+        attempts = {field: self.outcome(field, "jobs.id", "jobs.attempt") for field in ("result", "error")}
+
+        def changed(field: str) -> str:
+            last = self.recorded(field, "jobs.id")
+            return f"""CASE WHEN jobs.{field} = {attempts[field]}
+                THEN CASE WHEN jobs.{field} = {last} THEN NULL ELSE '' END
+                ELSE NULLIF(COALESCE(jobs.{field}, 'null'), {last}) END"""
+
+        self.event_columns = f"""{small}, {changed("result")}, {changed("error")},
+            CASE WHEN jobs.result = {attempts["result"]} OR jobs.error = {attempts["error"]} THEN jobs.attempt END"""
         # A new job's first event: it has no result or error yet, nor earlier events to compare with.
         self.submitted_event_columns = f"{small}, NULL, NULL"
         # An event's job as streams send it (from `events LEFT JOIN jobs`), as columns that `_Event.from_row`
@@ -1270,9 +1284,9 @@ class _SQLiteSQL:
         self.event_job_json = f"""{self.small_event_job} AS job,
             CASE events.kind WHEN 'submitted' THEN {json("jobs.parameters")} END AS parameters,
             CASE events.kind WHEN 'submitted' THEN COALESCE({json("events.result")}, 'null')
-                ELSE {json("events.result")} END AS result,
+                ELSE {json(self.stored("result", "events"))} END AS result,
             CASE events.kind WHEN 'submitted' THEN COALESCE({json("events.error")}, 'null')
-                ELSE {json("events.error")} END AS error"""
+                ELSE {json(self.stored("error", "events"))} END AS error"""
         # A progress event stores the ids of the items it reported, whose data is kept once, in `progress`
         # (a noisy job's output would take its room twice); streams send the items whole. Progress events
         # of older files hold their items themselves, and are sent as they are.
@@ -1339,9 +1353,24 @@ class _SQLiteSQL:
     def recorded(field: str, job: str, up_to: str = "") -> str:
         """SQL for the `result` or `error` (JSON text) that a job's events last recorded, up to event `up_to`."""
         bound = f"AND change.id <= {up_to}" if up_to else ""
-        return f"""COALESCE((SELECT change.{field} FROM events AS change
+        return f"""COALESCE((SELECT {_SQLiteSQL.stored(field, "change")} FROM events AS change
             WHERE change.job_id = {job} {bound} AND change.{field} IS NOT NULL
             ORDER BY change.id DESC LIMIT 1), 'null')"""
+
+    @staticmethod
+    def stored(field: str, event: str) -> str:
+        """SQL for the `result` or `error` an event (the row `event` of `events`) set, as JSON text (NULL: it
+        set none). '' stands for its attempt's (`outcome_of`): a result is kept by the job, its attempt and
+        the event that set it, and a third copy of a worker's 64 KiB of output is one too many."""
+        attempts = _SQLiteSQL.outcome(field, f"{event}.job_id", f"{event}.outcome_of")
+        return f"(CASE {event}.{field} WHEN '' THEN {attempts} ELSE {event}.{field} END)"
+
+    @staticmethod
+    def outcome(field: str, job: str, attempt: str) -> str:
+        """SQL for the `result` or `error` of an attempt (JSON text), by its job's id and its own."""
+        return (
+            f"(SELECT outcome.{field} FROM attempts AS outcome WHERE outcome.job_id = {job} AND outcome.id = {attempt})"
+        )
 
     most_type_heads: float = math.inf  # a head per type, however many (SQLite plans them at once)
 
@@ -3880,7 +3909,7 @@ class Store:
             return
         changed = self.engine.rows({"changed_id": "BIGINT", "kind": "TEXT"})
         recorded = db.execute(
-            f"""INSERT INTO events (job_id, type, kind, at, detail, job, result, error)
+            f"""INSERT INTO events (job_id, type, kind, at, detail, job, result, error, outcome_of)
                 SELECT id, type, changed.kind, updated_at, ?, {self.engine.event_columns}
                 FROM ({changed}) AS changed JOIN jobs ON jobs.id = changed.changed_id ORDER BY changed.ordinal
                 RETURNING type, kind""",

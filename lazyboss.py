@@ -623,15 +623,15 @@ _DROP_TYPE_QUEUE = "DROP INDEX jobs_type_queue;"
 # Migration 15 on both engines: where each host's wall clock stood against its monotonic clock (by boot: the
 # monotonic clock every process of one boot reads), so that when the wall clock jumps (NTP setting the clock
 # of a Raspberry Pi that booted without one) running work keeps its leases: see `keep_leases_through_clock_jumps`.
-# Migration 16 on both engines: an event whose result or error is its attempt's refers to the attempt
-# (`outcome_of`, the stored value '') instead of holding a third copy of it: see `_SQLiteSQL.recorded`.
-_EVENT_OUTCOMES = "ALTER TABLE events ADD COLUMN outcome_of INTEGER;"
-
 _HOST_CLOCKS = """CREATE TABLE host_clocks (
     boot TEXT PRIMARY KEY,
     wall_offset DOUBLE PRECISION NOT NULL,
     noted_at DOUBLE PRECISION NOT NULL
 );"""
+
+# Migration 16 on both engines: an event whose result or error is its attempt's refers to the attempt
+# (`outcome_of`, the stored value '') instead of holding a third copy of it: see `_SQLiteSQL.stored`.
+_EVENT_OUTCOMES = "ALTER TABLE events ADD COLUMN outcome_of INTEGER;"
 
 # Each migration is SQL statements, or a function of the connection for what SQL alone cannot say well.
 _MIGRATIONS: list = [
@@ -1264,7 +1264,9 @@ class _SQLiteSQL:
         # then that attempt.
         large = "NULL" if self.stores_large_members else None
         small = self.job_view(large, large, large)
-        attempts = {field: self.outcome(field, "jobs.id", "jobs.attempt") for field in ("result", "error")}
+        # The job's last attempt: a failure with attempts left has already put the job back (no `jobs.attempt`).
+        last_attempt = "(SELECT MAX(id) FROM attempts WHERE attempts.job_id = jobs.id)"
+        attempts = {field: self.outcome(field, "jobs.id", last_attempt) for field in ("result", "error")}
 
         def changed(field: str) -> str:
             last = self.recorded(field, "jobs.id")
@@ -1273,7 +1275,7 @@ class _SQLiteSQL:
                 ELSE NULLIF(COALESCE(jobs.{field}, 'null'), {last}) END"""
 
         self.event_columns = f"""{small}, {changed("result")}, {changed("error")},
-            CASE WHEN jobs.result = {attempts["result"]} OR jobs.error = {attempts["error"]} THEN jobs.attempt END"""
+            CASE WHEN jobs.result = {attempts["result"]} OR jobs.error = {attempts["error"]} THEN {last_attempt} END"""
         # A new job's first event: it has no result or error yet, nor earlier events to compare with.
         self.submitted_event_columns = f"{small}, NULL, NULL"
         # An event's job as streams send it (from `events LEFT JOIN jobs`), as columns that `_Event.from_row`

@@ -1362,8 +1362,8 @@ class _SQLiteSQL:
     @staticmethod
     def stored(field: str, event: str) -> str:
         """SQL for the `result` or `error` an event (the row `event` of `events`) set, as JSON text (NULL: it
-        set none). '' stands for its attempt's (`outcome_of`): a result is kept by the job, its attempt and
-        the event that set it, and a third copy of a worker's 64 KiB of output is one too many."""
+        set none). '' stands for its attempt's (`outcome_of`): the job and its attempt keep a result
+        already, and a third copy of a worker's 64 KiB of output in the event was one too many."""
         attempts = _SQLiteSQL.outcome(field, f"{event}.job_id", f"{event}.outcome_of")
         return f"(CASE {event}.{field} WHEN '' THEN {attempts} ELSE {event}.{field} END)"
 
